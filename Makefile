@@ -1,0 +1,46 @@
+# ssl-lightning: `make train` pretrains SimCLR on Fashion-MNIST; `make test` runs the test suite.
+# Both install what they need first (`make install` is idempotent).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CONFIG ?= ssl_lightning/configs/simclr.yaml
+ARGS ?=
+
+.PHONY: install dataset train test tensorboard clean
+
+install: dataset $(BIN)/.installed
+
+# Debian's dataset-fashion-mnist package, when missing and apt is usable (root, or sudo without a
+# password). Elsewhere the data module downloads the dataset with torchvision instead.
+dataset:
+	@if [ -f $(FASHION_MNIST) ]; then \
+		true; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && apt-get install -y dataset-fashion-mnist; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist; \
+	else \
+		echo "note: $(FASHION_MNIST) is missing and apt-get is not usable here;"; \
+		echo "      training will download Fashion-MNIST with torchvision (needs internet)."; \
+	fi
+
+# The virtual environment, rebuilt when the package's requirements change. constraints.txt pins the
+# exact torch/torchvision builds.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+train: install
+	$(BIN)/ssl-lightning fit --config $(CONFIG) $(ARGS)
+
+test: install
+	$(BIN)/pytest $(ARGS)
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir checkpoints
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

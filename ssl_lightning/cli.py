@@ -1,0 +1,86 @@
+"""The ``ssl-lightning`` command: LightningCLI with our callbacks, logger and data-model links.
+
+    ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
+
+Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
+import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
+from ssl_lightning.callbacks import LogViewPairs, RunCheckpoint
+from ssl_lightning.errors import UserError
+
+# Facts about the images that the model takes from the data module: (data attribute, model argument).
+DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
+
+TRAINER_DEFAULTS = {
+    "accelerator": "auto",
+    "default_root_dir": "checkpoints",
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        # name None: filled in with the method's name, so runs go to checkpoints/<method>/version_N.
+        "init_args": {"save_dir": "checkpoints", "name": None},
+    },
+}
+
+
+class SSLLightningCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_acc_top5",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}-{step}",
+            }
+        )
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(LogViewPairs, "view_pairs")
+        for source, target in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if getattr(logger, "init_args", None) is not None and "name" in logger.init_args and logger.init_args.name is None:
+            logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
+
+
+def main(args: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if args is None else args)
+    verbose = "--verbose" in args
+    args = [arg for arg in args if arg != "--verbose"]
+    sys.argv[1:] = []  # the arguments go in through `args`; LightningCLI warns when both are set
+    # Our methods make their views in on_after_batch_transfer by design, and Lightning 2.6 uses a
+    # pytree API that torch deprecated: both warnings are noise to a user.
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    try:
+        SSLLightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            args=args,
+        )
+    except UserError as err:
+        if verbose:
+            raise
+        print(f"ssl-lightning: error: {err} (run with --verbose for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""What every in-memory image data module shares: a seeded train/val split, batch loaders, and
+the facts about the images that a model needs (channels, size, normalisation)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from pytorch_lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ssl_lightning.data.in_memory import InMemoryImages, keep_batch
+from ssl_lightning.errors import ConfigError
+
+
+class InMemoryDataModule(LightningDataModule, ABC):
+    """Images kept in memory as uint8; batches carry ``(images uint8 (B, C, H, W), labels (B,))``.
+
+    Validation is a seeded random part of the train split; the test split is only loaded for
+    ``setup("test")``, i.e. final evaluation. The loaders do no augmentation: methods make their
+    views on the device (see ``ssl_lightning.augment``).
+
+    Subclasses set the class attributes below and implement ``load_split``.
+    """
+
+    num_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]  # per-channel mean and std of the train split, in [0, 1] units
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        batch_size: int = 256,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            batch_size: images per batch.
+            val_size: images held out of the train split for validation.
+            train_size: use only this many of the remaining train images (None: all of them).
+            num_workers: DataLoader worker processes; 0 is fastest for in-memory data.
+            seed: seed of the train/val split and of the train subset.
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.train_size = train_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_set: InMemoryImages | None = None
+        self.val_set: InMemoryImages | None = None
+        self.test_set: InMemoryImages | None = None
+
+    @abstractmethod
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) of the train or the test split."""
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and self.train_set is None:
+            images, labels = self.load_split(train=True)
+            if not 0 < self.val_size < len(images):
+                raise ConfigError(f"val_size must be between 1 and {len(images) - 1} (the train split's size), got {self.val_size}")
+            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            if self.train_size is not None:
+                if not 0 < self.train_size <= len(train_idx):
+                    raise ConfigError(f"train_size must be between 1 and {len(train_idx)} (train split minus val_size), got {self.train_size}")
+                train_idx = train_idx[: self.train_size]
+            self.train_set = InMemoryImages(images[train_idx], labels[train_idx])
+            self.val_set = InMemoryImages(images[val_idx], labels[val_idx])
+        if stage in ("test", "predict") and self.test_set is None:
+            self.test_set = InMemoryImages(*self.load_split(train=False))
+
+    def _loader(self, dataset: InMemoryImages | None, train: bool) -> DataLoader:
+        assert dataset is not None, "call setup() first"
+        if train and len(dataset) < self.batch_size:
+            raise ConfigError(f"the train set has {len(dataset)} images, fewer than batch_size={self.batch_size}; lower batch_size")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # Contrastive losses need full batches; the incomplete last train batch is dropped.
+            drop_last=train,
+            num_workers=self.num_workers,
+            collate_fn=keep_batch,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,85 @@
+"""The encoder: a backbone behind an input adapter, and ``load_encoder`` to get it from a checkpoint.
+
+The encoder takes float images in [0, 1] at the data's own size, shaped (N, C, H, W), resizes them
+to the size it was trained at and normalises them itself, so features cannot be computed from
+wrongly prepared inputs. It returns (N, D) features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_lightning.backbones import build_backbone
+from ssl_lightning.errors import CheckpointError, ConfigError
+
+# Key under which a method's checkpoint stores the arguments that rebuild its encoder.
+ENCODER_CONFIG_KEY = "encoder_config"
+
+
+class Encoder(nn.Module):
+    """Backbone with its input normalisation and resizing; ``config`` rebuilds it (``Encoder(**config)``)."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        width: int = 64,
+        small_images: bool = True,
+        in_channels: int = 1,
+        input_size: int = 28,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.5,),
+    ) -> None:
+        super().__init__()
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ConfigError(f"mean and std need one value per input channel ({in_channels}), got {list(mean)} and {list(std)}")
+        self.config: dict[str, Any] = {
+            "backbone": backbone,
+            "width": width,
+            "small_images": small_images,
+            "in_channels": in_channels,
+            "input_size": input_size,
+            "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std],
+        }
+        self.backbone = build_backbone(backbone, in_channels=in_channels, small_images=small_images, width=width)
+        self.out_dim: int = self.backbone.out_dim
+        self.register_buffer("mean", torch.tensor(self.config["mean"]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(self.config["std"]).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) float images in [0, 1] -> (N, D) features."""
+        channels, size = self.config["in_channels"], self.config["input_size"]
+        if images.dim() != 4 or images.shape[1] != channels:
+            raise ConfigError(f"the encoder expects images shaped (N, {channels}, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ConfigError(f"the encoder expects float images in [0, 1], got dtype {images.dtype}; divide by 255 first")
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return self.backbone((images - self.mean) / self.std)  # (N, D)
+
+
+def load_encoder(path: str | Path) -> Encoder:
+    """The encoder of a checkpoint written by any ssl-lightning method, in eval mode.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch checkpoint ({type(err).__name__})") from err
+    if not isinstance(checkpoint, dict) or ENCODER_CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not an ssl-lightning checkpoint: it has no {ENCODER_CONFIG_KEY!r} entry")
+    encoder = Encoder(**checkpoint[ENCODER_CONFIG_KEY])
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(state)
+    return encoder.eval()

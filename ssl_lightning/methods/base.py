@@ -1,0 +1,146 @@
+"""What every pretraining method shares: views in, the step, logging, optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from pytorch_lightning import LightningModule
+from pytorch_lightning.trainer.states import RunningStage
+from torch import Tensor
+
+from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
+from ssl_lightning.encoder import ENCODER_CONFIG_KEY, Encoder
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.metrics import ranking_metrics
+from ssl_lightning.optim import OptimizerName, build_optimizer, warmup_cosine
+
+# Stages whose batches are turned into two views; test and predict batches stay plain images.
+_VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING)
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor
+    z1: Tensor  # (N, D) embeddings of view 1 and view 2 whose agreement the ranking metrics measure
+    z2: Tensor
+
+
+class PretrainMethod(LightningModule, ABC):
+    """Base of the self-supervised methods. A subclass adds its heads and implements ``compute_loss``.
+
+    Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
+    ``views`` makes two augmented views of every image, and the labels are never used for training.
+    Logged: ``{train,val}_loss``, ``{train,val}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
+    """
+
+    default_views: ClassVar[ViewConfig] = SIMCLR_VIEWS
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        width: int = 64,
+        small_images: bool = True,
+        in_channels: int = 1,
+        image_size: int = 28,
+        mean: Sequence[float] = (0.2860,),
+        std: Sequence[float] = (0.3530,),
+        views: ViewConfig | None = None,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        warmup_epochs: float = 1.0,
+    ) -> None:
+        """
+        Args:
+            backbone: torchvision ResNet name (resnet18, resnet34, resnet50).
+            width: channels of the backbone's first stage (64 in the paper's ResNets).
+            small_images: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
+            in_channels, image_size, mean, std: the data's channels, side and per-channel
+                normalisation; the CLI takes them from the data module.
+            views: augmentation parameters (``ssl_lightning.augment.ViewConfig``); keys left out
+                take the method's defaults.
+            optimizer: "adamw" or "sgd" (with ``momentum``).
+            lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
+                norm weights).
+            warmup_epochs: length of the linear warm-up, before the cosine decay to 0.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.view_config = resolve_views(views, self.default_views)
+        self.views = build_views(self.view_config, channels=in_channels, image_size=image_size)
+        self.encoder = Encoder(
+            backbone=backbone,
+            width=width,
+            small_images=small_images,
+            in_channels=in_channels,
+            input_size=self.view_config["crop_size"] or image_size,
+            mean=mean,
+            std=std,
+        )
+
+    @abstractmethod
+    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
+        """The method's loss on two batches of views (N, C, H, W), and the embeddings to rank."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) float images in [0, 1] -> (N, D) encoder features."""
+        return self.encoder(images)
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        expected = (self.hparams.in_channels, self.hparams.image_size)
+        if data is not None and hasattr(data, "num_channels") and (data.num_channels, data.image_size) != expected:
+            raise ConfigError(
+                f"the model expects {expected[0]}-channel images of side {expected[1]}, but the data has "
+                f"{data.num_channels} channel(s) of side {data.image_size}; set model in_channels/image_size to match"
+            )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._trainer is None or self.trainer.state.stage not in _VIEW_STAGES:
+            return batch
+        images, labels = batch
+        x = images.float() / 255  # (N, C, H, W) in [0, 1]
+        # One call for both views: every image of the 2N gets its own random draw.
+        x1, x2 = self.views(torch.cat([x, x])).chunk(2)  # 2 x (N, C, S, S)
+        return x1, x2, labels
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        x1, x2, _ = batch
+        out = self.compute_loss(x1, x2)
+        logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2)}
+        per_step = stage == "train"  # train: a point per step; val: the epoch's mean
+        for name, value in logged.items():
+            self.log(
+                f"{stage}_{name}",
+                value,
+                on_step=per_step,
+                on_epoch=not per_step,
+                prog_bar=name in ("loss", "acc_top5"),
+                batch_size=x1.shape[0],
+            )
+        return out.loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def configure_optimizers(self) -> dict:
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ConfigError("the learning-rate schedule needs a finite length: set trainer.max_epochs or trainer.max_steps")
+        if not math.isfinite(self.trainer.num_training_batches):  # max_steps runs don't load the data first
+            self.trainer.fit_loop.setup_data()
+        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        hp = self.hparams
+        optimizer = build_optimizer(self, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
+        scheduler = warmup_cosine(optimizer, round(hp.warmup_epochs * steps_per_epoch), int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone

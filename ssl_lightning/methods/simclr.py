@@ -1,0 +1,43 @@
+"""SimCLR (Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
+arXiv:2002.05709): two views of each image, a projection head, and the NT-Xent loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.heads import ProjectionHead
+from ssl_lightning.losses import info_nce
+from ssl_lightning.methods.base import PretrainMethod, StepOutput
+
+
+class SimCLR(PretrainMethod):
+    """SimCLR: the encoder and projection head are trained so that the two views of an image agree
+    and the views of different images don't.
+
+    Args:
+        temperature: NT-Xent temperature T > 0 (the paper uses 0.5 for CIFAR-10, App. B.9).
+        projection_hidden_dim, projection_dim: hidden and output sizes of the projection head
+            (the paper: hidden = the backbone's feature size, output 128).
+        **kwargs: the shared arguments of ``PretrainMethod`` (backbone, views, optimizer, ...).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        projection_hidden_dim: int = 512,
+        projection_dim: int = 128,
+        **kwargs,
+    ) -> None:
+        if temperature <= 0:
+            raise ConfigError(f"SimCLR temperature must be > 0, got {temperature}; the paper uses 0.1 to 1.0")
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
+
+    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
+        # Both views in one batch, so BatchNorm statistics cover all 2N views (the paper's global BN).
+        z = self.projector(self.encoder(torch.cat([x1, x2])))  # (2N, projection_dim)
+        z1, z2 = z.chunk(2)  # (N, projection_dim) each
+        return StepOutput(info_nce(z1, z2, self.temperature), z1, z2)

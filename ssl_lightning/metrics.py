@@ -1,0 +1,36 @@
+"""Ranking metrics of the positive pair, shared by every pretraining method.
+
+For each of the 2N anchors (views), its positive (the other view of the same image) is ranked
+among the other 2N-1 views by cosine similarity; rank 0 means the positive is the most similar.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ssl_lightning.losses import check_view_pair, cosine_similarity_matrix, positive_index
+
+
+def ranking_metrics(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+    """``acc_top1`` (share of anchors with rank 0), ``acc_top5`` (rank < 5) and ``acc_mean_pos``
+    (1 + mean rank), as defined in the UvA SimCLR tutorial.
+
+    Ties count against the positive: a negative exactly as similar as the positive ranks above it,
+    so a collapsed embedding (all views equal) scores the worst rank, 2N-2, not the best.
+
+    Args:
+        z1, z2: (N, D) embeddings of the two views; row n of each comes from image n.
+    Returns:
+        dict of scalar tensors (kept on the device: no host synchronisation).
+    """
+    check_view_pair(z1, z2)
+    sim = cosine_similarity_matrix(z1.detach(), z2.detach()).float()  # (2N, 2N)
+    pos_idx = positive_index(z1.shape[0], sim.device)  # (2N,)
+    pos_sim = sim.gather(1, pos_idx[:, None])  # (2N, 1)
+    # Rank = number of other views at least as similar as the positive, the positive excluded.
+    rank = (sim >= pos_sim).sum(dim=1) - 1  # (2N,)
+    return {
+        "acc_top1": (rank == 0).float().mean(),
+        "acc_top5": (rank < 5).float().mean(),
+        "acc_mean_pos": 1 + rank.float().mean(),
+    }

@@ -1,0 +1,83 @@
+"""End to end through the real console script, in a temporary working directory."""
+
+import shutil
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import SIMCLR_CONFIG, TINY
+from ssl_lightning import load_encoder
+from ssl_lightning.cli import main
+from ssl_lightning.methods import SimCLR
+
+pytestmark = pytest.mark.slow
+CONSOLE_SCRIPT = shutil.which("ssl-lightning", path=str(Path(sys.executable).parent))
+
+
+def run_cli(*args, cwd):
+    assert CONSOLE_SCRIPT, "the ssl-lightning console script is not installed (make install)"
+    return subprocess.run([CONSOLE_SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_fast_dev_run_through_the_console_script(tmp_path):
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train_loss" in result.stderr + result.stdout  # the progress bar shows the loss
+    assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
+
+
+def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path):
+    args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1"]
+    for _ in range(2):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "checkpoints" / "simclr").iterdir())
+    assert runs == ["version_0", "version_1"]
+
+    run = tmp_path / "checkpoints" / "simclr" / "version_0"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for stage in ("train", "val"):
+        for name in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
+            assert f"{stage}_{name}" in scalars
+    assert any(tag.startswith("lr-") for tag in scalars)
+    assert "views/pairs" in events.Tags()["images"]
+
+    encoder = load_encoder(run / "checkpoints" / "last.ckpt")
+    module = SimCLR.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(encoder(x), module(x), atol=1e-6)
+
+
+def test_bad_temperature_is_one_line_without_traceback(tmp_path):
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--model.init_args.temperature=0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "temperature must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    verbose = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--model.init_args.temperature=0", "--verbose", cwd=tmp_path)
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+
+
+def test_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true",
+              f"--data.init_args.data_dir={tmp_path / 'nowhere'}", f"--data.init_args.download_dir={tmp_path / 'cache'}"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ssl-lightning: error: Fashion-MNIST is not in")
+    assert "apt-get install dataset-fashion-mnist" in err[-1]

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.metrics import ranking_metrics
+
+
+def values(z1, z2):
+    return {k: v.item() for k, v in ranking_metrics(z1, z2).items()}
+
+
+def test_perfect_alignment():
+    z = torch.eye(4)  # 4 orthogonal images, both views equal
+    assert values(z, z.clone()) == {"acc_top1": 1.0, "acc_top5": 1.0, "acc_mean_pos": 1.0}
+
+
+def test_hand_computed_ranks():
+    # Two images in 2-D. View 1 of image 0 is at 0 deg, its view 2 at 80 deg; image 1's views at
+    # 60 and 90 deg. Cosines (a = i0v1 at 0, b = i1v1 at 60, c = i0v2 at 80, d = i1v2 at 90):
+    #   a: positive c (cos 80 = .17), candidates b (.5), d (0)    -> rank 1
+    #   b: positive d (cos 30 = .87), candidates a (.5), c (.94)  -> rank 1
+    #   c: positive a (.17), candidates b (.94), d (.98)          -> rank 2
+    #   d: positive b (.87), candidates a (0), c (.98)            -> rank 1
+    def at(deg):
+        r = torch.deg2rad(torch.tensor(float(deg)))
+        return torch.stack([torch.cos(r), torch.sin(r)])
+
+    z1 = torch.stack([at(0), at(60)])
+    z2 = torch.stack([at(80), at(90)])
+    m = values(z1, z2)
+    assert m["acc_top1"] == 0.0
+    assert m["acc_top5"] == 1.0
+    assert m["acc_mean_pos"] == pytest.approx(1 + (1 + 1 + 2 + 1) / 4)
+
+
+def argsort_reference(z1, z2):
+    """The UvA tutorial's way: sort each anchor's candidates by similarity and find the positive."""
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1).double()
+    n2 = len(z)
+    ranks = []
+    for i in range(n2):
+        positive = (i + n2 // 2) % n2
+        others = [k for k in range(n2) if k != i]
+        order = sorted(others, key=lambda k: -float(z[i] @ z[k]))
+        ranks.append(order.index(positive))
+    ranks = torch.tensor(ranks, dtype=torch.float64)
+    return {"acc_top1": (ranks == 0).double().mean().item(), "acc_top5": (ranks < 5).double().mean().item(),
+            "acc_mean_pos": 1 + ranks.mean().item()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_an_argsort_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    z1 = torch.randn(12, 3, generator=g)
+    z2 = z1 + 0.7 * torch.randn(12, 3, generator=g)  # noisy views: ranks spread over 0..22
+    got, want = values(z1, z2), argsort_reference(z1, z2)
+    assert want["acc_top5"] < 1.0 and want["acc_top1"] > 0.0  # the case exercises both cuts
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_worst_case_rank():
+    # The two views of each image point in opposite directions: every positive is the least
+    # similar of the 2N-1 candidates, rank 2N-2.
+    z1 = torch.randn(6, 4)
+    m = values(z1, -z1)
+    assert m == {"acc_top1": 0.0, "acc_top5": 0.0, "acc_mean_pos": 1 + 10}
+
+
+def test_collapsed_embeddings_score_the_worst_rank():
+    z = torch.ones(5, 3)
+    m = values(z, z.clone())
+    assert m["acc_top1"] == 0.0
+    assert m["acc_mean_pos"] == 1 + (2 * 5 - 2)
+
+
+def test_single_image_batch_is_rejected():
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        ranking_metrics(torch.randn(1, 4), torch.randn(1, 4))

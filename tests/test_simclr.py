@@ -1,0 +1,155 @@
+import pytest
+import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from ssl_lightning import load_encoder
+from ssl_lightning.errors import CheckpointError, ConfigError
+from ssl_lightning.methods import SimCLR
+from ssl_lightning.optim import param_groups, warmup_cosine
+
+
+def fit(model, data, tmp_path, **trainer_kwargs):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = Trainer(
+        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+        callbacks=[checkpoint], enable_model_summary=False, **trainer_kwargs,
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer, checkpoint
+
+
+def test_training_moves_the_encoder_and_logs_every_metric(random_images, tiny_simclr_kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = SimCLR(**tiny_simclr_kwargs)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer, _ = fit(model, random_images, tmp_path, max_epochs=2)
+    after = model.encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    logged = set(trainer.logged_metrics)
+    for stage in ("train", "val"):
+        for name in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
+            assert f"{stage}_{name}" in logged
+
+
+def test_load_encoder_gives_the_trained_backbones_features(random_images, tiny_simclr_kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = SimCLR(**tiny_simclr_kwargs)
+    _, checkpoint = fit(model, random_images, tmp_path, max_steps=3)
+    encoder = load_encoder(checkpoint.last_model_path)
+    assert not encoder.training
+    x = torch.rand(5, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(encoder(x), model.encoder(x), atol=1e-6)
+        assert encoder(x).shape == (5, model.encoder.out_dim)
+    # the full module round-trips too
+    restored = SimCLR.load_from_checkpoint(checkpoint.last_model_path)
+    restored.eval()
+    with torch.no_grad():
+        assert torch.allclose(restored(x), model(x), atol=1e-6)
+    assert restored.hparams.width == 8 and restored.temperature == model.temperature
+
+
+def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tiny_simclr_kwargs, tmp_path):
+    seen = {}
+
+    class Spy(SimCLR):
+        def training_step(self, batch, batch_idx):
+            seen["train"] = [t.shape for t in batch]
+            return super().training_step(batch, batch_idx)
+
+    fit(Spy(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
+    assert seen["train"] == [(16, 1, 16, 16), (16, 1, 16, 16), (16,)]
+    model = SimCLR(**tiny_simclr_kwargs)
+    images, labels = torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.zeros(4)
+    assert model.on_after_batch_transfer((images, labels), 0) == (images, labels)  # no trainer: untouched
+
+
+def test_encoder_input_checks(tiny_simclr_kwargs):
+    encoder = SimCLR(**tiny_simclr_kwargs).encoder.eval()
+    with pytest.raises(ConfigError, match=r"\(N, 1, H, W\)"):
+        encoder(torch.rand(2, 3, 16, 16))
+    with pytest.raises(ConfigError, match="divide by 255"):
+        encoder(torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
+    # other sizes are resized to the training size
+    assert encoder(torch.rand(2, 1, 28, 28)).shape == (2, encoder.out_dim)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_non_positive_temperature_is_refused_at_construction(temperature):
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        SimCLR(temperature=temperature)
+
+
+def test_a_batch_of_one_image_is_explained(tiny_simclr_kwargs):
+    model = SimCLR(**tiny_simclr_kwargs)
+    x = torch.rand(1, 1, 16, 16)
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        model.compute_loss(x, x)
+
+
+def test_no_weight_decay_on_biases_and_norm_weights(tiny_simclr_kwargs):
+    model = SimCLR(**tiny_simclr_kwargs)
+    decay, no_decay = param_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    bn_weight = model.encoder.backbone.bn1.weight
+    assert any(p is bn_weight for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine_schedule():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup_steps=4, total_steps=12)
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lrs[4] == pytest.approx(1.0)  # cosine starts at the peak
+    assert lrs[8] == pytest.approx(0.5)  # half way through the decay
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+
+
+def test_load_encoder_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_encoder(tmp_path / "missing.ckpt")
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_encoder(bad)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an ssl-lightning checkpoint"):
+        load_encoder(foreign)
+
+
+def test_last_checkpoint_is_current_when_the_metric_stops_improving(tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from ssl_lightning.callbacks import RunCheckpoint
+
+    class Worsening(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_acc_top5", 1.0 / (1 + self.current_epoch))  # best at epoch 0
+            return super().validation_step(batch, batch_idx)
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path, monitor="val_acc_top5", mode="max", save_last=True)
+    trainer = Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])
+    trainer.fit(Worsening())
+    assert torch.load(checkpoint.best_model_path, weights_only=False)["global_step"] == 2
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == trainer.global_step == 6
+
+
+def test_fast_dev_run_writes_no_checkpoint(tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from ssl_lightning.callbacks import RunCheckpoint
+
+    trainer = Trainer(fast_dev_run=True, default_root_dir=tmp_path, enable_progress_bar=False,
+                      callbacks=[RunCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    trainer.fit(BoringModel())
+    assert not list(tmp_path.rglob("*.ckpt"))

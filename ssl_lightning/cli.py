@@ -7,6 +7,7 @@ Errors caused by input (``UserError``) print as one line; ``--verbose`` shows th
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -66,6 +67,8 @@ def main(args: list[str] | None = None) -> None:
     # pytree API that torch deprecated: both warnings are noise to a user.
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:
         SSLLightningCLI(
             LightningModule,
@@ -75,11 +78,22 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults=TRAINER_DEFAULTS,
             args=args,
         )
-    except UserError as err:
-        if verbose:
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None or verbose:
             raise
-        print(f"ssl-lightning: error: {err} (run with --verbose for the traceback)", file=sys.stderr)
+        print(f"ssl-lightning: error: {cause} (run with --verbose for the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _user_error(err: BaseException | None) -> UserError | None:
+    """The UserError behind ``err``, if any: jsonargparse wraps errors raised while it builds the
+    classes in its own ValueError."""
+    while err is not None:
+        if isinstance(err, UserError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

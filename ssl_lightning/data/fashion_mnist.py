@@ -35,19 +35,15 @@ class FashionMNISTDataModule(InMemoryDataModule):
         self,
         data_dir: str = DEBIAN_DIR,
         download_dir: str = "~/.cache/ssl-lightning/datasets",
-        batch_size: int = 256,
-        val_size: int = 5000,
-        train_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        **kwargs,
     ) -> None:
         """
         Args:
             data_dir: folder with the four ``*-ubyte.gz`` files.
             download_dir: where torchvision downloads the dataset if ``data_dir`` lacks the files.
-            (other arguments: see ``InMemoryDataModule``)
+            **kwargs: batch size, split sizes and loader settings (see ``InMemoryDataModule``).
         """
-        super().__init__(batch_size=batch_size, val_size=val_size, train_size=train_size, num_workers=num_workers, seed=seed)
+        super().__init__(**kwargs)
         self.data_dir = Path(data_dir).expanduser()
         self.download_dir = Path(download_dir).expanduser()
 

@@ -52,3 +52,59 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     check_view_pair(z1, z2)
     logits = cosine_similarity_matrix(z1, z2) / temperature  # (2N, 2N)
     return F.cross_entropy(logits, positive_index(z1.shape[0], z1.device))
+
+
+def moco_info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo's InfoNCE (arXiv:1911.05722, Eq. 1): each query's positive is its key, the negatives
+    are the K past keys in the queue.
+
+        logits_n = [q_n · k_n, q_n · queue_1, ..., q_n · queue_K] / T,  positive at index 0
+
+    Args:
+        q: (N, D) queries; k: (N, D) keys of the same images; queue: (K, D) past keys.
+            All three are L2-normalised here.
+        temperature: T > 0.
+    Returns:
+        scalar: cross-entropy, mean over the N queries.
+    """
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if q.shape != k.shape or q.dim() != 2 or queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+        raise ConfigError(f"expected q, k (N, D) and queue (K, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(queue.shape)}")
+    q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
+    negatives = q @ queue.T  # (N, K)
+    logits = torch.cat([positive, negatives], dim=1) / temperature  # (N, 1 + K)
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's regression loss (arXiv:2006.07733, Eq. 2): the mean over the batch of
+    ‖p/‖p‖ − z/‖z‖‖² = 2 − 2·cos(p, z). ``z`` is the target: pass it without gradient.
+
+    Args:
+        p: (N, D) online predictions; z: (N, D) target projections.
+    """
+    if p.shape != z.shape or p.dim() != 2:
+        raise ConfigError(f"expected two (N, D) tensors of equal shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+
+def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
+    """Barlow Twins (arXiv:2103.03230, Eq. 1) on the cross-correlation C of the batch-standardised
+    embeddings (as BatchNorm without affine parameters does, eps 1e-5):
+
+        C = z1ᵀ z2 / N,   loss = Σᵢ (1 − Cᵢᵢ)² + λ Σᵢ Σⱼ≠ᵢ Cᵢⱼ²
+
+    Args:
+        z1, z2: (N, D) embeddings of the two views, N >= 2.
+        lambd: λ, the weight of the redundancy-reduction term.
+    """
+    check_view_pair(z1, z2)
+    n = z1.shape[0]
+    z1 = F.batch_norm(z1, None, None, training=True)  # (N, D), each dimension standardised
+    z2 = F.batch_norm(z2, None, None, training=True)
+    c = z1.T @ z2 / n  # (D, D)
+    on_diag = (1 - c.diagonal()).pow(2).sum()
+    off_diag = c.pow(2).sum() - c.diagonal().pow(2).sum()
+    return on_diag + lambd * off_diag

@@ -2,21 +2,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_lightning.data import InMemoryDataModule
 
 REPO = Path(__file__).resolve().parents[1]
-SIMCLR_CONFIG = REPO / "ssl_lightning" / "configs" / "simclr.yaml"
+CONFIGS = REPO / "ssl_lightning" / "configs"
+SIMCLR_CONFIG = CONFIGS / "simclr.yaml"
 
-# CLI overrides that make the default config tiny: a width-8 ResNet-18 on 256 Fashion-MNIST images.
-TINY = [
+# CLI overrides that make a config tiny: a width-8 ResNet-18 on 256 Fashion-MNIST images.
+TINY_DATA = [
     "--model.init_args.width=8",
-    "--model.init_args.projection_hidden_dim=32",
-    "--model.init_args.projection_dim=16",
     "--data.init_args.batch_size=32",
     "--data.init_args.val_size=64",
     "--data.init_args.train_size=256",
 ]
+TINY_HEADS = {
+    "simclr": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16"],
+    "moco": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16",
+             "--model.init_args.queue_size=64"],
+    "byol": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16"],
+    "barlow_twins": ["--model.init_args.projector_dim=32"],
+}
+TINY = TINY_DATA + TINY_HEADS["simclr"]
 
 
 class RandomImages(InMemoryDataModule):
@@ -42,3 +51,12 @@ def random_images():
 @pytest.fixture
 def tiny_simclr_kwargs():
     return dict(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+
+
+def fit(model, data, tmp_path, **trainer_kwargs):
+    """Train in-process on the CPU without logger or progress bar; returns (trainer, checkpoint)."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[checkpoint], **trainer_kwargs)
+    trainer.fit(model, datamodule=data)
+    return trainer, checkpoint

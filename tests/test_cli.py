@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import SIMCLR_CONFIG, TINY
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS
 from ssl_lightning import load_encoder
 from ssl_lightning.cli import main
 from ssl_lightning.methods import SimCLR
@@ -24,8 +24,10 @@ def run_cli(*args, cwd):
     return subprocess.run([CONSOLE_SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_fast_dev_run_through_the_console_script(tmp_path):
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true", cwd=tmp_path)
+@pytest.mark.parametrize("method", sorted(TINY_HEADS))
+def test_fast_dev_run_through_the_console_script(method, tmp_path):
+    config = CONFIGS / f"{method}.yaml"
+    result = run_cli("fit", "--config", str(config), *TINY_DATA, *TINY_HEADS[method], "--trainer.fast_dev_run=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_loss" in result.stderr + result.stdout  # the progress bar shows the loss
     assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.losses import info_nce
+from ssl_lightning.losses import barlow_twins_loss, byol_loss, info_nce, moco_info_nce
 
 
 def nt_xent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -59,3 +59,75 @@ def test_info_nce_rejects_a_single_image():
 def test_info_nce_rejects_mismatched_views():
     with pytest.raises(ConfigError, match="equal shape"):
         info_nce(torch.randn(4, 3), torch.randn(5, 3), 0.5)
+
+
+def test_info_nce_when_every_similarity_is_equal():
+    # All views identical: every logit is 1/T, so the loss is log of the 2N-1 candidates.
+    z = torch.ones(5, 3)
+    assert info_nce(z, z.clone(), 0.3).item() == pytest.approx(math.log(2 * 5 - 1), rel=1e-6)
+
+
+def moco_loop(q, k, queue, temperature):
+    """MoCo's Eq. 1 one query at a time: -log(exp(q·k+/T) / (exp(q·k+/T) + Σ exp(q·k-/T)))."""
+    unit = lambda v: v.double() / v.double().norm()  # noqa: E731
+    total = 0.0
+    for qi, ki in zip(q, k):
+        positive = math.exp(float(unit(qi) @ unit(ki)) / temperature)
+        negatives = sum(math.exp(float(unit(qi) @ unit(kj)) / temperature) for kj in queue)
+        total += -math.log(positive / (positive + negatives))
+    return total / len(q)
+
+
+@pytest.mark.parametrize("n, d, size, temperature", [(2, 3, 4, 0.2), (6, 8, 12, 0.07), (4, 16, 32, 1.0)])
+def test_moco_info_nce_matches_the_papers_formula(n, d, size, temperature):
+    g = torch.Generator().manual_seed(size)
+    q, k, queue = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g), torch.randn(size, d, generator=g)
+    assert moco_info_nce(q, k, queue, temperature).item() == pytest.approx(moco_loop(q, k, queue, temperature), rel=1e-5)
+
+
+def test_moco_info_nce_when_every_similarity_is_equal():
+    q = torch.ones(3, 4)
+    assert moco_info_nce(q, 2 * q, torch.ones(10, 4), 0.2).item() == pytest.approx(math.log(1 + 10), rel=1e-6)
+
+
+def test_moco_info_nce_rejects_bad_input():
+    with pytest.raises(ConfigError, match="temperature"):
+        moco_info_nce(torch.randn(2, 3), torch.randn(2, 3), torch.randn(4, 3), 0.0)
+    with pytest.raises(ConfigError, match="queue"):
+        moco_info_nce(torch.randn(2, 3), torch.randn(2, 3), torch.randn(4, 5), 0.2)
+
+
+def test_byol_loss_is_the_normalised_squared_distance():
+    g = torch.Generator().manual_seed(0)
+    p, z = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    by_loop = sum(float(((pi / pi.norm() - zi / zi.norm()) ** 2).sum()) for pi, zi in zip(p, z)) / 7
+    assert byol_loss(p, z).item() == pytest.approx(by_loop, rel=1e-5)
+    assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-6)  # same direction
+    assert byol_loss(p, -p).item() == pytest.approx(4.0, rel=1e-6)  # opposite: 2 - 2 * (-1)
+
+
+def barlow_twins_loop(z1, z2, lambd, eps=1e-5):
+    """The paper's Eq. 1 entry by entry, with each dimension standardised over the batch."""
+    n, d = z1.shape
+    a, b = z1.double(), z2.double()
+    a = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + eps)
+    b = (b - b.mean(0)) / torch.sqrt(b.var(0, unbiased=False) + eps)
+    loss = 0.0
+    for i in range(d):
+        for j in range(d):
+            c_ij = sum(float(a[s, i] * b[s, j]) for s in range(n)) / n
+            loss += (1 - c_ij) ** 2 if i == j else lambd * c_ij**2
+    return loss
+
+
+@pytest.mark.parametrize("n, d, lambd", [(4, 3, 5e-3), (16, 6, 0.1), (9, 5, 1.0)])
+def test_barlow_twins_loss_matches_the_papers_formula(n, d, lambd):
+    g = torch.Generator().manual_seed(n + d)
+    z1, z2 = 3 * torch.randn(n, d, generator=g) + 1, torch.randn(n, d, generator=g)
+    assert barlow_twins_loss(z1, z2, lambd).item() == pytest.approx(barlow_twins_loop(z1, z2, lambd), rel=1e-4)
+
+
+def test_barlow_twins_loss_is_zero_for_identical_decorrelated_views():
+    # Columns ±1 patterns that are orthogonal and zero-mean: standardised C is the identity.
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    assert barlow_twins_loss(z, z.clone()).item() == pytest.approx(0.0, abs=1e-4)

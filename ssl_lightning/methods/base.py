@@ -10,12 +10,13 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.trainer.states import RunningStage
-from torch import Tensor
+from torch import Tensor, nn
 
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
 from ssl_lightning.encoder import ENCODER_CONFIG_KEY, Encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.metrics import ranking_metrics
+from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.optim import OptimizerName, build_optimizer, warmup_cosine
 
 # Stages whose batches are turned into two views; test and predict batches stay plain images.
@@ -51,7 +52,7 @@ class PretrainMethod(LightningModule, ABC):
         optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        momentum: float = 0.9,
+        sgd_momentum: float = 0.9,
         warmup_epochs: float = 1.0,
     ) -> None:
         """
@@ -63,7 +64,7 @@ class PretrainMethod(LightningModule, ABC):
                 normalisation; the CLI takes them from the data module.
             views: augmentation parameters (``ssl_lightning.augment.ViewConfig``); keys left out
                 take the method's defaults.
-            optimizer: "adamw" or "sgd" (with ``momentum``).
+            optimizer: "adamw" or "sgd" (with ``sgd_momentum``).
             lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
                 norm weights).
             warmup_epochs: length of the linear warm-up, before the cosine decay to 0.
@@ -138,9 +139,51 @@ class PretrainMethod(LightningModule, ABC):
             self.trainer.fit_loop.setup_data()
         steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         hp = self.hparams
-        optimizer = build_optimizer(self, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum)
+        optimizer = build_optimizer(self, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
         scheduler = warmup_cosine(optimizer, round(hp.warmup_epochs * steps_per_epoch), int(total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone
+
+
+class MomentumPretrainMethod(PretrainMethod):
+    """A method with momentum (EMA) copies of some of its modules: MoCo's key encoder, BYOL's target.
+
+    Subclasses create targets with ``self.momentum_target(online)``. After every optimizer step
+    (once per step, also under gradient accumulation) each target moves towards its online module
+    with the momentum τ, which follows ``cosine_momentum`` from ``target_momentum`` to
+    ``target_momentum_end`` over the run (constant when they are equal). τ is logged.
+    """
+
+    def __init__(self, target_momentum: float = 0.99, target_momentum_end: float | None = None, **kwargs) -> None:
+        """
+        Args:
+            target_momentum: τ at the first step.
+            target_momentum_end: τ at the last step (None: constant ``target_momentum``).
+            **kwargs: the shared arguments of ``PretrainMethod``.
+        """
+        super().__init__(**kwargs)
+        for tau in (target_momentum, target_momentum_end):
+            if tau is not None and not 0 <= tau <= 1:
+                raise ConfigError(f"target momentum must be in [0, 1], got {tau}")
+        self.target_momentum = target_momentum
+        self.target_momentum_end = target_momentum if target_momentum_end is None else target_momentum_end
+        self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []  # (online, target); modules registered elsewhere
+
+    def momentum_target(self, online: nn.Module) -> nn.Module:
+        target = momentum_copy(online)
+        self._momentum_pairs.append((online, target))
+        return target
+
+    def current_target_momentum(self) -> float:
+        return cosine_momentum(
+            self.trainer.global_step, int(self.trainer.estimated_stepping_batches), self.target_momentum, self.target_momentum_end
+        )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        tau = self.current_target_momentum()
+        for online, target in self._momentum_pairs:
+            update_momentum(online, target, tau)
+        self.log("target_momentum", tau, on_step=True, on_epoch=False)

@@ -1,54 +1,12 @@
 import pytest
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ModelCheckpoint
 
+from conftest import fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
-from ssl_lightning.methods import SimCLR
+from ssl_lightning.methods import MoCo, SimCLR
 from ssl_lightning.optim import param_groups, warmup_cosine
-
-
-def fit(model, data, tmp_path, **trainer_kwargs):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer = Trainer(
-        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-        callbacks=[checkpoint], enable_model_summary=False, **trainer_kwargs,
-    )
-    trainer.fit(model, datamodule=data)
-    return trainer, checkpoint
-
-
-def test_training_moves_the_encoder_and_logs_every_metric(random_images, tiny_simclr_kwargs, tmp_path):
-    torch.manual_seed(0)
-    model = SimCLR(**tiny_simclr_kwargs)
-    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    trainer, _ = fit(model, random_images, tmp_path, max_epochs=2)
-    after = model.encoder.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    logged = set(trainer.logged_metrics)
-    for stage in ("train", "val"):
-        for name in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
-            assert f"{stage}_{name}" in logged
-
-
-def test_load_encoder_gives_the_trained_backbones_features(random_images, tiny_simclr_kwargs, tmp_path):
-    torch.manual_seed(0)
-    model = SimCLR(**tiny_simclr_kwargs)
-    _, checkpoint = fit(model, random_images, tmp_path, max_steps=3)
-    encoder = load_encoder(checkpoint.last_model_path)
-    assert not encoder.training
-    x = torch.rand(5, 1, 16, 16)
-    model.eval()
-    with torch.no_grad():
-        assert torch.allclose(encoder(x), model.encoder(x), atol=1e-6)
-        assert encoder(x).shape == (5, model.encoder.out_dim)
-    # the full module round-trips too
-    restored = SimCLR.load_from_checkpoint(checkpoint.last_model_path)
-    restored.eval()
-    with torch.no_grad():
-        assert torch.allclose(restored(x), model(x), atol=1e-6)
-    assert restored.hparams.width == 8 and restored.temperature == model.temperature
 
 
 def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tiny_simclr_kwargs, tmp_path):
@@ -77,9 +35,10 @@ def test_encoder_input_checks(tiny_simclr_kwargs):
 
 
 @pytest.mark.parametrize("temperature", [0.0, -1.0])
-def test_non_positive_temperature_is_refused_at_construction(temperature):
+@pytest.mark.parametrize("method", [SimCLR, MoCo])
+def test_non_positive_temperature_is_refused_at_construction(method, temperature):
     with pytest.raises(ConfigError, match="temperature must be > 0"):
-        SimCLR(temperature=temperature)
+        method(temperature=temperature)
 
 
 def test_a_batch_of_one_image_is_explained(tiny_simclr_kwargs):

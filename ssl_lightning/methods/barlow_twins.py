@@ -1,0 +1,34 @@
+"""Barlow Twins (Zbontar et al., "Self-Supervised Learning via Redundancy Reduction",
+arXiv:2103.03230): the cross-correlation of the two views' embeddings is pushed to the identity."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ssl_lightning.heads import ProjectionHead
+from ssl_lightning.losses import barlow_twins_loss
+from ssl_lightning.methods.base import PretrainMethod, StepOutput
+
+
+class BarlowTwins(PretrainMethod):
+    """Barlow Twins. The ranking metrics compare z1 with z2 (the projector's outputs).
+
+    Args:
+        projector_dim: width of every layer of the 3-layer projector (paper: 8192).
+        lambd: λ, weight of the off-diagonal (redundancy) term (paper: 5e-3).
+        loss_scale: a factor on the whole loss, 1 = the paper's formula. (The paper's code scales
+            by 1/32 for its LARS set-up; here it is explicit and off by default.)
+        **kwargs: the shared arguments of ``PretrainMethod``.
+    """
+
+    def __init__(self, projector_dim: int = 8192, lambd: float = 5e-3, loss_scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lambd = lambd
+        self.loss_scale = loss_scale
+        self.projector = ProjectionHead(self.encoder.out_dim, projector_dim, projector_dim, num_layers=3)
+
+    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
+        # Views encoded apart: each view's BatchNorm statistics are its own, as in the paper.
+        z1 = self.projector(self.encoder(x1))  # (N, D)
+        z2 = self.projector(self.encoder(x2))  # (N, D)
+        return StepOutput(self.loss_scale * barlow_twins_loss(z1, z2, self.lambd), z1, z2)

@@ -1,0 +1,47 @@
+"""BYOL (Grill et al., "Bootstrap Your Own Latent", arXiv:2006.07733): an online network with a
+predictor regresses the projection of a momentum target network, with no negatives."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_lightning.heads import ProjectionHead
+from ssl_lightning.losses import byol_loss
+from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
+
+
+class BYOL(MomentumPretrainMethod):
+    """BYOL. Online: encoder -> projector -> predictor; target: EMA of encoder and projector, τ
+    rising from ``target_momentum`` to ``target_momentum_end`` on a cosine schedule.
+
+    The loss is symmetric: view 1's prediction regresses view 2's target projection and vice versa.
+    The ranking metrics compare the online prediction of view 1 with the target projection of view 2.
+
+    Args:
+        projection_hidden_dim, projection_dim: projector and predictor MLPs (BYOL: 4096 and 256).
+        target_momentum, target_momentum_end: τ schedule (BYOL: 0.996 to 1).
+        **kwargs: the shared arguments of ``PretrainMethod``.
+    """
+
+    def __init__(
+        self,
+        projection_hidden_dim: int = 4096,
+        projection_dim: int = 256,
+        target_momentum: float = 0.996,
+        target_momentum_end: float | None = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end, **kwargs)
+        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
+        self.predictor = ProjectionHead(projection_dim, projection_hidden_dim, projection_dim)
+        self.target_encoder = self.momentum_target(self.encoder)
+        self.target_projector = self.momentum_target(self.projector)
+
+    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
+        x = torch.cat([x1, x2])  # (2N, C, H, W)
+        p1, p2 = self.predictor(self.projector(self.encoder(x))).chunk(2)  # (N, D) each
+        with torch.no_grad():  # stop-gradient on the target
+            z1, z2 = self.target_projector(self.target_encoder(x)).chunk(2)
+        loss = byol_loss(p1, z2) + byol_loss(p2, z1)
+        return StepOutput(loss, p1, z2)

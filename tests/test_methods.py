@@ -1,0 +1,94 @@
+"""Behaviour that every pretraining method shares, and the state of MoCo and BYOL."""
+
+import pytest
+import torch
+
+from conftest import fit
+from ssl_lightning import load_encoder
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, MomentumPretrainMethod, SimCLR
+
+DATA = dict(in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), width=8)
+METHODS = {
+    "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
+    "moco": lambda: MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=2, **DATA),
+    "byol": lambda: BYOL(projection_hidden_dim=16, projection_dim=8, **DATA),
+    "barlow_twins": lambda: BarlowTwins(projector_dim=16, **DATA),
+}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_each_method_trains_logs_and_round_trips(name, random_images, tmp_path):
+    torch.manual_seed(0)
+    model = METHODS[name]()
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    trainer, checkpoint = fit(model, random_images, tmp_path, max_epochs=2)
+    assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+    for stage in ("train", "val"):
+        for metric in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
+            assert torch.isfinite(trainer.logged_metrics[f"{stage}_{metric}"])
+    restored = type(model).load_from_checkpoint(checkpoint.last_model_path)
+    for key, value in model.state_dict().items():  # queue, pointer, target networks included
+        assert torch.equal(restored.state_dict()[key], value), key
+    x = torch.rand(3, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(load_encoder(checkpoint.last_model_path)(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_targets_are_outside_the_optimizer_and_move_once_per_optimizer_step(name, random_images, tmp_path, monkeypatch):
+    import ssl_lightning.methods.base as base
+
+    calls = []
+    real_update = base.update_momentum
+    monkeypatch.setattr(base, "update_momentum", lambda *a: (calls.append(a[2]), real_update(*a)))
+    model = METHODS[name]()
+    assert isinstance(model, MomentumPretrainMethod)
+    targets = [t for _, t in model._momentum_pairs]
+    target_params = {id(p) for t in targets for p in t.parameters()}
+    online_params = {id(p) for o, _ in model._momentum_pairs for p in o.parameters()}
+    assert target_params and not target_params & online_params
+    before = [p.clone() for t in targets for p in t.parameters()]
+
+    trainer, _ = fit(model, random_images, tmp_path, max_steps=2, accumulate_grad_batches=2, limit_val_batches=0)
+    optimizer_params = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not target_params & optimizer_params
+    assert len(calls) == 2 * len(targets)  # 2 optimizer steps over 4 batches, each target once per step
+    after = [p for t in targets for p in t.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_byol_momentum_follows_the_cosine_schedule(random_images, tmp_path):
+    model = BYOL(projection_hidden_dim=16, projection_dim=8, target_momentum=0.9, target_momentum_end=1.0, **DATA)
+    trainer, _ = fit(model, random_images, tmp_path, max_epochs=1, limit_val_batches=0)
+    assert trainer.global_step == 4
+    assert model.current_target_momentum() == pytest.approx(1.0)
+
+
+def test_moco_enqueues_its_keys_in_training_only(random_images, tmp_path):
+    model = METHODS["moco"]()
+    queue_before = model.queue.keys.clone()
+    x = torch.rand(16, 1, 16, 16)
+    model.eval()
+    model.compute_loss(x, x)
+    assert torch.equal(model.queue.keys, queue_before) and int(model.queue.pointer) == 0
+    model.train()
+    out = model.compute_loss(x, x)
+    assert int(model.queue.pointer) == 16
+    assert torch.allclose(model.queue.keys[:16], torch.nn.functional.normalize(out.z2, dim=1))
+    out.loss.backward()  # enqueueing after the loss does not break backward
+
+
+def test_moco_key_bn_shuffle_returns_keys_in_input_order():
+    model = METHODS["moco"]().eval()  # eval BN: the sub-batch split does not change the keys
+    x = torch.rand(8, 1, 16, 16)
+    with torch.no_grad():
+        direct = model.key_projector(model.key_encoder(x))
+    assert torch.allclose(model.keys(x), direct, atol=1e-5)
+
+
+def test_moco_rejects_a_queue_that_is_not_a_multiple_of_the_batch(random_images, tmp_path):
+    model = MoCo(queue_size=40, projection_hidden_dim=16, projection_dim=8, **DATA)
+    with pytest.raises(ConfigError, match="multiple of the batch size"):
+        fit(model, random_images, tmp_path, max_steps=1)

@@ -33,14 +33,15 @@ def test_hand_computed_ranks():
     assert m["acc_mean_pos"] == pytest.approx(1 + (1 + 1 + 2 + 1) / 4)
 
 
-def argsort_reference(z1, z2):
+def argsort_reference(z1, z2, cross_view=False):
     """The UvA tutorial's way: sort each anchor's candidates by similarity and find the positive."""
     z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1).double()
     n2 = len(z)
     ranks = []
     for i in range(n2):
         positive = (i + n2 // 2) % n2
-        others = [k for k in range(n2) if k != i]
+        other_side = range(n2 // 2, n2) if i < n2 // 2 else range(n2 // 2)
+        others = list(other_side) if cross_view else [k for k in range(n2) if k != i]
         order = sorted(others, key=lambda k: -float(z[i] @ z[k]))
         ranks.append(order.index(positive))
     ranks = torch.tensor(ranks, dtype=torch.float64)
@@ -48,14 +49,31 @@ def argsort_reference(z1, z2):
             "acc_mean_pos": 1 + ranks.mean().item()}
 
 
+@pytest.mark.parametrize("cross_view", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_matches_an_argsort_reference(seed):
+def test_matches_an_argsort_reference(seed, cross_view):
     g = torch.Generator().manual_seed(seed)
     z1 = torch.randn(12, 3, generator=g)
     z2 = z1 + 0.7 * torch.randn(12, 3, generator=g)  # noisy views: ranks spread over 0..22
-    got, want = values(z1, z2), argsort_reference(z1, z2)
-    assert want["acc_top5"] < 1.0 and want["acc_top1"] > 0.0  # the case exercises both cuts
+    got = {k: v.item() for k, v in ranking_metrics(z1, z2, cross_view=cross_view).items()}
+    want = argsort_reference(z1, z2, cross_view)
+    assert 0.0 < want["acc_top1"] < 1.0 and want["acc_mean_pos"] > 1.5  # positives are not all first
     assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_hand_computed_ranks_across_views():
+    # The 2-D case above, each anchor ranked among the other view's 2 embeddings only:
+    #   a (0 deg):  positive c (.17) vs d (0)      -> rank 0
+    #   b (60 deg): positive d (.87) vs c (.94)    -> rank 1
+    #   c (80 deg): positive a (.17) vs b (.94)    -> rank 1
+    #   d (90 deg): positive b (.87) vs a (0)      -> rank 0
+    def at(deg):
+        r = torch.deg2rad(torch.tensor(float(deg)))
+        return torch.stack([torch.cos(r), torch.sin(r)])
+
+    z1, z2 = torch.stack([at(0), at(60)]), torch.stack([at(80), at(90)])
+    m = {k: v.item() for k, v in ranking_metrics(z1, z2, cross_view=True).items()}
+    assert m == pytest.approx({"acc_top1": 0.5, "acc_top5": 1.0, "acc_mean_pos": 1.5})
 
 
 def test_worst_case_rank():

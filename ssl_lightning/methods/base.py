@@ -38,6 +38,8 @@ class PretrainMethod(LightningModule, ABC):
     """
 
     default_views: ClassVar[ViewConfig] = SIMCLR_VIEWS
+    # True where z1 and z2 come from different networks: rank across the two views only.
+    cross_view_ranking: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -112,7 +114,7 @@ class PretrainMethod(LightningModule, ABC):
     def _shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
         x1, x2, _ = batch
         out = self.compute_loss(x1, x2)
-        logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2)}
+        logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():
             self.log(

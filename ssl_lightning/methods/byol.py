@@ -16,13 +16,16 @@ class BYOL(MomentumPretrainMethod):
     rising from ``target_momentum`` to ``target_momentum_end`` on a cosine schedule.
 
     The loss is symmetric: view 1's prediction regresses view 2's target projection and vice versa.
-    The ranking metrics compare the online prediction of view 1 with the target projection of view 2.
+    The ranking metrics rank the online prediction of view 1 against the target projections of
+    view 2, across the two views only (``cross_view_ranking``): they come from different networks.
 
     Args:
         projection_hidden_dim, projection_dim: projector and predictor MLPs (BYOL: 4096 and 256).
         target_momentum, target_momentum_end: τ schedule (BYOL: 0.996 to 1).
         **kwargs: the shared arguments of ``PretrainMethod``.
     """
+
+    cross_view_ranking = True
 
     def __init__(
         self,

@@ -17,7 +17,8 @@ from ssl_lightning.queue import KeyQueue
 class MoCo(MomentumPretrainMethod):
     """MoCo v2. Query q = head(encoder(view 1)), key k = the momentum copies applied to view 2.
 
-    The ranking metrics compare q with k.
+    The ranking metrics rank each query's key among the batch's keys (and each key's query among
+    the queries): queries and keys come from different networks (``cross_view_ranking``).
 
     BatchNorm leak: the paper shuffles the keys' BN across GPUs so that a query and its key do not
     share batch statistics. On one device, the keys are computed on the batch shuffled and split
@@ -32,6 +33,8 @@ class MoCo(MomentumPretrainMethod):
         target_momentum: the key encoder's momentum m (constant).
         **kwargs: the shared arguments of ``PretrainMethod``.
     """
+
+    cross_view_ranking = True
 
     def __init__(
         self,

@@ -83,3 +83,12 @@ def test_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ssl-lightning: error: Fashion-MNIST is not in")
     assert "apt-get install dataset-fashion-mnist" in err[-1]
+
+
+def test_a_batch_of_one_image_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true", "--data.init_args.batch_size=1"])
+    assert exit_info.value.code == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "at least 2 images" in last_line and "raise the batch size" in last_line

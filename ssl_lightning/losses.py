@@ -9,6 +9,11 @@ from torch import Tensor
 from ssl_lightning.errors import ConfigError
 
 
+def check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}; the papers use 0.07 to 1.0")
+
+
 def check_view_pair(z1: Tensor, z2: Tensor) -> None:
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ConfigError(f"expected two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -47,8 +52,7 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     Returns:
         scalar loss.
     """
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     check_view_pair(z1, z2)
     logits = cosine_similarity_matrix(z1, z2) / temperature  # (2N, 2N)
     return F.cross_entropy(logits, positive_index(z1.shape[0], z1.device))
@@ -67,8 +71,7 @@ def moco_info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Te
     Returns:
         scalar: cross-entropy, mean over the N queries.
     """
-    if temperature <= 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     if q.shape != k.shape or q.dim() != 2 or queue.dim() != 2 or queue.shape[1] != q.shape[1]:
         raise ConfigError(f"expected q, k (N, D) and queue (K, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(queue.shape)}")
     q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)

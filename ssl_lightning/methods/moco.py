@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import ProjectionHead
-from ssl_lightning.losses import moco_info_nce
+from ssl_lightning.losses import check_temperature, moco_info_nce
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
 from ssl_lightning.queue import KeyQueue
 
@@ -46,8 +46,7 @@ class MoCo(MomentumPretrainMethod):
         target_momentum: float = 0.99,
         **kwargs,
     ) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"MoCo temperature must be > 0, got {temperature}; MoCo v2 uses 0.2")
+        check_temperature(temperature)  # before building anything: fail fast on a bad config
         super().__init__(target_momentum=target_momentum, **kwargs)  # constant unless target_momentum_end is set
         self.temperature = temperature
         self.key_bn_splits = key_bn_splits

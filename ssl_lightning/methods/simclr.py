@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import ProjectionHead
-from ssl_lightning.losses import info_nce
+from ssl_lightning.losses import check_temperature, info_nce
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
 
 
@@ -30,8 +29,7 @@ class SimCLR(PretrainMethod):
         projection_dim: int = 128,
         **kwargs,
     ) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"SimCLR temperature must be > 0, got {temperature}; the paper uses 0.1 to 1.0")
+        check_temperature(temperature)  # before building anything: fail fast on a bad config
         super().__init__(**kwargs)
         self.temperature = temperature
         self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)

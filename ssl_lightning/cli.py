@@ -29,7 +29,8 @@ TRAINER_DEFAULTS = {
     "logger": {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
         # name None: filled in with the method's name, so runs go to checkpoints/<method>/version_N.
-        "init_args": {"save_dir": "checkpoints", "name": None},
+        # default_hp_metric off: no placeholder "hp_metric = -1" curve in TensorBoard.
+        "init_args": {"save_dir": "checkpoints", "name": None, "default_hp_metric": False},
     },
 }
 

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from pytorch_lightning import Trainer
+
 from conftest import fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import ConfigError
@@ -92,3 +94,28 @@ def test_moco_rejects_a_queue_that_is_not_a_multiple_of_the_batch(random_images,
     model = MoCo(queue_size=40, projection_hidden_dim=16, projection_dim=8, **DATA)
     with pytest.raises(ConfigError, match="multiple of the batch size"):
         fit(model, random_images, tmp_path, max_steps=1)
+
+
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_a_resumed_run_starts_from_the_saved_queue_and_targets(name, random_images, tmp_path):
+    from pytorch_lightning import Callback
+
+    torch.manual_seed(0)
+    first = METHODS[name]()
+    _, checkpoint = fit(first, random_images, tmp_path / "first", max_steps=2, limit_val_batches=0)
+    saved = {k: v.clone() for k, v in first.state_dict().items()}
+
+    class StateAtStart(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.state = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    spy = StateAtStart()
+    resumed = METHODS[name]()  # fresh random queue and targets, replaced by the checkpoint's
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[spy], max_steps=4, limit_val_batches=0)
+    trainer.fit(resumed, datamodule=random_images, ckpt_path=checkpoint.last_model_path)
+    for key, value in saved.items():
+        assert torch.equal(spy.state[key], value), key
+    assert trainer.global_step == 4
+    if name == "moco":
+        assert int(resumed.queue.pointer) == (4 * 16) % 32  # it carried on enqueueing from the saved slot

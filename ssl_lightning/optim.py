@@ -11,17 +11,51 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.errors import ConfigError
 
-OptimizerName = Literal["adamw", "sgd"]
+OptimizerName = Literal["adamw", "sgd", "lars"]
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay; biases and norm weights (all 1-d parameters) without, as in
-    SimCLR's and BYOL's LARS set-ups, which exclude them from decay and adaptation."""
+    """Two groups: weights with decay (and LARS adaptation); biases and norm weights (all 1-d
+    parameters) without either, as in the LARS set-ups of SimCLR, BYOL and Barlow Twins."""
     params = [p for p in module.parameters() if p.requires_grad]
     return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, "lars_adapt": True},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars_adapt": False},
     ]
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., arXiv:1708.03888), the
+    optimizer of SimCLR, BYOL and Barlow Twins. Hand-written because torch has none.
+
+    For a parameter w of a group with ``lars_adapt``, the step direction g = ∇w + λw is scaled by
+    the trust ratio η‖w‖/‖g‖ (1 where either norm is 0); then v ← μv + g and w ← w − lr·v.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "lars_adapt": True})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 (torch's signature)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.add(p, alpha=group["weight_decay"])
+                if group["lars_adapt"]:
+                    w_norm, g_norm = p.norm(), g.norm()
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    g = g.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                velocity = state["momentum_buffer"].mul_(group["momentum"]).add_(g)
+                p.add_(velocity, alpha=-group["lr"])
+        return loss
 
 
 def build_optimizer(
@@ -32,7 +66,9 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise ConfigError(f"unknown optimizer {name!r}; choose 'adamw' or 'sgd'")
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    raise ConfigError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:

@@ -112,3 +112,22 @@ def test_fast_dev_run_writes_no_checkpoint(tmp_path):
                       callbacks=[RunCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
     trainer.fit(BoringModel())
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_lars_step_matches_the_formula():
+    from ssl_lightning.optim import LARS
+
+    w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ‖w‖ = 5
+    b = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    w.grad, b.grad = torch.tensor([[0.0, 1.0]]), torch.tensor([0.5, 0.5])
+    optimizer = LARS([{"params": [w], "weight_decay": 0.1, "lars_adapt": True},
+                      {"params": [b], "weight_decay": 0.0, "lars_adapt": False}], lr=0.5, momentum=0.9, eta=0.01)
+    optimizer.step()
+    g = torch.tensor([[0.3, 1.4]])  # grad + 0.1 w
+    trust = 0.01 * 5 / g.norm()
+    assert torch.allclose(w, torch.tensor([[3.0, 4.0]]) - 0.5 * trust * g)
+    assert torch.allclose(b, torch.tensor([0.75, -1.25]))  # plain SGD: no decay, no adaptation
+    w.grad, b.grad = torch.zeros_like(w), torch.zeros_like(b)
+    before = b.detach().clone()
+    optimizer.step()  # momentum carries the last step on
+    assert torch.allclose(b, before - 0.5 * 0.9 * torch.tensor([0.5, 0.5]))

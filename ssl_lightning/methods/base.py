@@ -66,7 +66,7 @@ class PretrainMethod(LightningModule, ABC):
                 normalisation; the CLI takes them from the data module.
             views: augmentation parameters (``ssl_lightning.augment.ViewConfig``); keys left out
                 take the method's defaults.
-            optimizer: "adamw" or "sgd" (with ``sgd_momentum``).
+            optimizer: "adamw", "sgd" or "lars" (the last two with ``sgd_momentum``).
             lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
                 norm weights).
             warmup_epochs: length of the linear warm-up, before the cosine decay to 0.

@@ -23,12 +23,17 @@ class KeyQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))  # (K, D)
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write
 
+    def check_batch_size(self, n: int) -> None:
+        """Batches of n keys must tile the queue exactly, so a batch never wraps."""
+        size = self.keys.shape[0]
+        if size % n:
+            raise ConfigError(f"MoCo queue_size ({size}) must be a multiple of the batch size ({n}); change one of them")
+
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
-        """Write a batch of N keys over the N oldest; N must divide K so a batch never wraps."""
-        size, n = self.keys.shape[0], keys.shape[0]
-        if size % n:
-            raise ConfigError(f"queue_size ({size}) must be a multiple of the batch size ({n}); change one of them")
+        """Write a batch of N keys over the N oldest."""
+        n, size = keys.shape[0], self.keys.shape[0]
+        self.check_batch_size(n)
         start = int(self.pointer)
         self.keys[start : start + n] = F.normalize(keys.detach(), dim=1).to(self.keys.dtype)
         self.pointer.fill_((start + n) % size)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, moco_info_nce
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
@@ -58,9 +57,8 @@ class MoCo(MomentumPretrainMethod):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
-        queue_size = self.queue.keys.shape[0]
-        if batch_size and queue_size % batch_size:
-            raise ConfigError(f"MoCo queue_size ({queue_size}) must be a multiple of the batch size ({batch_size}); change one of them")
+        if batch_size:  # fail before training, not at the first enqueue
+            self.queue.check_batch_size(batch_size)
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:

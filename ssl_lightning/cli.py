@@ -1,6 +1,7 @@
 """The ``ssl-lightning`` command: LightningCLI with our callbacks, logger and data-model links.
 
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
+    ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
 
 Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
 """
@@ -19,6 +20,7 @@ import ssl_lightning.data  # noqa: F401  (registers the data modules for short c
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
 from ssl_lightning.callbacks import LogViewPairs, RunCheckpoint
 from ssl_lightning.errors import UserError
+from ssl_lightning.evaluation.online import OnlineEvaluation
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
 DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
@@ -49,6 +51,7 @@ class SSLLightningCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(LogViewPairs, "view_pairs")
+        parser.add_lightning_class_args(OnlineEvaluation, "online_eval")
         for source, target in DATA_TO_MODEL:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
 
@@ -71,14 +74,19 @@ def main(args: list[str] | None = None) -> None:
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:
-        SSLLightningCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
-            args=args,
-        )
+        if args[:1] == ["evaluate"]:
+            from ssl_lightning.evaluation.label_efficiency import main as evaluate
+
+            evaluate(args[1:])
+        else:
+            SSLLightningCLI(
+                LightningModule,
+                LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                trainer_defaults=TRAINER_DEFAULTS,
+                args=args,
+            )
     except Exception as err:
         cause = _user_error(err)
         if cause is None or verbose:

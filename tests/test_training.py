@@ -18,7 +18,7 @@ def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tin
             return super().training_step(batch, batch_idx)
 
     fit(Spy(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
-    assert seen["train"] == [(16, 1, 16, 16), (16, 1, 16, 16), (16,)]
+    assert seen["train"] == [(16, 1, 16, 16), (16, 1, 16, 16), (16,), (16, 1, 16, 16)]  # x1, x2, labels, images
     model = SimCLR(**tiny_simclr_kwargs)
     images, labels = torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.zeros(4)
     assert model.on_after_batch_transfer((images, labels), 0) == (images, labels)  # no trainer: untouched

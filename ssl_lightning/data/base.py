@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ssl_lightning.data.in_memory import InMemoryImages, keep_batch
+from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.errors import ConfigError
 
 
@@ -35,6 +36,9 @@ class InMemoryDataModule(LightningDataModule, ABC):
         batch_size: int = 256,
         val_size: int = 5000,
         train_size: int | None = None,
+        labels_per_class: int | None = None,
+        label_seed: int = 0,
+        drop_last: bool = True,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -43,6 +47,10 @@ class InMemoryDataModule(LightningDataModule, ABC):
             batch_size: images per batch.
             val_size: images held out of the train split for validation.
             train_size: use only this many of the remaining train images (None: all of them).
+            labels_per_class: train on only this many images of each class, drawn stratified
+                under ``label_seed`` from the train images (None: all of them).
+            label_seed: seed of the ``labels_per_class`` draw.
+            drop_last: drop the incomplete last train batch (contrastive losses need full ones).
             num_workers: DataLoader worker processes; 0 is fastest for in-memory data.
             seed: seed of the train/val split and of the train subset.
         """
@@ -53,6 +61,9 @@ class InMemoryDataModule(LightningDataModule, ABC):
         self.batch_size = batch_size
         self.val_size = val_size
         self.train_size = train_size
+        self.labels_per_class = labels_per_class
+        self.label_seed = label_seed
+        self.drop_last = drop_last
         self.num_workers = num_workers
         self.seed = seed
         self.train_set: InMemoryImages | None = None
@@ -63,17 +74,26 @@ class InMemoryDataModule(LightningDataModule, ABC):
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """uint8 images (N, C, H, W) and int64 labels (N,) of the train or the test split."""
 
+    def split_indices(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions of the train and the validation images in the train split, whose labels are
+        ``labels``: a seeded ``val_size`` hold-out, then ``train_size`` and ``labels_per_class``."""
+        n = len(labels)
+        if not 0 < self.val_size < n:
+            raise ConfigError(f"val_size must be between 1 and {n - 1} (the train split's size), got {self.val_size}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        if self.train_size is not None:
+            if not 0 < self.train_size <= len(train_idx):
+                raise ConfigError(f"train_size must be between 1 and {len(train_idx)} (train split minus val_size), got {self.train_size}")
+            train_idx = train_idx[: self.train_size]
+        if self.labels_per_class is not None:
+            train_idx = train_idx[sample_per_class(labels[train_idx], self.labels_per_class, self.label_seed)]
+        return train_idx, val_idx
+
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self.train_set is None:
             images, labels = self.load_split(train=True)
-            if not 0 < self.val_size < len(images):
-                raise ConfigError(f"val_size must be between 1 and {len(images) - 1} (the train split's size), got {self.val_size}")
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
-            if self.train_size is not None:
-                if not 0 < self.train_size <= len(train_idx):
-                    raise ConfigError(f"train_size must be between 1 and {len(train_idx)} (train split minus val_size), got {self.train_size}")
-                train_idx = train_idx[: self.train_size]
+            train_idx, val_idx = self.split_indices(labels)
             self.train_set = InMemoryImages(images[train_idx], labels[train_idx])
             self.val_set = InMemoryImages(images[val_idx], labels[val_idx])
         if stage in ("test", "predict") and self.test_set is None:
@@ -81,14 +101,13 @@ class InMemoryDataModule(LightningDataModule, ABC):
 
     def _loader(self, dataset: InMemoryImages | None, train: bool) -> DataLoader:
         assert dataset is not None, "call setup() first"
-        if train and len(dataset) < self.batch_size:
+        if train and self.drop_last and len(dataset) < self.batch_size:
             raise ConfigError(f"the train set has {len(dataset)} images, fewer than batch_size={self.batch_size}; lower batch_size")
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
-            # Contrastive losses need full batches; the incomplete last train batch is dropped.
-            drop_last=train,
+            drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             pin_memory=torch.cuda.is_available(),

@@ -1,9 +1,13 @@
-"""Pretraining methods, each a LightningModule on ``PretrainMethod``."""
+"""Pretraining methods, each a LightningModule on ``PretrainMethod``, and the supervised baseline."""
 
 from ssl_lightning.methods.barlow_twins import BarlowTwins
-from ssl_lightning.methods.base import MomentumPretrainMethod, PretrainMethod, StepOutput
+from ssl_lightning.methods.base import EncoderMethod, MomentumPretrainMethod, PretrainMethod, StepOutput, ViewBatch
 from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.simclr import SimCLR
+from ssl_lightning.methods.supervised import Supervised
 
-__all__ = ["BYOL", "BarlowTwins", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "StepOutput"]
+__all__ = [
+    "BYOL", "BarlowTwins", "EncoderMethod", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "StepOutput",
+    "Supervised", "ViewBatch",
+]

@@ -29,6 +29,7 @@ class BarlowTwins(PretrainMethod):
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         # Views encoded apart: each view's BatchNorm statistics are its own, as in the paper.
-        z1 = self.projector(self.encoder(x1))  # (N, D)
+        h1 = self.encoder(x1)  # (N, F)
+        z1 = self.projector(h1)  # (N, D)
         z2 = self.projector(self.encoder(x2))  # (N, D)
-        return StepOutput(self.loss_scale * barlow_twins_loss(z1, z2, self.lambd), z1, z2)
+        return StepOutput(self.loss_scale * barlow_twins_loss(z1, z2, self.lambd), z1, z2, features=h1)

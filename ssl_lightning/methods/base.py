@@ -1,4 +1,6 @@
-"""What every pretraining method shares: views in, the step, logging, optimizer and schedule."""
+"""What the methods share. ``EncoderMethod``: an encoder trained on augmented views, with its
+optimizer and schedule (pretraining methods and the supervised baseline). ``PretrainMethod``: two
+views in, the loss and the ranking metrics logged. ``MomentumPretrainMethod``: EMA targets."""
 
 from __future__ import annotations
 
@@ -27,19 +29,26 @@ class StepOutput(NamedTuple):
     loss: Tensor
     z1: Tensor  # (N, D) embeddings of view 1 and view 2 whose agreement the ranking metrics measure
     z2: Tensor
+    features: Tensor  # (N, F) encoder features of view 1, for online evaluation
 
 
-class PretrainMethod(LightningModule, ABC):
-    """Base of the self-supervised methods. A subclass adds its heads and implements ``compute_loss``.
+class ViewBatch(NamedTuple):
+    x1: Tensor  # (N, C, S, S) views in [0, 1]
+    x2: Tensor
+    labels: Tensor  # (N,), never used for training
+    images: Tensor  # (N, C, H, W) the images themselves in [0, 1], unaugmented
 
-    Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
-    ``views`` makes two augmented views of every image, and the labels are never used for training.
-    Logged: ``{train,val}_loss``, ``{train,val}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
+
+class EncoderMethod(LightningModule):
+    """An ``encoder`` trained on augmented views made on the device, with AdamW/SGD/LARS and a
+    warm-up + cosine schedule; checkpoints carry what ``load_encoder`` needs.
+
+    ``training_step`` and ``validation_step`` of subclasses return ``{"loss", "features", "labels"}``
+    (features: encoder outputs (N, F); in validation of the unaugmented images) for callbacks such as
+    ``OnlineEvaluation``.
     """
 
     default_views: ClassVar[ViewConfig] = SIMCLR_VIEWS
-    # True where z1 and z2 come from different networks: rank across the two views only.
-    cross_view_ranking: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -85,10 +94,6 @@ class PretrainMethod(LightningModule, ABC):
             std=std,
         )
 
-    @abstractmethod
-    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
-        """The method's loss on two batches of views (N, C, H, W), and the embeddings to rank."""
-
     def forward(self, images: Tensor) -> Tensor:
         """(N, C, H, W) float images in [0, 1] -> (N, D) encoder features."""
         return self.encoder(images)
@@ -101,37 +106,6 @@ class PretrainMethod(LightningModule, ABC):
                 f"the model expects {expected[0]}-channel images of side {expected[1]}, but the data has "
                 f"{data.num_channels} channel(s) of side {data.image_size}; set model in_channels/image_size to match"
             )
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self._trainer is None or self.trainer.state.stage not in _VIEW_STAGES:
-            return batch
-        images, labels = batch
-        x = images.float() / 255  # (N, C, H, W) in [0, 1]
-        # One call for both views: every image of the 2N gets its own random draw.
-        x1, x2 = self.views(torch.cat([x, x])).chunk(2)  # 2 x (N, C, S, S)
-        return x1, x2, labels
-
-    def _shared_step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
-        x1, x2, _ = batch
-        out = self.compute_loss(x1, x2)
-        logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
-        per_step = stage == "train"  # train: a point per step; val: the epoch's mean
-        for name, value in logged.items():
-            self.log(
-                f"{stage}_{name}",
-                value,
-                on_step=per_step,
-                on_epoch=not per_step,
-                prog_bar=name in ("loss", "acc_top5"),
-                batch_size=x1.shape[0],
-            )
-        return out.loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val")
 
     def configure_optimizers(self) -> dict:
         total_steps = self.trainer.estimated_stepping_batches
@@ -147,6 +121,58 @@ class PretrainMethod(LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone
+        checkpoint["method"] = type(self).__name__  # names the encoder in evaluation tables
+
+
+class PretrainMethod(EncoderMethod, ABC):
+    """Base of the self-supervised methods. A subclass adds its heads and implements ``compute_loss``.
+
+    Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
+    ``views`` makes two augmented views of every image (a ``ViewBatch``), and the labels are never
+    used for training.
+    Logged: ``{train,val}_loss``, ``{train,val}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
+    """
+
+    # True where z1 and z2 come from different networks: rank across the two views only.
+    cross_view_ranking: ClassVar[bool] = False
+
+    @abstractmethod
+    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
+        """The method's loss on two batches of views (N, C, H, W), the embeddings to rank and the
+        encoder features of view 1."""
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._trainer is None or self.trainer.state.stage not in _VIEW_STAGES:
+            return batch
+        images, labels = batch
+        x = images.float() / 255  # (N, C, H, W) in [0, 1]
+        # One call for both views: every image of the 2N gets its own random draw.
+        x1, x2 = self.views(torch.cat([x, x])).chunk(2)  # 2 x (N, C, S, S)
+        return ViewBatch(x1, x2, labels, x)
+
+    def _shared_step(self, batch: ViewBatch, stage: str) -> StepOutput:
+        x1, x2 = batch.x1, batch.x2
+        out = self.compute_loss(x1, x2)
+        logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
+        per_step = stage == "train"  # train: a point per step; val: the epoch's mean
+        for name, value in logged.items():
+            self.log(
+                f"{stage}_{name}",
+                value,
+                on_step=per_step,
+                on_epoch=not per_step,
+                prog_bar=name in ("loss", "acc_top5"),
+                batch_size=x1.shape[0],
+            )
+        return out
+
+    def training_step(self, batch: ViewBatch, batch_idx: int) -> dict[str, Tensor]:
+        out = self._shared_step(batch, "train")
+        return {"loss": out.loss, "features": out.features.detach(), "labels": batch.labels}
+
+    def validation_step(self, batch: ViewBatch, batch_idx: int) -> dict[str, Tensor]:
+        out = self._shared_step(batch, "val")
+        return {"loss": out.loss, "features": self.encoder(batch.images), "labels": batch.labels}
 
 
 class MomentumPretrainMethod(PretrainMethod):

@@ -43,8 +43,9 @@ class BYOL(MomentumPretrainMethod):
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         x = torch.cat([x1, x2])  # (2N, C, H, W)
-        p1, p2 = self.predictor(self.projector(self.encoder(x))).chunk(2)  # (N, D) each
+        h = self.encoder(x)  # (2N, F)
+        p1, p2 = self.predictor(self.projector(h)).chunk(2)  # (N, D) each
         with torch.no_grad():  # stop-gradient on the target
             z1, z2 = self.target_projector(self.target_encoder(x)).chunk(2)
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
-        return StepOutput(loss, p1, z2)
+        return StepOutput(loss, p1, z2, features=h[: len(x1)])

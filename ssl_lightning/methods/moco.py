@@ -68,10 +68,11 @@ class MoCo(MomentumPretrainMethod):
         return shuffled[order.argsort()]  # back to the input order
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
-        q = self.projector(self.encoder(x1))  # (N, D)
+        h = self.encoder(x1)  # (N, F)
+        q = self.projector(h)  # (N, D)
         k = self.keys(x2)  # (N, D), no gradient
         # A copy of the queue, so that enqueueing below does not change what backward needs.
         loss = moco_info_nce(q, k, self.queue.keys.clone(), self.temperature)
         if self.training:
             self.queue.enqueue(k)
-        return StepOutput(loss, q, k)
+        return StepOutput(loss, q, k, features=h)

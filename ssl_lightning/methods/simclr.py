@@ -36,6 +36,6 @@ class SimCLR(PretrainMethod):
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         # Both views in one batch, so BatchNorm statistics cover all 2N views (the paper's global BN).
-        z = self.projector(self.encoder(torch.cat([x1, x2])))  # (2N, projection_dim)
-        z1, z2 = z.chunk(2)  # (N, projection_dim) each
-        return StepOutput(info_nce(z1, z2, self.temperature), z1, z2)
+        h = self.encoder(torch.cat([x1, x2]))  # (2N, F)
+        z1, z2 = self.projector(h).chunk(2)  # (N, projection_dim) each
+        return StepOutput(info_nce(z1, z2, self.temperature), z1, z2, features=h[: len(x1)])

@@ -1,0 +1,29 @@
+"""Few-label subsets: k labelled images per class, drawn stratified and seeded."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_lightning.errors import ConfigError
+
+
+def sample_per_class(labels: Tensor, per_class: int, seed: int) -> Tensor:
+    """Positions in ``labels`` (N,) of ``per_class`` images of every class, drawn without
+    replacement under ``seed``; sorted, shape (per_class * num_classes,).
+
+    Every class present in ``labels`` gets exactly ``per_class`` images; a class with fewer is an error.
+    """
+    if per_class < 1:
+        raise ConfigError(f"labels per class must be >= 1, got {per_class}")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in labels.unique(sorted=True).tolist():
+        members = (labels == cls).nonzero().squeeze(1)  # (n_cls,)
+        if len(members) < per_class:
+            raise ConfigError(
+                f"{per_class} labels per class asked for, but class {cls} has only {len(members)} images "
+                f"to draw from; use at most {len(members)} per class (or 'all')"
+            )
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values

@@ -1,0 +1,18 @@
+"""The step every classifier shares (linear probe, supervised baseline): cross-entropy and accuracy."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from torch import Tensor
+from torchmetrics.functional.classification import multiclass_accuracy
+
+
+def classification_step(module: LightningModule, logits: Tensor, labels: Tensor, stage: str) -> Tensor:
+    """Cross-entropy of ``logits`` (N, C) against ``labels`` (N,); logs ``{stage}_loss`` and
+    ``{stage}_acc`` as epoch means weighted by batch size (so the epoch's accuracy is exact)."""
+    loss = F.cross_entropy(logits, labels)
+    accuracy = multiclass_accuracy(logits.detach(), labels, num_classes=logits.shape[1], average="micro")
+    for name, value in (("loss", loss.detach()), ("acc", accuracy)):
+        module.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+    return loss

@@ -1,0 +1,250 @@
+"""How much is a representation worth when labels are few? The label-budget sweep.
+
+For each encoder (checkpoints, plus the references: raw pixels and a randomly initialised encoder)
+the frozen features of the train, validation and test images are computed once (cached). Then for
+each budget of k labelled images per class and each seed, a stratified draw of the train images
+trains a linear probe (weight decay selected on validation) and votes in a kNN; test accuracy is
+recorded. The supervised baseline trains the same backbone from scratch on the same draws.
+Validation selects; the test split is used only for the reported numbers.
+
+    ssl-lightning evaluate a.ckpt b.ckpt [--supervised_steps 300] [--output_dir DIR]
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import torch
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
+from ssl_lightning.data.label_budget import sample_per_class
+from ssl_lightning.encoder import Encoder, load_encoder
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, extract_features
+from ssl_lightning.evaluation.knn import knn_accuracy
+from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer
+from ssl_lightning.evaluation.report import write_report
+from ssl_lightning.methods.supervised import Supervised
+
+Budget = int | Literal["all"]
+DEFAULT_BUDGETS: list[Budget] = [10, 20, 50, 100, 200, 500, "all"]
+SUPERVISED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "supervised.yaml"
+RAW_PIXELS, RANDOM_ENCODER, SUPERVISED = "raw pixels", "random encoder", "supervised"
+
+
+@dataclass
+class Result:
+    """One row of the sweep's CSV."""
+
+    model: str  # checkpoint name, "raw pixels", "random encoder" or "supervised"
+    evaluator: str  # "linear probe", "kNN" or "supervised"
+    labels_per_class: Budget
+    train_images: int
+    seed: int
+    val_acc: float
+    test_acc: float
+    weight_decay: float | None  # the probe's, selected on validation
+    seconds: float
+
+
+@dataclass
+class Split:
+    """The images of one sweep: the labelled pool budgets draw from, validation and test."""
+
+    pool: tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), labels (N,)
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+    @classmethod
+    def from_data(cls, data: InMemoryDataModule, test_size: int | None = None) -> Split:
+        images, labels = data.load_split(train=True)
+        train_idx, val_idx = data.split_indices(labels)  # val is held out before any draw
+        test_images, test_labels = data.load_split(train=False)
+        if test_size is not None:
+            keep = torch.randperm(len(test_labels), generator=torch.Generator().manual_seed(0))[:test_size]
+            test_images, test_labels = test_images[keep], test_labels[keep]
+        return cls((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]), (test_images, test_labels))
+
+
+def draws(labels: Tensor, budgets: list[Budget], seeds: int) -> Iterator[tuple[Budget, int, Tensor]]:
+    """(budget, seed, positions in ``labels``) for every budget and seed; "all" is drawn once."""
+    for budget in budgets:
+        if budget == "all":
+            yield budget, 0, torch.arange(len(labels))
+            continue
+        for seed in range(seeds):
+            yield budget, seed, sample_per_class(labels, budget, seed)
+
+
+def evaluate_features(
+    name: str,
+    features: dict[str, Tensor],
+    split: Split,
+    budgets: list[Budget],
+    seeds: int,
+    weight_decays: list[float],
+    knn_k: int,
+    knn_temperature: float,
+    num_classes: int,
+) -> list[Result]:
+    """Probe and kNN rows for one encoder's features {"pool", "val", "test"} (N, D) each."""
+    pool_labels, val_labels, test_labels = split.pool[1], split.val[1], split.test[1]
+    rows = []
+    for budget, seed, idx in tqdm(list(draws(pool_labels, budgets, seeds)), desc=name, unit="draw", leave=False):
+        train = (features["pool"][idx], pool_labels[idx])
+        start = time.perf_counter()
+        candidates = [fit_linear_probe(train, (features["val"], val_labels), num_classes, wd) for wd in weight_decays]
+        (probe, val_acc), weight_decay = max(zip(candidates, weight_decays), key=lambda c: c[0][1])
+        with torch.no_grad():
+            test_acc = (probe(features["test"]).argmax(1) == test_labels).float().mean().item()
+        rows.append(Result(name, "linear probe", budget, len(idx), seed, val_acc, test_acc, weight_decay, time.perf_counter() - start))
+        start = time.perf_counter()
+        knn_val, knn_test = (
+            knn_accuracy(*train, features[part], labels, num_classes, knn_k, knn_temperature)
+            for part, labels in (("val", val_labels), ("test", test_labels))
+        )
+        rows.append(Result(name, "kNN", budget, len(idx), seed, knn_val, knn_test, None, time.perf_counter() - start))
+    return rows
+
+
+def train_supervised(
+    data: InMemoryDataModule,
+    split: Split,
+    encoder_config: dict,
+    budgets: list[Budget],
+    seeds: int,
+    steps: int,
+    config: Path,
+) -> list[Result]:
+    """The supervised baseline on the same draws as the probes (the data module's ``labels_per_class``
+    and ``label_seed`` repeat them): ``steps`` optimizer steps each, validated three times; the
+    weights with the best ``val_acc`` are tested."""
+    model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    model_args.update({key: encoder_config[key] for key in ("backbone", "width", "small_images")})
+    model_args.update(num_classes=data.num_classes, in_channels=data.num_channels, image_size=data.image_size, mean=data.mean, std=data.std)
+    rows = []
+    for budget, seed, idx in tqdm(list(draws(split.pool[1], budgets, seeds)), desc=SUPERVISED, unit="run", leave=False):
+        start = time.perf_counter()
+        run_data = type(data)(**{**data.hparams, "labels_per_class": None if budget == "all" else budget, "label_seed": seed,
+                                 "batch_size": min(data.batch_size, len(idx)), "drop_last": False})
+        torch.manual_seed(seed)
+        model = Supervised(**model_args)
+        with tempfile.TemporaryDirectory() as tmp:
+            best = ModelCheckpoint(dirpath=tmp, monitor="val_acc", mode="max")
+            trainer = quiet_trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None,
+                                    val_check_interval=max(1, steps // 3), callbacks=[best], num_sanity_val_steps=0)
+            trainer.fit(model, datamodule=run_data)
+            model = Supervised.load_from_checkpoint(best.best_model_path, map_location="cpu")
+        val_acc = best.best_model_score.item()
+        with torch.no_grad():
+            logits = model.classifier(extract_features(model.encoder, split.test[0], desc="supervised test"))  # (N, C)
+        test_acc = (logits.argmax(1) == split.test[1]).float().mean().item()
+        rows.append(Result(SUPERVISED, SUPERVISED, budget, len(idx), seed, val_acc, test_acc, None, time.perf_counter() - start))
+    return rows
+
+
+def checkpoint_name(path: Path) -> str:
+    """The method's name stored in the checkpoint, else the run folder's (checkpoints/<name>/version_N/...)."""
+    method = torch.load(path, map_location="cpu", weights_only=True).get("method")
+    if method:
+        return method
+    parts = path.resolve().parts
+    return parts[-4] if len(parts) >= 4 and parts[-2] == "checkpoints" else path.stem
+
+
+def evaluate(
+    checkpoints: list[Path],
+    names: list[str] | None = None,
+    data: InMemoryDataModule | None = None,
+    test_size: int | None = None,
+    budgets: list[Budget] | None = None,
+    seeds: int = 3,
+    weight_decays: list[float] | None = None,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    references: bool = True,
+    supervised_steps: int = 0,
+    supervised_config: Path = SUPERVISED_CONFIG,
+    output_dir: Path = Path("results/label_efficiency"),
+    cache_dir: Path | None = Path(DEFAULT_CACHE_DIR),
+    batch_size: int = 1024,
+) -> pd.DataFrame:
+    """Runs the label-budget sweep and writes ``results.csv``, ``results.md`` and ``label_efficiency.png``.
+
+    Args:
+        checkpoints: ssl-lightning checkpoints (.ckpt) to evaluate.
+        names: a name per checkpoint for the table (default: the method stored in the checkpoint).
+        data: the labelled dataset (default: Fashion-MNIST with a 5000-image validation split).
+        test_size: evaluate on a seeded random subset of this many test images (default: all).
+        budgets: labelled images per class; "all" uses the whole train split.
+        seeds: draws per budget; results are mean ± std over them.
+        weight_decays: the probe's L2 penalties, one chosen per draw on validation accuracy.
+        knn_k, knn_temperature: kNN neighbours and vote temperature (InstDisc: 200, 0.1).
+        references: add the raw-pixel and random-encoder rows.
+        supervised_steps: train the supervised baseline for this many steps per draw (0: skip).
+        supervised_config: YAML whose model init_args configure the supervised baseline; its
+            backbone, width and stem are taken from the first checkpoint.
+        output_dir: where the CSV, markdown table and plot go.
+        cache_dir: feature cache (None: no cache).
+        batch_size: images per batch when computing features.
+    """
+    start = time.perf_counter()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # one Trainer per fit: no banners
+    if not checkpoints:
+        raise ConfigError("give at least one checkpoint: ssl-lightning evaluate path/to/last.ckpt")
+    if names is not None and len(names) != len(checkpoints):
+        raise ConfigError(f"--names needs one name per checkpoint ({len(checkpoints)}), got {len(names)}")
+    budgets = DEFAULT_BUDGETS if budgets is None else budgets
+    weight_decays = weight_decays or [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    data = data or FashionMNISTDataModule()
+    data.prepare_data()
+    split = Split.from_data(data, test_size)
+    encoders = {name or checkpoint_name(Path(path)): load_encoder(path) for name, path in zip(names or [None] * len(checkpoints), checkpoints)}
+    if len(encoders) != len(checkpoints):
+        raise ConfigError("two checkpoints got the same name; tell them apart with --names")
+    first_config = next(iter(encoders.values())).config
+    if references:
+        torch.manual_seed(0)
+        encoders[RANDOM_ENCODER] = Encoder(**first_config).eval()
+
+    dataset = type(data).__name__
+    rows: list[Result] = []
+    parts = {"pool": split.pool, "val": split.val, "test": split.test}
+    feature_sets = {name: {part: cached_features(encoder, images, dataset, part, cache_dir, batch_size) for part, (images, _) in parts.items()}
+                    for name, encoder in encoders.items()}
+    if references:
+        feature_sets[RAW_PIXELS] = {part: images.flatten(1).float() / 255 for part, (images, _) in parts.items()}
+    for name, features in feature_sets.items():
+        rows += evaluate_features(name, features, split, budgets, seeds, weight_decays, knn_k, knn_temperature, data.num_classes)
+    if supervised_steps > 0:
+        rows += train_supervised(data, split, first_config, budgets, seeds, supervised_steps, supervised_config)
+
+    table = pd.DataFrame([asdict(row) for row in rows])
+    write_report(table, Path(output_dir), per_class_all=len(split.pool[1]) / data.num_classes)
+    print(f"label-efficiency sweep: {len(rows)} results in {time.perf_counter() - start:.0f} s -> {output_dir}/results.md")
+    return table
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ssl-lightning evaluate CKPT [CKPT ...] [--option value ...] [--config sweep.yaml]``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+", help="ssl-lightning checkpoints (.ckpt) to evaluate")
+    parser.add_function_arguments(evaluate, skip={"checkpoints"})
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
+    config = parser.parse_args(args)
+    del config["config"]
+    evaluate(**parser.instantiate_classes(config).as_dict())

@@ -1,0 +1,76 @@
+"""The supervised baseline: the same encoder, trained from scratch on labels with a linear classifier."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ssl_lightning.augment import ViewConfig
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import classification_step
+from ssl_lightning.methods.base import EncoderMethod
+
+# Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
+# flips and small shifts): a mild crop and a flip, no colour change or blur.
+SUPERVISED_VIEWS: ViewConfig = {
+    "crop_size": None,
+    "crop_scale": (0.8, 1.0),
+    "crop_ratio": (3 / 4, 4 / 3),
+    "flip_prob": 0.5,
+    "jitter_prob": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "grayscale_prob": 0.0,
+    "blur_prob": 0.0,
+    "blur_sigma": (0.1, 2.0),
+}
+
+
+class Supervised(EncoderMethod):
+    """Encoder + ``nn.Linear`` trained with cross-entropy on one weakly augmented view per image;
+    validation and test see the images unaugmented. Logs ``{train,val,test}_loss`` and ``_acc``.
+
+    It has the shared encoder arguments of ``EncoderMethod`` (backbone, width, views, optimizer, ...).
+    """
+
+    default_views: ClassVar[ViewConfig] = SUPERVISED_VIEWS
+
+    def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
+        """
+        Args:
+            num_classes: number of classes; the CLI takes it from the data module.
+            **kwargs: the shared arguments of ``EncoderMethod``.
+        """
+        super().__init__(**kwargs)
+        self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        data_classes = getattr(getattr(self.trainer, "datamodule", None), "num_classes", None)
+        if data_classes is not None and data_classes != self.hparams.num_classes:
+            raise ConfigError(f"the data has {data_classes} classes but the model num_classes={self.hparams.num_classes}; set model num_classes to {data_classes}")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        x = images.float() / 255  # (N, C, H, W) in [0, 1]
+        if self._trainer is not None and self.trainer.training:
+            x = self.views(x)  # (N, C, S, S), a random draw per image
+        return x, labels
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
+        x, labels = batch
+        features = self.encoder(x)  # (N, F)
+        loss = classification_step(self, self.classifier(features), labels, stage)
+        return {"loss": loss, "features": features.detach(), "labels": labels}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "test")

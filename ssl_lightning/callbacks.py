@@ -10,6 +10,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from ssl_lightning.methods.base import ViewBatch
+
 
 class LogViewPairs(Callback):
     """Logs a grid of augmented view pairs (image n's two views side by side) at the first
@@ -26,9 +28,10 @@ class LogViewPairs(Callback):
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._done or batch_idx != 0 or not isinstance(trainer.logger, TensorBoardLogger):
+        # Only two-view methods have pairs to show (the supervised baseline validates on plain images).
+        if self._done or batch_idx != 0 or not isinstance(trainer.logger, TensorBoardLogger) or not isinstance(batch, ViewBatch):
             return
-        x1, x2 = batch[0][: self.num_pairs], batch[1][: self.num_pairs]
+        x1, x2 = batch.x1[: self.num_pairs], batch.x2[: self.num_pairs]
         pairs = torch.stack([x1, x2], dim=1).flatten(0, 1)  # (2n, C, H, W): view 1, view 2, view 1, ...
         grid = make_grid(pairs.detach().float().cpu(), nrow=8, padding=2, pad_value=1.0)
         trainer.logger.experiment.add_image("views/pairs", grid, global_step=trainer.global_step)

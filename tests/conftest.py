@@ -53,10 +53,10 @@ def tiny_simclr_kwargs():
     return dict(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
 
 
-def fit(model, data, tmp_path, **trainer_kwargs):
+def fit(model, data, tmp_path, callbacks_extra=(), ckpt_path=None, **trainer_kwargs):
     """Train in-process on the CPU without logger or progress bar; returns (trainer, checkpoint)."""
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[checkpoint], **trainer_kwargs)
-    trainer.fit(model, datamodule=data)
+                      enable_model_summary=False, callbacks=[checkpoint, *callbacks_extra], **trainer_kwargs)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, checkpoint

@@ -6,6 +6,7 @@ import sys
 import urllib.error
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -92,3 +93,64 @@ def test_a_batch_of_one_image_is_one_line(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "at least 2 images" in last_line and "raise the batch size" in last_line
+
+
+def test_supervised_baseline_through_the_console_script(tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA, "--data.init_args.labels_per_class=5",
+            "--trainer.max_epochs=2"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "checkpoints" / "supervised" / "version_0"
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    assert {"train_acc", "val_acc", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
+    result = run_cli("test", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA,
+                     "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test_acc" in result.stdout
+
+
+def test_pretraining_logs_online_evaluation(tmp_path):
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = EventAccumulator(str(tmp_path / "checkpoints" / "simclr" / "version_0"), size_guidance={"scalars": 0}).Reload()
+    assert {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} <= set(events.Tags()["scalars"])
+
+
+def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=2", "--trainer.limit_val_batches=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "sweep"
+    result = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
+                     "--budgets", "2", "5", "all", "--seeds=2", "--weight_decays", "1e-3", "1e-1",
+                     "--supervised_steps=2", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    # 3 encoders x (probe + kNN) x (2 budgets x 2 seeds + all once) + supervised x 5 draws
+    assert len(table) == 3 * 2 * 5 + 5
+    assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels", "supervised"}
+    assert table["test_acc"].between(0, 1).all() and table["val_acc"].between(0, 1).all()
+    assert set(table.loc[table["labels_per_class"] == "2", "train_images"]) == {20}
+    assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) == {300}
+    markdown = (out / "results.md").read_text()
+    assert "| SimCLR | linear probe |" in markdown and " ± " in markdown
+    assert (out / "label_efficiency.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2 * 3  # SimCLR and random encoder x pool/val/test
+    # a second run reads every feature from the cache
+    again = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
+                    "--budgets", "2", "--seeds=1", "--references=false", "--cache_dir", str(tmp_path / "cache"),
+                    "--output_dir", str(tmp_path / "again"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "batch/s" not in again.stderr  # no feature-extraction progress bar: nothing was encoded
+
+
+def test_sweep_input_errors_are_one_line(tmp_path):
+    result = run_cli("evaluate", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
+    assert result.returncode == 1 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
+    model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8)
+    checkpoint = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": model.state_dict(), "encoder_config": model.encoder.config}, checkpoint)
+    result = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--budgets", "100",
+                     "--references=false", "--cache_dir", str(tmp_path / "cache"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "100 labels per class asked for, but class" in result.stderr and "use at most" in result.stderr

@@ -143,7 +143,7 @@ def train_supervised(
         model = Supervised(**model_args)
         with tempfile.TemporaryDirectory() as tmp:
             best = ModelCheckpoint(dirpath=tmp, monitor="val_acc", mode="max")
-            trainer = quiet_trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None,
+            trainer = quiet_trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None, enable_checkpointing=True,
                                     val_check_interval=max(1, steps // 3), callbacks=[best], num_sanity_val_steps=0)
             trainer.fit(model, datamodule=run_data)
             model = Supervised.load_from_checkpoint(best.best_model_path, map_location="cpu")
@@ -211,7 +211,10 @@ def evaluate(
     data = data or FashionMNISTDataModule()
     data.prepare_data()
     split = Split.from_data(data, test_size)
-    encoders = {name or checkpoint_name(Path(path)): load_encoder(path) for name, path in zip(names or [None] * len(checkpoints), checkpoints)}
+    encoders = {}
+    for name, path in zip(names or [None] * len(checkpoints), checkpoints):
+        encoder = load_encoder(path)  # first: it explains a missing or foreign file in one line
+        encoders[name or checkpoint_name(Path(path))] = encoder
     if len(encoders) != len(checkpoints):
         raise ConfigError("two checkpoints got the same name; tell them apart with --names")
     first_config = next(iter(encoders.values())).config
@@ -237,13 +240,27 @@ def evaluate(
     return table
 
 
+def budget(value: str | int) -> Budget:
+    text = str(value)  # the command line gives text, a --config file may give numbers
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise ValueError(f"a budget is a number of labels per class or 'all', got {text!r}")
+    return int(text)
+
+
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning evaluate CKPT [CKPT ...] [--option value ...] [--config sweep.yaml]``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
+    # Lists as space-separated values, the way shells pass them.
     parser.add_argument("checkpoints", nargs="+", help="ssl-lightning checkpoints (.ckpt) to evaluate")
-    parser.add_function_arguments(evaluate, skip={"checkpoints"})
+    parser.add_argument("--names", nargs="+", help="a name per checkpoint (default: the method stored in it)")
+    parser.add_argument("--budgets", nargs="+", type=budget, help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
+    parser.add_argument("--weight_decays", nargs="+", type=float, help="the probe's L2 penalties to select from on validation")
+    parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays"})
+    parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
     config = parser.parse_args(args)
     del config["config"]

@@ -19,12 +19,22 @@ from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import classification_step
 
 
+def zero_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """An ``nn.Linear`` with zero weights and bias, made without drawing from the global RNG (so a
+    probe created beside a training run leaves the run's random numbers as they were). Logistic
+    regression is convex: a zero start loses nothing."""
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws random numbers
+        linear = nn.Linear(in_dim, out_dim)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 class LinearProbe(LightningModule):
     """One ``nn.Linear`` on standardised features; batches are ``(features (N, D), labels (N,))``.
 
     ``standardize_with(train_features)`` sets the per-dimension mean and std, kept as buffers so a
-    saved probe applies them itself. Weights start at zero: the problem is convex, and a zero start
-    draws no random numbers. Logs ``train_acc``, ``val_acc`` and ``test_acc`` (and ``_loss``).
+    saved probe applies them itself. Weights start at zero (``zero_linear``). Logs ``train_acc``, ``val_acc`` and ``test_acc`` (and ``_loss``).
     """
 
     def __init__(
@@ -51,9 +61,7 @@ class LinearProbe(LightningModule):
         self.automatic_optimization = False  # the step is taken below, so train_acc is the post-step one
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
-        self.linear = nn.Linear(in_dim, num_classes)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.linear = zero_linear(in_dim, num_classes)
 
     @torch.no_grad()
     def standardize_with(self, features: Tensor) -> LinearProbe:

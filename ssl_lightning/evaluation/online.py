@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.knn import knn_accuracy
+from ssl_lightning.evaluation.linear_probe import zero_linear
 
 
 class OnlineEvaluation(Callback):
@@ -53,11 +54,8 @@ class OnlineEvaluation(Callback):
             raise ConfigError("online evaluation needs a data module with `num_classes` and a model with an `encoder` "
                               "(ssl-lightning's data modules and methods have both)")
         if self.classifier is None:
-            # Zero start: the problem is convex, and no random numbers are drawn, so a run with
-            # this callback trains the encoder exactly as a run without it.
-            self.classifier = nn.Linear(encoder.out_dim, num_classes)
-            nn.init.zeros_(self.classifier.weight)
-            nn.init.zeros_(self.classifier.bias)
+            # No random numbers drawn: a run with this callback trains the encoder exactly as without.
+            self.classifier = zero_linear(encoder.out_dim, num_classes)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=self.lr)
             self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.classifier.to(pl_module.device)

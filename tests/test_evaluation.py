@@ -1,0 +1,224 @@
+"""Linear probe, kNN, feature cache, label budgets, online evaluation and the supervised baseline."""
+
+import math
+
+import pytest
+import torch
+from pytorch_lightning import Trainer
+
+from conftest import RandomImages, fit
+from ssl_lightning import load_encoder
+from ssl_lightning.data.label_budget import sample_per_class
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation import features as features_module
+from ssl_lightning.evaluation import (
+    LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
+)
+from ssl_lightning.evaluation.label_efficiency import draws
+from ssl_lightning.evaluation.linear_probe import feature_loader, quiet_trainer
+from ssl_lightning.methods import SimCLR, Supervised
+from ssl_lightning.methods.base import ViewBatch
+
+
+def blobs(n, dim=16, classes=4, seed=0, spread=0.1):
+    """Linearly separable features: tight clusters around random class centres."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 3
+    labels = torch.arange(n) % classes
+    return centres[labels] + spread * torch.randn(n, dim, generator=g), labels
+
+
+# --- linear probe ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adamw"])
+def test_probe_separates_separable_features(optimizer):
+    probe, val_acc = fit_linear_probe(blobs(200), blobs(100, seed=1), num_classes=4, weight_decay=1e-4,
+                                      optimizer=optimizer, max_epochs=None if optimizer == "lbfgs" else 30)
+    assert val_acc == 1.0
+    test_features, test_labels = blobs(100, seed=2)
+    result = quiet_trainer().test(probe, feature_loader(test_features, test_labels), verbose=False)[0]
+    assert result["test_acc"] == 1.0
+
+
+def test_probe_on_random_labels_is_near_chance_on_new_data():
+    features, _ = blobs(400, seed=3)
+    labels = torch.randint(0, 4, (400,), generator=torch.Generator().manual_seed(0))
+    _, val_acc = fit_linear_probe((features[:300], labels[:300]), (features[300:], labels[300:]), 4, weight_decay=1e-2)
+    assert val_acc < 0.45  # chance is 0.25: the probe cannot invent signal
+
+
+def test_probe_logged_accuracy_matches_a_hand_count():
+    features, labels = blobs(50, dim=2, seed=4, spread=3.0)  # overlapping: accuracy well below 1
+    probe, _ = fit_linear_probe((features, labels), (features, labels), 4, weight_decay=1e-3)
+    result = quiet_trainer().test(probe, feature_loader(features, labels, batch_size=7), verbose=False)[0]
+    with torch.no_grad():
+        by_hand = (probe(features).argmax(1) == labels).float().mean().item()
+    assert result["test_acc"] == pytest.approx(by_hand, abs=1e-6) and by_hand < 1
+
+
+def test_probe_only_trains_the_linear_layer_and_the_encoder_is_unchanged(random_images, tiny_simclr_kwargs):
+    encoder = SimCLR(**tiny_simclr_kwargs).encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    random_images.setup("fit")
+    train, val = random_images.train_set, random_images.val_set
+    train_features = extract_features(encoder, train.images)
+    probe, _ = fit_linear_probe((train_features, train.labels), (extract_features(encoder, val.images), val.labels), 4, 1e-3)
+    assert [name for name, p in probe.named_parameters() if p.requires_grad] == ["linear.weight", "linear.bias"]
+    assert probe.linear.weight.abs().sum() > 0  # it did train
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    assert encoder.training  # extract_features restores the mode it found
+
+
+def test_probe_rejects_an_unknown_optimizer():
+    with pytest.raises(ConfigError, match="lbfgs"):
+        LinearProbe(4, 2, optimizer="sgd")
+
+
+# --- kNN ------------------------------------------------------------------------------------
+
+def test_knn_matches_a_hand_computed_case():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    bank_labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[1.0, 0.2]])
+    norm = math.hypot(1.0, 0.2)
+    s = [1 / norm, 0.2 / norm, 1.2 / (norm * math.sqrt(2))]  # cosine similarities to the three
+    # k=2, T=1: the first and the third vote, each with weight exp(s).
+    scores = knn_scores(bank, bank_labels, query, num_classes=2, k=2, temperature=1.0)[0]
+    assert (scores[1] / scores[0]).item() == pytest.approx(math.exp(s[2]) / math.exp(s[0]), rel=1e-5)
+    assert scores.argmax().item() == 0
+    # k=3: class 1 gets two votes and wins.
+    scores = knn_scores(bank, bank_labels, query, num_classes=2, k=3, temperature=1.0)[0]
+    assert (scores[1] / scores[0]).item() == pytest.approx((math.exp(s[1]) + math.exp(s[2])) / math.exp(s[0]), rel=1e-5)
+    assert knn_accuracy(bank, bank_labels, query, torch.tensor([1]), 2, k=3, temperature=1.0) == 1.0
+    # a lower temperature sharpens the vote towards the nearest neighbour
+    assert knn_scores(bank, bank_labels, query, 2, k=3, temperature=0.05)[0].argmax().item() == 0
+
+
+def test_knn_uses_every_feature_when_k_exceeds_the_bank_and_survives_tiny_temperatures():
+    bank, labels = blobs(20)
+    scores = knn_scores(bank, labels, bank, 4, k=200, temperature=1e-3)
+    assert torch.isfinite(scores).all()
+    assert (scores.argmax(1) == labels).all()
+    with pytest.raises(ConfigError, match="temperature"):
+        knn_scores(bank, labels, bank, 4, temperature=0.0)
+
+
+# --- label budgets --------------------------------------------------------------------------
+
+def test_budget_sampler_counts_seeds_and_errors():
+    labels = torch.arange(100) % 5  # 20 per class
+    idx = sample_per_class(labels, 7, seed=0)
+    assert torch.bincount(labels[idx]).tolist() == [7] * 5 and len(idx.unique()) == 35
+    assert torch.equal(idx, sample_per_class(labels, 7, seed=0))
+    assert not torch.equal(idx, sample_per_class(labels, 7, seed=1))
+    with pytest.raises(ConfigError, match="class 0 has only 20 images.*at most 20"):
+        sample_per_class(labels, 21, seed=0)
+
+
+def test_budget_draws_come_from_the_train_part_only():
+    data = RandomImages(batch_size=8, val_size=32, labels_per_class=5, label_seed=3)
+    images, labels = data.load_split(train=True)
+    train_idx, val_idx = data.split_indices(labels)
+    assert torch.bincount(labels[train_idx]).tolist() == [5] * 4
+    assert not set(train_idx.tolist()) & set(val_idx.tolist())
+    data.setup("fit")
+    data.setup("test")
+    assert len(data.train_set) == 20 and len(data.val_set) == 32 and len(data.test_set) == 32
+    # the sweep's draws over the pool are the data module's draws, seed by seed
+    pool_labels = labels[RandomImages(val_size=32).split_indices(labels)[0]]
+    for budget, seed, idx in draws(pool_labels, [5, "all"], seeds=2):
+        expected = RandomImages(val_size=32, labels_per_class=None if budget == "all" else budget, label_seed=seed)
+        assert torch.equal(expected.split_indices(labels)[0], RandomImages(val_size=32).split_indices(labels)[0][idx])
+    test_images = {img.numpy().tobytes() for img in data.test_set.images}
+    assert not any(img.numpy().tobytes() in test_images for img in data.train_set.images)
+
+
+def test_draws_repeat_all_only_once():
+    seen = [(budget, seed) for budget, seed, _ in draws(torch.arange(40) % 4, [2, "all"], seeds=3)]
+    assert seen == [(2, 0), (2, 1), (2, 2), ("all", 0)]
+
+
+# --- feature cache --------------------------------------------------------------------------
+
+def test_cache_is_reused_and_invalidated_when_the_checkpoint_changes(random_images, tiny_simclr_kwargs, tmp_path, monkeypatch):
+    _, checkpoint = fit(SimCLR(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
+    path = checkpoint.last_model_path
+    images = torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8)
+    calls = []
+    real_extract = features_module.extract_features
+    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+
+    first = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
+    again = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
+    assert len(calls) == 1 and torch.equal(first, again)
+    cached_features(load_encoder(path), images[:5], "random", "train", tmp_path / "cache")
+    assert len(calls) == 2  # other images: other features
+
+    state = torch.load(path, weights_only=False)
+    name = next(k for k in state["state_dict"] if k.startswith("encoder.") and k.endswith("conv1.weight"))
+    state["state_dict"][name] = state["state_dict"][name] * 2
+    torch.save(state, path)
+    changed = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
+    assert len(calls) == 3 and not torch.allclose(changed, first)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3 and not list((tmp_path / "cache").glob("*.tmp"))
+
+
+# --- online evaluation ----------------------------------------------------------------------
+
+def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
+    def train(callbacks):
+        torch.manual_seed(0)
+        model = SimCLR(**tiny_simclr_kwargs)
+        trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, enable_checkpointing=False, max_epochs=2, callbacks=callbacks)
+        trainer.fit(model, datamodule=RandomImages(batch_size=16, val_size=32))
+        return model, trainer
+
+    online = OnlineEvaluation(bank_size=40, knn_k=5)
+    with_callback, trainer = train([online])
+    without_callback, _ = train([])
+    # Same seed, same data: the encoder's weights (hence every gradient step) are bit-identical.
+    for (name, a), b in zip(with_callback.encoder.state_dict().items(), without_callback.encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    metrics = trainer.callback_metrics
+    assert 0 <= metrics["val_online_probe_acc"] <= 1 and 0 <= metrics["val_knn_acc"] <= 1
+    assert online.classifier.weight.abs().sum() > 0  # the probe trained
+    assert 40 <= sum(len(f) for f, _ in online._bank) < 40 + 16  # the bank keeps the last bank_size features
+
+
+def test_training_step_hands_out_features_without_a_graph(tiny_simclr_kwargs):
+    model = SimCLR(**tiny_simclr_kwargs)
+    x = torch.rand(8, 1, 16, 16)
+    out = model.training_step(ViewBatch(x, x.flip(-1), torch.zeros(8, dtype=torch.long), x), 0)
+    assert out["features"].shape == (8, model.encoder.out_dim)
+    assert not out["features"].requires_grad and out["loss"].requires_grad
+
+
+def test_online_evaluation_resumes_its_classifier(tiny_simclr_kwargs, tmp_path):
+    online = OnlineEvaluation()
+    _, checkpoint = fit(SimCLR(**tiny_simclr_kwargs), RandomImages(batch_size=16, val_size=32), tmp_path,
+                        max_steps=3, callbacks_extra=[online])
+    resumed = OnlineEvaluation()
+    fit(SimCLR(**tiny_simclr_kwargs), RandomImages(batch_size=16, val_size=32), tmp_path / "resumed",
+        max_steps=3, callbacks_extra=[resumed], ckpt_path=checkpoint.last_model_path)
+    assert torch.equal(resumed.classifier.weight, online.classifier.weight)  # restored, and max_steps was reached
+
+
+# --- supervised baseline --------------------------------------------------------------------
+
+def test_supervised_trains_on_a_label_budget_and_round_trips(tmp_path):
+    data = RandomImages(batch_size=8, val_size=32, labels_per_class=3, drop_last=False)
+    model = Supervised(num_classes=4, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    trainer, checkpoint = fit(model, data, tmp_path, max_epochs=2)
+    assert len(data.train_set) == 12 and trainer.global_step == 4  # 12 images in batches of 8, last one kept
+    assert {"train_acc", "val_acc", "val_loss"} <= set(trainer.callback_metrics)
+    result = trainer.test(model, datamodule=data, verbose=False)[0]
+    assert 0 <= result["test_acc"] <= 1
+    encoder = load_encoder(checkpoint.last_model_path)
+    assert torch.equal(encoder.backbone.conv1.weight, model.encoder.backbone.conv1.weight)
+
+
+def test_supervised_checks_the_number_of_classes(tmp_path):
+    model = Supervised(num_classes=10, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    with pytest.raises(ConfigError, match="4 classes.*num_classes=10"):
+        fit(model, RandomImages(batch_size=8, val_size=32), tmp_path, max_steps=1)

@@ -186,6 +186,7 @@ def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs
     assert 40 <= sum(len(f) for f, _ in online._bank) < 40 + 16  # the bank keeps the last bank_size features
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer to log to
 def test_training_step_hands_out_features_without_a_graph(tiny_simclr_kwargs):
     model = SimCLR(**tiny_simclr_kwargs)
     x = torch.rand(8, 1, 16, 16)

@@ -17,5 +17,9 @@ class DataNotFoundError(UserError, FileNotFoundError):
     """A dataset is not where the config says and cannot be downloaded."""
 
 
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint is missing, unreadable or not one of ours."""

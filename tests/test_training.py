@@ -1,11 +1,12 @@
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from conftest import fit
 from ssl_lightning import load_encoder
-from ssl_lightning.errors import CheckpointError, ConfigError
-from ssl_lightning.methods import MoCo, SimCLR
+from ssl_lightning.errors import CheckpointError, ConfigError, TrainingDivergedError
+from ssl_lightning.methods import MoCo, SimCLR, Supervised
 from ssl_lightning.optim import param_groups, warmup_cosine
 
 
@@ -131,3 +132,24 @@ def test_lars_step_matches_the_formula():
     before = b.detach().clone()
     optimizer.step()  # momentum carries the last step on
     assert torch.allclose(b, before - 0.5 * 0.9 * torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize("method", ["simclr", "supervised"])
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(method, random_images, tiny_simclr_kwargs, tmp_path):
+    if method == "simclr":
+        model = SimCLR(**tiny_simclr_kwargs)
+        compute = model.compute_loss
+        model.compute_loss = lambda x1, x2: compute(x1, x2)._replace(loss=compute(x1, x2).loss * (float("nan") if model.global_step == 2 else 1))
+    else:
+        model = Supervised(num_classes=4, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+        classifier = model.classifier
+        model.classifier = torch.nn.Sequential(classifier)
+        model.classifier.register_forward_hook(lambda m, i, out: out * float("inf") if model.global_step == 2 and model.training else out)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[checkpoint], max_epochs=3)
+    with pytest.raises(TrainingDivergedError, match=r"is (nan|inf) at step 2 \(epoch 0\)"):
+        trainer.fit(model, datamodule=random_images)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
 from ssl_lightning.encoder import ENCODER_CONFIG_KEY, Encoder
-from ssl_lightning.errors import ConfigError
+from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.optim import OptimizerName, build_optimizer, warmup_cosine
@@ -107,6 +107,16 @@ class EncoderMethod(LightningModule):
                 f"{data.num_channels} channel(s) of side {data.image_size}; set model in_channels/image_size to match"
             )
 
+    def check_finite(self, loss: Tensor) -> None:
+        """Stops training at the first non-finite loss, before it reaches the weights: the
+        checkpoints written so far hold the last good state."""
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "training stopped and the checkpoints written so far are intact; lower model.init_args.lr "
+                "or check the data, then resume from the last checkpoint with --ckpt_path"
+            )
+
     def configure_optimizers(self) -> dict:
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
@@ -153,6 +163,8 @@ class PretrainMethod(EncoderMethod, ABC):
     def _shared_step(self, batch: ViewBatch, stage: str) -> StepOutput:
         x1, x2 = batch.x1, batch.x2
         out = self.compute_loss(x1, x2)
+        if stage == "train":
+            self.check_finite(out.loss)
         logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():

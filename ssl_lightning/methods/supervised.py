@@ -51,6 +51,8 @@ class Supervised(EncoderMethod):
         x, labels = batch
         features = self.encoder(x)  # (N, F)
         loss = classification_step(self, self.classifier(features), labels, stage)
+        if stage == "train":
+            self.check_finite(loss)
         return {"loss": loss, "features": features.detach(), "labels": labels}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:

@@ -219,8 +219,9 @@ def evaluate(
         raise ConfigError("two checkpoints got the same name; tell them apart with --names")
     first_config = next(iter(encoders.values())).config
     if references:
-        torch.manual_seed(0)
-        encoders[RANDOM_ENCODER] = Encoder(**first_config).eval()
+        with torch.random.fork_rng(devices=[]):  # a seeded random encoder; the caller's RNG stays as it was
+            torch.manual_seed(0)
+            encoders[RANDOM_ENCODER] = Encoder(**first_config).eval()
 
     dataset = type(data).__name__
     rows: list[Result] = []

@@ -8,6 +8,11 @@ from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy
 
 
+def accuracy(scores: Tensor, labels: Tensor) -> float:
+    """Share of rows of ``scores`` (N, C) whose highest-scoring class is the label (N,)."""
+    return multiclass_accuracy(scores, labels.to(scores.device), num_classes=scores.shape[1], average="micro").item()
+
+
 def classification_step(module: LightningModule, logits: Tensor, labels: Tensor, stage: str) -> Tensor:
     """Cross-entropy of ``logits`` (N, C) against ``labels`` (N,); logs ``{stage}_loss`` and
     ``{stage}_acc`` as epoch means weighted by batch size (so the epoch's accuracy is exact)."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import accuracy
 
 
 def knn_scores(
@@ -48,5 +49,4 @@ def knn_accuracy(
     bank: Tensor, bank_labels: Tensor, queries: Tensor, labels: Tensor, num_classes: int, k: int = 200, temperature: float = 0.1
 ) -> float:
     """Share of ``queries`` whose highest-scoring class (``knn_scores``) is their label."""
-    predicted = knn_scores(bank, bank_labels, queries, num_classes, k, temperature).argmax(dim=1)
-    return (predicted == labels.to(predicted.device)).float().mean().item()
+    return accuracy(knn_scores(bank, bank_labels, queries, num_classes, k, temperature), labels)

@@ -32,6 +32,7 @@ from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, extract_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer
@@ -108,7 +109,7 @@ def evaluate_features(
         candidates = [fit_linear_probe(train, (features["val"], val_labels), num_classes, wd) for wd in weight_decays]
         (probe, val_acc), weight_decay = max(zip(candidates, weight_decays), key=lambda c: c[0][1])
         with torch.no_grad():
-            test_acc = (probe(features["test"]).argmax(1) == test_labels).float().mean().item()
+            test_acc = accuracy(probe(features["test"]), test_labels)
         rows.append(Result(name, "linear probe", budget, len(idx), seed, val_acc, test_acc, weight_decay, time.perf_counter() - start))
         start = time.perf_counter()
         knn_val, knn_test = (
@@ -150,7 +151,7 @@ def train_supervised(
         val_acc = best.best_model_score.item()
         with torch.no_grad():
             logits = model.classifier(extract_features(model.encoder, split.test[0], desc="supervised test"))  # (N, C)
-        test_acc = (logits.argmax(1) == split.test[1]).float().mean().item()
+        test_acc = accuracy(logits, split.test[1])
         rows.append(Result(SUPERVISED, SUPERVISED, budget, len(idx), seed, val_acc, test_acc, None, time.perf_counter() - start))
     return rows
 

@@ -1,15 +1,19 @@
-"""Callbacks that make training visible in TensorBoard."""
+"""Callbacks: what makes training visible in TensorBoard, and what makes a run resumable."""
 
 from __future__ import annotations
 
+import random
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods.base import ViewBatch
 
 
@@ -39,12 +43,34 @@ class LogViewPairs(Callback):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the latest state.
+    """``ModelCheckpoint`` whose ``last.ckpt`` always holds the latest state, refreshed every
+    ``save_last_every_n_steps`` optimizer steps too, so a killed run loses at most that many.
 
     Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is saved at the same step
     (so it goes stale once the monitored metric stops improving), and writes it at the end of
     training even under ``fast_dev_run``. Both are corrected here.
+    (Saving is Lightning's: it writes a temporary file and renames it, so a kill during a save
+    leaves the previous ``last.ckpt`` whole.)
+
+    Args:
+        save_last_every_n_steps: refresh ``last.ckpt`` after every this many training steps
+            (None: only at validation / epoch ends).
+        **kwargs: ``ModelCheckpoint``'s arguments.
     """
+
+    def __init__(self, *args: Any, save_last_every_n_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if save_last_every_n_steps is not None and save_last_every_n_steps < 1:
+            raise ConfigError(f"save_last_every_n_steps must be >= 1 or null, got {save_last_every_n_steps}")
+        self.save_last_every_n_steps = save_last_every_n_steps
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        every = self.save_last_every_n_steps
+        if every and trainer.global_step % every == 0 and self.save_last and not trainer.fast_dev_run:
+            saved = self._last_global_step_saved
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = saved  # this save must not stop a top-k save at the same step
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -63,3 +89,65 @@ class RunCheckpoint(ModelCheckpoint):
     def _refresh_last(self, trainer: Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ExactResume(Callback):
+    """Restores what Lightning's own resume leaves out, so that a resumed run goes on exactly as a
+    run that was never interrupted:
+
+    - the random generators of every process (Python, NumPy, torch on CPU and CUDA), saved in each
+      checkpoint: the resumed run draws the same views (and MoCo the same key shuffles);
+    - the train loader's position: Lightning 2.6 drops a stateful loader's saved state when
+      ``estimated_stepping_batches`` was read before the restore, as our schedules do
+      (Lightning issue #20550); it is loaded here, and the loader iterated afresh from it.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        states = random_states()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank has its own
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            return {"per_rank": gathered}
+        return {"per_rank": [states]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict.get("per_rank")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        if fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:  # #20550
+            fit_loop._load_combined_loader_states()
+            iter(fit_loop._data_fetcher)  # the iterator made before the restore started at batch 0
+        states, self._to_restore = self._to_restore, None
+        if not states:
+            return
+        if len(states) != trainer.world_size:
+            warnings.warn(f"the checkpoint holds random states of {len(states)} process(es), this run has "
+                          f"{trainer.world_size}: the random draws start afresh", stacklevel=2)
+            return
+        set_random_states(states[trainer.global_rank])
+
+
+def random_states() -> dict[str, Any]:
+    # NumPy's key array goes in as a tensor: checkpoints stay readable with torch.load(weights_only=True).
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(key.copy()), pos, has_gauss, cached_gaussian),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    name, key, pos, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, key.numpy(), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

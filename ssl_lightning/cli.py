@@ -1,6 +1,7 @@
 """The ``ssl-lightning`` command: LightningCLI with our callbacks, logger and data-model links.
 
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
+    ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
 
 Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Any
 
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -18,8 +22,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import LogViewPairs, RunCheckpoint
-from ssl_lightning.errors import UserError
+from ssl_lightning.callbacks import LogViewPairs, ExactResume, RunCheckpoint
+from ssl_lightning.checkpoint import read_checkpoint
+from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.online import OnlineEvaluation
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
@@ -27,6 +32,7 @@ DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), 
 
 TRAINER_DEFAULTS = {
     "accelerator": "auto",
+    "plugins": [{"class_path": "ssl_lightning.checkpoint.AtomicCheckpointIO"}],
     "default_root_dir": "checkpoints",
     "logger": {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
@@ -46,6 +52,7 @@ class SSLLightningCLI(LightningCLI):
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.save_last_every_n_steps": 100,  # a killed run loses at most 100 steps
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -58,8 +65,49 @@ class SSLLightningCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = config.trainer.logger
-        if getattr(logger, "init_args", None) is not None and "name" in logger.init_args and logger.init_args.name is None:
+        tensorboard = getattr(logger, "init_args", None) is not None and "name" in logger.init_args
+        if tensorboard and logger.init_args.name is None:
             logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
+        if self.subcommand == "fit":
+            check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
+            if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
+                self._resume_latest_run(config, logger.init_args)
+            elif config.ckpt_path not in (None, "last", "best", "hpc", "registry"):
+                read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
+            dirpath = config.checkpoint.dirpath
+            if config.ckpt_path is None and dirpath and list(Path(dirpath).glob("*.ckpt")):
+                raise ConfigError(f"{dirpath} already holds checkpoints of an earlier run; choose another "
+                                  "checkpoint.dirpath, or resume that run with --ckpt_path")
+
+    def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
+        """``--ckpt_path last``: continue the newest run of this method (its ``last.ckpt``), logging
+        into the same version folder. Lightning alone would look in a new, empty version folder."""
+        runs = Path(logger_args.save_dir) / logger_args.name
+        versions = sorted(int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit())
+        last = runs / f"version_{versions[-1]}" / "checkpoints" / "last.ckpt" if versions else None
+        if last is None or not last.is_file():
+            print(f"ssl-lightning: no last.ckpt in the newest run under {runs}: starting a new run", file=sys.stderr)
+            config.ckpt_path = None
+            return
+        step = read_checkpoint(last)["global_step"]
+        print(f"ssl-lightning: resuming {last} at step {step}", file=sys.stderr)
+        config.ckpt_path = str(last)
+        logger_args.version = versions[-1]
+        # The run's config.yaml stays; each resume saves its own config next to it.
+        resumes = len(list(last.parents[1].glob("config*.yaml")))
+        self.save_config_kwargs["config_filename"] = f"config-resume-{resumes}.yaml"
+
+
+def check_writable(folder: Path) -> None:
+    """Fails before training, with one line, where runs could not save their logs and checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output folder {folder} ({err.strerror or err}); set trainer.default_root_dir and "
+            "trainer.logger.init_args.save_dir to a folder you can write"
+        ) from err
 
 
 def main(args: list[str] | None = None) -> None:
@@ -71,6 +119,9 @@ def main(args: list[str] | None = None) -> None:
     # pytree API that torch deprecated: both warnings are noise to a user.
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # RunCheckpoint refuses a folder with another run's checkpoints; a resumed run's folder is fine.
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:
@@ -84,7 +135,8 @@ def main(args: list[str] | None = None) -> None:
                 LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
-                trainer_defaults=TRAINER_DEFAULTS,
+                # Callbacks every run has, whatever the config lists.
+                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume()]},
                 args=args,
             )
     except Exception as err:

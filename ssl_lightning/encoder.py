@@ -16,10 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_lightning.backbones import build_backbone
-from ssl_lightning.errors import CheckpointError, ConfigError
-
-# Key under which a method's checkpoint stores the arguments that rebuild its encoder.
-ENCODER_CONFIG_KEY = "encoder_config"
+from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, read_checkpoint
+from ssl_lightning.errors import ConfigError
 
 
 class Encoder(nn.Module):
@@ -69,15 +67,7 @@ def load_encoder(path: str | Path) -> Encoder:
 
     The file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch checkpoint ({type(err).__name__})") from err
-    if not isinstance(checkpoint, dict) or ENCODER_CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not an ssl-lightning checkpoint: it has no {ENCODER_CONFIG_KEY!r} entry")
+    checkpoint = read_checkpoint(path)
     encoder = Encoder(**checkpoint[ENCODER_CONFIG_KEY])
     prefix = "encoder."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

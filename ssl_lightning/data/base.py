@@ -8,7 +8,8 @@ from abc import ABC, abstractmethod
 import torch
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler
 
 from ssl_lightning.data.in_memory import InMemoryImages, keep_batch
 from ssl_lightning.data.label_budget import sample_per_class
@@ -99,29 +100,34 @@ class InMemoryDataModule(LightningDataModule, ABC):
         if stage in ("test", "predict") and self.test_set is None:
             self.test_set = InMemoryImages(*self.load_split(train=False))
 
-    def _loader(self, dataset: InMemoryImages | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: InMemoryImages | None, train: bool) -> StatefulDataLoader:
         assert dataset is not None, "call setup() first"
         if train and self.drop_last and len(dataset) < self.batch_size:
             raise ConfigError(f"the train set has {len(dataset)} images, fewer than batch_size={self.batch_size}; lower batch_size")
-        return DataLoader(
+        # torchdata's loader and sampler save their position and shuffle order in Lightning's
+        # checkpoints, so a run resumed mid-epoch sees exactly the batches the interrupted run had
+        # left. Shuffling and worker seeds use their own generators, not the global RNG, whose state
+        # then depends only on the training steps (what ExactResume saves and restores).
+        return StatefulDataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)) if train else None,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.val_set, train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.test_set, train=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.test_set, train=False)

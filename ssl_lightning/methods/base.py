@@ -15,7 +15,8 @@ from pytorch_lightning.trainer.states import RunningStage
 from torch import Tensor, nn
 
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
-from ssl_lightning.encoder import ENCODER_CONFIG_KEY, Encoder
+from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
+from ssl_lightning.encoder import Encoder
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
@@ -131,7 +132,10 @@ class EncoderMethod(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone
-        checkpoint["method"] = type(self).__name__  # names the encoder in evaluation tables
+        checkpoint[METHOD_KEY] = type(self).__name__  # names the encoder in evaluation tables
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(checkpoint, self)  # one line instead of Lightning's list of mismatched keys
 
 
 class PretrainMethod(EncoderMethod, ABC):

@@ -1,0 +1,87 @@
+"""Our checkpoints: written atomically, read with one-line errors (a missing, corrupt or truncated
+file, or one written by another method or for another architecture than the model)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from ssl_lightning.errors import CheckpointError
+
+# Keys our methods add to Lightning's checkpoint (EncoderMethod.on_save_checkpoint).
+ENCODER_CONFIG_KEY = "encoder_config"  # the arguments that rebuild the encoder alone
+METHOD_KEY = "method"  # the LightningModule's class name
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, read with ``weights_only=True`` (tensors and plain
+    values only) onto the CPU; it must be one written by an ssl-lightning method."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch checkpoint ({type(err).__name__}); "
+            "use another checkpoint of the run (e.g. best-*.ckpt next to it)"
+        ) from err
+    if not isinstance(checkpoint, dict) or ENCODER_CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not an ssl-lightning checkpoint: it has no {ENCODER_CONFIG_KEY!r} entry")
+    return checkpoint
+
+
+def check_compatible(checkpoint: dict[str, Any], module: nn.Module) -> None:
+    """Raises ``CheckpointError`` unless ``checkpoint`` was written by ``module``'s method for the
+    same architecture (the same parameter and buffer names and shapes)."""
+    method, expected = checkpoint.get(METHOD_KEY), type(module).__name__
+    if method is not None and method != expected:
+        raise CheckpointError(f"the checkpoint was written by {method}, not {expected}; use the {method} config, or a {expected} checkpoint")
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    differences = [f"{k}: missing in the checkpoint" for k in ours.keys() - saved.keys()]
+    differences += [f"{k}: not in this model" for k in saved.keys() - ours.keys()]
+    differences += [f"{k}: {saved[k]} in the checkpoint, {ours[k]} here" for k in ours.keys() & saved.keys() if saved[k] != ours[k]]
+    if differences:
+        listed = "; ".join(sorted(differences)[:3]) + ("; ..." if len(differences) > 3 else "")
+        encoder = checkpoint.get(ENCODER_CONFIG_KEY, {})
+        raise CheckpointError(
+            f"the checkpoint is for another architecture ({len(differences)} tensors differ: {listed}); "
+            f"its encoder was {encoder}: set the model's arguments to those of the run that wrote it"
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint next to its target, syncs it to disk, then renames it over the target, so
+    a process killed during a save leaves the previous file whole.
+
+    Hand-written because Lightning 2.6 writes through a file in the system temp folder and moves it
+    into place: where that folder is another filesystem (tmpfs, a cluster node's local disk) the
+    move is a copy into the target, and a kill during the copy truncates ``last.ckpt``. Remote
+    paths (``s3://`` ...) keep Lightning's way.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "file" not in get_filesystem(path).protocol:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")  # a killed save's leftover is overwritten by the next
+        with open(partial, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)  # atomic on POSIX and Windows within one filesystem
+        if os.name == "posix":  # the rename itself survives a power cut
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)

@@ -1,0 +1,40 @@
+"""A callback for the resume tests, loaded by the CLI in a subprocess (``--trainer.callbacks+=``):
+it stops the run at a chosen step and waits there for the test's SIGKILL."""
+
+import io
+import time
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback
+
+
+class WaitToBeKilled(Callback):
+    """At training step ``step``, touches ``marker`` and sleeps. With ``in_save``, it sleeps inside
+    that step's checkpoint save instead, half of the file written (``save_last_every_n_steps=1``
+    makes a save at every step; checkpoint callbacks run after this one)."""
+
+    def __init__(self, step: int, marker: str, in_save: bool = False) -> None:
+        self.step = step
+        self.marker = Path(marker)
+        self.in_save = in_save
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if not self.in_save:
+            self._wait()
+        real_save = torch.save
+
+        def half_save(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: buffer.tell() // 2])
+            f.flush()
+            self._wait()
+
+        torch.save = half_save
+
+    def _wait(self) -> None:
+        self.marker.touch()
+        time.sleep(600)

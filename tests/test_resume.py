@@ -1,0 +1,87 @@
+"""A run killed with SIGKILL (mid-epoch, or in the middle of writing a checkpoint) and started again
+with the same command plus ``--ckpt_path last`` ends where an uninterrupted run ends: the same step
+count and the same weights, optimizer, scheduler, queue and target networks."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, TINY_DATA, TINY_HEADS
+from test_cli import CONSOLE_SCRIPT, run_cli
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parent
+METHOD_ARGS = {**{m: [str(CONFIGS / f"{m}.yaml"), *TINY_HEADS[m]] for m in TINY_HEADS}, "supervised": [str(CONFIGS / "supervised.yaml")]}
+# 8 steps per epoch (256 images, batch 32), a checkpoint after every step.
+RUN = [*TINY_DATA, "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--checkpoint.save_last_every_n_steps=1",
+       "--trainer.enable_progress_bar=false"]
+
+
+def last_checkpoint(cwd: Path) -> Path:
+    (run,) = (cwd / "checkpoints").glob("*/version_0")
+    return run / "checkpoints" / "last.ckpt"
+
+
+def kill_at(args: list[str], cwd: Path, step: int, in_save: bool = False) -> None:
+    """Runs the CLI until it reaches ``step`` (``WaitToBeKilled``), then SIGKILLs it."""
+    marker = cwd / "reached"
+    callback = {"class_path": "kill_points.WaitToBeKilled", "init_args": {"step": step, "marker": str(marker), "in_save": in_save}}
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen([CONSOLE_SCRIPT, *args, f"--trainer.callbacks+={json.dumps(callback)}"], cwd=cwd, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no handler, no cleanup
+    process.wait()
+    process.stderr.close()
+
+
+def assert_same_state(resumed: dict, reference: dict) -> None:
+    assert resumed["global_step"] == reference["global_step"]
+    assert resumed["epoch"] == reference["epoch"]
+    for key, value in reference["state_dict"].items():  # weights, BN statistics, MoCo's queue, EMA targets
+        assert torch.equal(resumed["state_dict"][key], value), key
+    assert resumed["lr_schedulers"] == reference["lr_schedulers"]
+    for a, b in zip(resumed["optimizer_states"][0]["state"].values(), reference["optimizer_states"][0]["state"].values()):
+        for name, value in b.items():
+            assert torch.equal(torch.as_tensor(a[name]), torch.as_tensor(value)), name
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ARGS))
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_end(method, tmp_path):
+    config, *heads = METHOD_ARGS[method]
+    args = ["fit", "--config", config, *heads, *RUN]
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "killed").mkdir()
+    reference = run_cli(*args, cwd=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    kill_at(args, tmp_path / "killed", step=5)  # before step 5's checkpoint (checkpoint callbacks run last)
+    assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 4
+    resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr
+
+    end = torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)
+    assert end["global_step"] == 16
+    assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
+    assert not list((tmp_path / "killed" / "checkpoints").glob("*/version_1"))  # resumed in the same run folder
+
+
+def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_whole(tmp_path):
+    args = ["fit", "--config", *METHOD_ARGS["moco"], *RUN]
+    kill_at(args, tmp_path, step=11, in_save=True)  # half of step 11's last.ckpt written
+    last = last_checkpoint(tmp_path)
+    assert last.with_name("last.ckpt.partial").stat().st_size > 0  # the save was under way
+    assert torch.load(last, weights_only=True)["global_step"] == 10  # the previous one, readable
+    resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 16

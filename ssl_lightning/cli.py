@@ -10,7 +10,9 @@ Errors caused by input (``UserError``) print as one line; ``--verbose`` shows th
 from __future__ import annotations
 
 import os
+import re
 import sys
+from argparse import ArgumentError
 import tempfile
 import warnings
 from pathlib import Path
@@ -61,6 +63,11 @@ class SSLLightningCLI(LightningCLI):
         parser.add_lightning_class_args(OnlineEvaluation, "online_eval")
         for source, target in DATA_TO_MODEL:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI replaces the model's arguments by those saved in a ``--ckpt_path``
+        checkpoint, silently (even the method). Here the config and the command line decide, and a
+        checkpoint that does not fit them is a one-line error (``EncoderMethod.on_load_checkpoint``)."""
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -138,13 +145,32 @@ def main(args: list[str] | None = None) -> None:
                 # Callbacks every run has, whatever the config lists.
                 trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume()]},
                 args=args,
+                parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
             )
+    except ArgumentError as err:
+        if verbose:
+            raise
+        print(f"ssl-lightning: error: {_argument_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         cause = _user_error(err)
         if cause is None or verbose:
             raise
         print(f"ssl-lightning: error: {cause} (run with --verbose for the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _argument_error_line(err: ArgumentError) -> str:
+    """jsonargparse's multi-line report of a bad argument, as one line that names the fix."""
+    text = str(err)
+    unknown = re.search(r'^Parser key "(model|data)".*?(?:dot import path string: |[Ii]mport path |has no attribute )[\'"]?([\w.]+)', text, re.S)
+    if unknown:
+        group, name = unknown.groups()
+        kind, valid = ("method", ssl_lightning.methods.METHODS) if group == "model" else ("data module", ssl_lightning.data.DATA_MODULES)
+        return f"unknown {kind} {name!r}; choose one of {', '.join(valid)}"
+    noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+    lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    return ": ".join(lines) + " (see --help for the accepted options)"
 
 
 def _user_error(err: BaseException | None) -> UserError | None:

@@ -113,3 +113,52 @@ def test_truncated_idx_file_is_reported(tmp_path):
         f.write(header + bytes(100))
     with pytest.raises(DataNotFoundError, match="truncated"):
         read_idx(path)
+
+
+def write_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=(20, 30)) -> None:
+    """PNG images of random colours, in root/<class>/<n>.png."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for n in range(per_class):
+            pixels = torch.randint(0, 256, (*size, 3), dtype=torch.uint8, generator=g).numpy()
+            Image.fromarray(pixels).save(root / c / f"{n}.png")
+
+
+def test_image_folder_is_decoded_resized_and_labelled(tmp_path):
+    from ssl_lightning.data import ImageFolderDataModule
+
+    write_image_folder(tmp_path / "train")
+    write_image_folder(tmp_path / "test", per_class=2)
+    dm = ImageFolderDataModule(str(tmp_path / "train"), test_dir=str(tmp_path / "test"), image_size=16, batch_size=4, val_size=4)
+    assert dm.classes == ["cat", "dog"] and dm.num_classes == 2 and dm.num_channels == 3
+    images, labels = dm.load_split(train=True)
+    assert images.shape == (12, 3, 16, 16) and images.dtype == torch.uint8
+    assert labels.tolist() == [0] * 6 + [1] * 6
+    grey = ImageFolderDataModule(str(tmp_path / "train"), image_size=16, num_channels=1)
+    assert grey.load_split(train=True)[0].shape == (12, 1, 16, 16) and grey.mean == (0.5,)
+    dm.setup("test")
+    assert len(dm.test_set) == 4
+    with pytest.raises(ConfigError, match="no test split"):
+        grey.setup("test")
+
+
+def test_image_folder_errors_name_the_problem(tmp_path):
+    from ssl_lightning.data import ImageFolderDataModule
+
+    with pytest.raises(DataNotFoundError, match="image folder not found"):
+        ImageFolderDataModule(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="has no class sub-folders"):
+        ImageFolderDataModule(str(tmp_path / "empty"))
+    (tmp_path / "no_images" / "cat").mkdir(parents=True)
+    (tmp_path / "no_images" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataNotFoundError, match="no valid file"):
+        ImageFolderDataModule(str(tmp_path / "no_images")).load_split(train=True)
+    write_image_folder(tmp_path / "broken")
+    bad = tmp_path / "broken" / "dog" / "3.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataNotFoundError, match=r"cannot read image .*dog/3\.png"):
+        ImageFolderDataModule(str(tmp_path / "broken")).load_split(train=True)

@@ -85,3 +85,13 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_whole(tm
     resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == 16
+
+
+def test_ckpt_path_last_without_an_earlier_run_starts_a_new_one(tmp_path, monkeypatch, capsys):
+    from conftest import SIMCLR_CONFIG, TINY
+    from ssl_lightning.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--ckpt_path", "last"])
+    assert "no last.ckpt in the newest run under checkpoints/simclr: starting a new run" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").is_file()

@@ -153,3 +153,43 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(met
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_images_that_do_not_fit_the_model_are_refused(random_images, tmp_path):
+    model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=3, image_size=16, mean=(0.5,) * 3, std=(0.29,) * 3)
+    with pytest.raises(ConfigError, match="expects 3-channel images of side 16, but the data has 1 channel"):
+        fit(model, random_images, tmp_path, max_steps=1)
+
+
+def test_last_checkpoint_is_refreshed_every_n_steps(random_images, tiny_simclr_kwargs, tmp_path):
+    from pytorch_lightning import Callback
+
+    from ssl_lightning.callbacks import RunCheckpoint
+
+    seen = []
+
+    class ReadLast(Callback):  # runs before the checkpoint callback at each step
+        def on_train_batch_end(self, trainer, *args):
+            last = tmp_path / "last.ckpt"
+            seen.append(torch.load(last, weights_only=True)["global_step"] if last.exists() else None)
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path, save_last=True, save_last_every_n_steps=3)
+    trainer = Trainer(accelerator="cpu", max_steps=7, limit_val_batches=0, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[checkpoint, ReadLast()])
+    trainer.fit(SimCLR(**tiny_simclr_kwargs), datamodule=random_images)
+    assert seen == [None, None, None, 3, 4, 4, 6]  # steps 3 and 6, and the end of the 4-step epoch
+    with pytest.raises(ConfigError, match="save_last_every_n_steps"):
+        RunCheckpoint(save_last_every_n_steps=0)
+
+
+def test_checkpoint_of_another_method_or_architecture_is_refused(tiny_simclr_kwargs):
+    from ssl_lightning.checkpoint import check_compatible
+
+    simclr = SimCLR(**tiny_simclr_kwargs)
+    checkpoint = {"state_dict": simclr.state_dict(), "method": "SimCLR"}
+    check_compatible(checkpoint, simclr)  # its own: fine
+    with pytest.raises(CheckpointError, match="written by SimCLR, not MoCo"):
+        check_compatible(checkpoint, MoCo(width=8, projection_hidden_dim=16, projection_dim=8, queue_size=32, in_channels=1, image_size=16))
+    wider = SimCLR(**{**tiny_simclr_kwargs, "width": 16})
+    with pytest.raises(CheckpointError, match=r"another architecture \(\d+ tensors differ: encoder\.backbone\."):
+        check_compatible(checkpoint, wider)

@@ -2,5 +2,9 @@
 
 from ssl_lightning.data.base import InMemoryDataModule
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
+from ssl_lightning.data.image_folder import ImageFolderDataModule
 
-__all__ = ["FashionMNISTDataModule", "InMemoryDataModule"]
+# What `--data.class_path` accepts by its short name.
+DATA_MODULES = ("FashionMNISTDataModule", "ImageFolderDataModule")
+
+__all__ = ["DATA_MODULES", "FashionMNISTDataModule", "ImageFolderDataModule", "InMemoryDataModule"]

@@ -7,7 +7,10 @@ from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.methods.supervised import Supervised
 
+# What `--model.class_path` (or `model: class_path:` in a config) accepts by its short name.
+METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "Supervised")
+
 __all__ = [
-    "BYOL", "BarlowTwins", "EncoderMethod", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "StepOutput",
+    "BYOL", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "StepOutput",
     "Supervised", "ViewBatch",
 ]

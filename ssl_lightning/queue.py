@@ -27,7 +27,7 @@ class KeyQueue(nn.Module):
         """Batches of n keys must tile the queue exactly, so a batch never wraps."""
         size = self.keys.shape[0]
         if size % n:
-            raise ConfigError(f"MoCo queue_size ({size}) must be a multiple of the batch size ({n}); change one of them")
+            raise ConfigError(f"MoCo queue_size ({size}) must be a multiple of the batch size summed over processes ({n}); change one of them")
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

@@ -19,5 +19,5 @@ def classification_step(module: LightningModule, logits: Tensor, labels: Tensor,
     loss = F.cross_entropy(logits, labels)
     accuracy = multiclass_accuracy(logits.detach(), labels, num_classes=logits.shape[1], average="micro")
     for name, value in (("loss", loss.detach()), ("acc", accuracy)):
-        module.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        module.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
     return loss

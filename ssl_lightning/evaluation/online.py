@@ -10,6 +10,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_lightning.distributed import gather
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import zero_linear
@@ -25,7 +26,8 @@ class OnlineEvaluation(Callback):
 
     The method's ``training_step``/``validation_step`` return ``{"loss", "features", "labels"}``
     (``EncoderMethod``); training features are of the augmented view, validation features of the
-    unaugmented images. Labels reach only this callback, never the method's loss.
+    unaugmented images. Labels reach only this callback, never the method's loss. Under DDP the
+    features of all processes are gathered, so every process trains the same classifier.
 
     Args:
         lr: learning rate of the classifier's Adam optimizer.
@@ -57,7 +59,8 @@ class OnlineEvaluation(Callback):
             # No random numbers drawn: a run with this callback trains the encoder exactly as without.
             self.classifier = zero_linear(encoder.out_dim, num_classes)
             self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=self.lr)
-            self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+            # Features are gathered from all processes first: no second sync inside the metric.
+            self.val_accuracy = MulticlassAccuracy(num_classes, average="micro", sync_on_compute=False)
         self.classifier.to(pl_module.device)
         self.val_accuracy.to(pl_module.device)
         if self._pending_state is not None:
@@ -89,11 +92,11 @@ class OnlineEvaluation(Callback):
         if trainer.sanity_checking or not self._val:
             return
         if self._bank:  # nothing to report before the first training batch
-            pl_module.log("val_online_probe_acc", self.val_accuracy.compute())
+            pl_module.log("val_online_probe_acc", self.val_accuracy.compute(), sync_dist=True)  # equal on all processes
             bank, bank_labels = (torch.cat(parts)[-self.bank_size :] for parts in zip(*self._bank))
             queries, labels = (torch.cat(parts) for parts in zip(*self._val))
             knn = knn_accuracy(bank, bank_labels, queries, labels, self.classifier.out_features, self.knn_k, self.knn_temperature)
-            pl_module.log("val_knn_acc", knn)
+            pl_module.log("val_knn_acc", knn, sync_dist=True)
         self.val_accuracy.reset()
         self._val.clear()
 
@@ -101,7 +104,8 @@ class OnlineEvaluation(Callback):
         if not isinstance(outputs, dict) or "features" not in outputs or "labels" not in outputs:
             raise ConfigError("online evaluation needs training_step/validation_step to return a dict with "
                               "'features' and 'labels' (as ssl-lightning's methods do)")
-        return outputs["features"].detach().float(), outputs["labels"]
+        # Under DDP every process sees the features of all: the probes and kNN banks stay identical.
+        return gather(outputs["features"].detach().float()), gather(outputs["labels"])
 
     def state_dict(self) -> dict[str, Any]:
         if self.classifier is None:

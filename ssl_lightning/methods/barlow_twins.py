@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import barlow_twins_loss
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
@@ -32,4 +33,6 @@ class BarlowTwins(PretrainMethod):
         h1 = self.encoder(x1)  # (N, F)
         z1 = self.projector(h1)  # (N, D)
         z2 = self.projector(self.encoder(x2))  # (N, D)
+        # Under DDP the cross-correlation is over the global batch, as in the paper's code.
+        z1, z2 = gather(z1), gather(z2)  # (world_size * N, D)
         return StepOutput(self.loss_scale * barlow_twins_loss(z1, z2, self.lambd), z1, z2, features=h1)

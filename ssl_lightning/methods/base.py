@@ -179,6 +179,7 @@ class PretrainMethod(EncoderMethod, ABC):
                 on_epoch=not per_step,
                 prog_bar=name in ("loss", "acc_top5"),
                 batch_size=x1.shape[0],
+                sync_dist=not per_step,  # epoch means over all processes under DDP
             )
         return out
 

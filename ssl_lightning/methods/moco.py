@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, moco_info_nce
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
@@ -22,7 +23,9 @@ class MoCo(MomentumPretrainMethod):
     BatchNorm leak: the paper shuffles the keys' BN across GPUs so that a query and its key do not
     share batch statistics. On one device, the keys are computed on the batch shuffled and split
     into ``key_bn_splits`` sub-batches, each with its own BN statistics (MoCo's "shuffling BN"
-    emulated on one device), then put back in order; the queries use the whole batch.
+    emulated on one device), then put back in order; the queries use the whole batch. Under DDP this
+    happens within each process (each process's BN already sees only its own batch), and the queue
+    receives the keys of all processes.
 
     Args:
         temperature: InfoNCE temperature (MoCo v2: 0.2).
@@ -57,8 +60,8 @@ class MoCo(MomentumPretrainMethod):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
-        if batch_size:  # fail before training, not at the first enqueue
-            self.queue.check_batch_size(batch_size)
+        if batch_size:  # fail before training, not at the first enqueue; every process enqueues all keys
+            self.queue.check_batch_size(batch_size * self.trainer.world_size)
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:
@@ -74,5 +77,5 @@ class MoCo(MomentumPretrainMethod):
         # A copy of the queue, so that enqueueing below does not change what backward needs.
         loss = moco_info_nce(q, k, self.queue.keys.clone(), self.temperature)
         if self.training:
-            self.queue.enqueue(k)
+            self.queue.enqueue(gather(k))  # the keys of all processes, so every queue stays the same
         return StepOutput(loss, q, k, features=h)

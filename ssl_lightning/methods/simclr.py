@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, info_nce
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
@@ -38,4 +39,6 @@ class SimCLR(PretrainMethod):
         # Both views in one batch, so BatchNorm statistics cover all 2N views (the paper's global BN).
         h = self.encoder(torch.cat([x1, x2]))  # (2N, F)
         z1, z2 = self.projector(h).chunk(2)  # (N, projection_dim) each
+        # Under DDP every process scores the whole global batch: all its images are negatives.
+        z1, z2 = gather(z1), gather(z2)  # (world_size * N, projection_dim)
         return StepOutput(info_nce(z1, z2, self.temperature), z1, z2, features=h[: len(x1)])

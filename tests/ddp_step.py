@@ -1,0 +1,68 @@
+"""One DDP training step of every method on 2 CPU processes (gloo), run by test_distributed.py as
+``python tests/ddp_step.py OUT_DIR``. Lightning's launcher starts the second process by running
+this script again. Each process saves to OUT_DIR/<method>-<rank>.pt what it trained on and what it
+computed; the test replays the concatenated batch in one process and compares."""
+
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_lightning import Callback, Trainer, seed_everything
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from conftest import RandomImages
+from ssl_lightning.evaluation.online import OnlineEvaluation
+from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised
+
+DATA = dict(width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+MAKERS = {
+    "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
+    "moco": lambda: MoCo(projection_hidden_dim=16, projection_dim=8, queue_size=32, key_bn_splits=2, **DATA),
+    "byol": lambda: BYOL(projection_hidden_dim=16, projection_dim=8, **DATA),
+    "barlow_twins": lambda: BarlowTwins(projector_dim=16, **DATA),
+    "supervised": lambda: Supervised(num_classes=4, **DATA),
+}
+
+
+def freeze_batch_norm_statistics(module: torch.nn.Module) -> None:
+    """BatchNorm on running statistics: each image's output is its own. (Batch statistics would
+    need SyncBatchNorm to match one process, and SyncBatchNorm runs only on GPUs.)"""
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            m.eval()
+
+
+class Record(Callback):
+    def __init__(self) -> None:
+        self.saved = {}
+
+    def on_train_start(self, trainer, pl_module):
+        self.saved["initial_state"] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        freeze_batch_norm_statistics(pl_module)
+        self.saved["inputs"] = [t.clone() for t in batch]  # the views (or images) and labels this process trained on
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # after DDP's gradient averaging
+        self.saved["grads"] = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.saved["loss"] = outputs["loss"].detach().clone()
+        self.saved["online_classifier"] = trainer.callbacks[0].classifier.weight.detach().clone()
+        if hasattr(pl_module, "queue"):
+            self.saved["queue"] = pl_module.queue.keys.clone()
+
+
+def main(out: Path) -> None:
+    for name, make in MAKERS.items():
+        seed_everything(0)
+        record = Record()
+        trainer = Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=1, limit_val_batches=0, logger=False,
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          callbacks=[OnlineEvaluation(), record])
+        trainer.fit(make(), datamodule=RandomImages(batch_size=8, val_size=32))
+        torch.save(record.saved, out / f"{name}-{trainer.global_rank}.pt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

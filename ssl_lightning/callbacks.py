@@ -132,22 +132,27 @@ class ExactResume(Callback):
 
 
 def random_states() -> dict[str, Any]:
-    # NumPy's key array goes in as a tensor: checkpoints stay readable with torch.load(weights_only=True).
+    """The generators' states as plain Python values (bytes, ints): checkpoints stay readable with
+    ``torch.load(weights_only=True)``, and ``all_gather_object`` need not pickle tensors."""
     name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": (name, torch.from_numpy(key.copy()), pos, has_gauss, cached_gaussian),
-        "torch": torch.get_rng_state(),
+        "numpy": (name, key.tobytes(), pos, has_gauss, cached_gaussian),
+        "torch": torch.get_rng_state().numpy().tobytes(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda"] = [state.numpy().tobytes() for state in torch.cuda.get_rng_state_all()]
     return states
 
 
 def set_random_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     name, key, pos, has_gauss, cached_gaussian = states["numpy"]
-    np.random.set_state((name, key.numpy(), pos, has_gauss, cached_gaussian))
-    torch.set_rng_state(states["torch"])
+    np.random.set_state((name, np.frombuffer(key, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(_byte_tensor(states["torch"]))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(state) for state in states["cuda"]])
+
+
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)

@@ -121,7 +121,9 @@ def main(args: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     verbose = "--verbose" in args
     args = [arg for arg in args if arg != "--verbose"]
-    sys.argv[1:] = []  # the arguments go in through `args`; LightningCLI warns when both are set
+    # LightningCLI reads sys.argv, and so does Lightning's DDP launcher, which starts the other
+    # processes with this same command line.
+    sys.argv[1:] = args
     # Our methods make their views in on_after_batch_transfer by design, and Lightning 2.6 uses a
     # pytree API that torch deprecated: both warnings are noise to a user.
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
@@ -144,7 +146,6 @@ def main(args: list[str] | None = None) -> None:
                 subclass_mode_data=True,
                 # Callbacks every run has, whatever the config lists.
                 trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume()]},
-                args=args,
                 parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
             )
     except ArgumentError as err:

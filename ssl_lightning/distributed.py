@@ -3,10 +3,16 @@ of the global batch (SimCLR, Barlow Twins), MoCo's queue and online evaluation."
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import Tensor
+
+# torch >= 2.14 deprecates torch.distributed.nn for a private module; the public API still works and
+# test_distributed.py checks its gradients, so the notice is not shown to users.
+warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
 
 
 def world_size() -> int:

@@ -95,3 +95,17 @@ def test_ckpt_path_last_without_an_earlier_run_starts_a_new_one(tmp_path, monkey
     main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--ckpt_path", "last"])
     assert "no last.ckpt in the newest run under checkpoints/simclr: starting a new run" in capsys.readouterr().err
     assert (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ddp_run_through_the_cli_saves_every_process_state_and_resumes(tmp_path):
+    """2 CPU processes through the console script (Lightning's launcher starts the second one with
+    the same command line), then the same command resumed with more steps."""
+    args = ["fit", "--config", *METHOD_ARGS["moco"], *TINY_DATA, "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.accelerator=cpu", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]
+    first = run_cli(*args, "--trainer.max_steps=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run_cli(*args, "--trainer.max_steps=4", "--ckpt_path", "last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    checkpoint = torch.load(last_checkpoint(tmp_path), weights_only=True)
+    assert checkpoint["global_step"] == 4
+    assert len(checkpoint["callbacks"]["ExactResume"]["per_rank"]) == 2  # each process's random states

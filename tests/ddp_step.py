@@ -11,6 +11,7 @@ from pytorch_lightning import Callback, Trainer, seed_everything
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from conftest import RandomImages
+from ssl_lightning.distributed import gather
 from ssl_lightning.evaluation.online import OnlineEvaluation
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised
 
@@ -42,6 +43,7 @@ class Record(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         freeze_batch_norm_statistics(pl_module)
         self.saved["inputs"] = [t.clone() for t in batch]  # the views (or images) and labels this process trained on
+        self.saved["gathered_labels"] = gather(batch[2] if len(batch) == 4 else batch[1])  # int64 under gloo
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # after DDP's gradient averaging
         self.saved["grads"] = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}

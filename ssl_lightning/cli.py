@@ -75,12 +75,12 @@ class SSLLightningCLI(LightningCLI):
         tensorboard = getattr(logger, "init_args", None) is not None and "name" in logger.init_args
         if tensorboard and logger.init_args.name is None:
             logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
+        if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
+            read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
         if self.subcommand == "fit":
             check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
             if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
                 self._resume_latest_run(config, logger.init_args)
-            elif config.ckpt_path not in (None, "last", "best", "hpc", "registry"):
-                read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
             dirpath = config.checkpoint.dirpath
             if config.ckpt_path is None and dirpath and list(Path(dirpath).glob("*.ckpt")):
                 raise ConfigError(f"{dirpath} already holds checkpoints of an earlier run; choose another "

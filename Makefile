@@ -8,7 +8,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CONFIG ?= ssl_lightning/configs/simclr.yaml
 ARGS ?=
 
-.PHONY: install dataset train test tensorboard clean
+.PHONY: install dataset train test benchmark tensorboard clean
 
 install: dataset $(BIN)/.installed
 
@@ -38,6 +38,10 @@ train: install
 
 test: install
 	$(BIN)/pytest $(ARGS)
+
+# Training throughput of every method and of lightly's SimCLR pipeline (ARGS="--quick" for a short run).
+benchmark: install
+	$(BIN)/python scripts/benchmark.py training $(ARGS)
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir checkpoints

@@ -1,6 +1,17 @@
-"""Benchmarks that write markdown tables to benchmarks/. Targets live here, not in tests.
+"""Benchmarks that write tables to benchmarks/ (or --out). Targets live here, not in tests.
 
+    python scripts/benchmark.py training [--quick] [--out DIR] [--device cpu|cuda] [--batch-size N] ...
     python scripts/benchmark.py label-efficiency [--checkpoint PATH]
+
+training: for each method, with the same backbone, batch size and image size, in a fresh process
+each (so that peak memory is the method's own):
+  (a) pipeline images/s: Lightning's loop with the in-memory loader, views on the device, forward,
+      backward and optimizer step (no logger, checkpoints or progress bar);
+  (b) model-only images/s: forward, backward and optimizer step on views made in advance;
+  (c) for SimCLR, the same model fed by lightly's standard pipeline (SimCLRTransform in DataLoader
+      workers, NTXentLoss): the peer, installed with the `bench` extra;
+  peak memory: RSS on CPU (the main process plus its largest worker), max_memory_allocated on GPU.
+Writes DIR/benchmark.csv and DIR/benchmark.md. Target (issue 7): (a) >= 0.9 x (b) for every method.
 
 label-efficiency: the label-budget sweep for one checkpoint on Fashion-MNIST (7 budgets x 3 seeds,
 linear probe with its weight-decay selection, and kNN) with the features cached; target <= 60 s on
@@ -10,11 +21,15 @@ linear probe with its weight-decay selection, and kNN) with the features cached;
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -76,16 +91,102 @@ def label_efficiency(checkpoint: Path, seeds: int = 3) -> str:
     return "\n".join(lines)
 
 
+def training(args: argparse.Namespace) -> str:
+    """Runs every measurement in its own process; writes benchmark.csv and returns the markdown."""
+    from training_benchmark import METHODS, Spec
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    common = dict(device=device, batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
+                  width=args.width, small_images=not args.imagenet_stem, warmup=args.warmup, steps=args.steps,
+                  precision="bf16-mixed" if device == "cuda" else "32-true", workers=args.workers)
+    specs = [Spec(method=m, **common) for m in args.methods]
+    if "simclr" in args.methods and not args.no_peer:
+        specs.append(Spec(method="simclr", peer=True, **common))
+    rows: dict[str, dict] = {}
+    for spec in specs:
+        label = f"{spec.method} (lightly pipeline)" if spec.peer else spec.method
+        print(f"measuring {label} ...", flush=True)
+        result = subprocess.run([sys.executable, str(Path(__file__).with_name("training_benchmark.py")), json.dumps(asdict(spec))],
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
+        rows.setdefault(spec.method, {}).update(json.loads(result.stdout.strip().splitlines()[-1]))
+    table = pd.DataFrame(rows.values())
+    if "peer_images_per_s" not in table:
+        table["peer_images_per_s"] = float("nan")
+    columns = ["method", "device", "batch_size", "image_size", "pipeline_images_per_s", "model_only_images_per_s",
+               "peer_images_per_s", "peak_mem_mb"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    table[columns].to_csv(args.out / "benchmark.csv", index=False, float_format="%.1f")
+
+    first = specs[0]
+    stem = "ImageNet stem" if args.imagenet_stem else "small-image stem"
+    data = "Fashion-MNIST" if (first.image_size, first.channels) == (28, 1) else f"synthetic {first.channels}-channel images"
+    lines = [
+        "# Training throughput",
+        "",
+        f"ResNet-18 (width {first.width}, {stem}), batch {first.batch_size}, {first.image_size}x{first.image_size} {data}, "
+        f"{first.precision}; each method's heads, views and optimizer from its config. {first.steps} timed steps after "
+        f"{first.warmup} warm-up steps, each method in a fresh process.",
+        f"Hardware: {hardware()}.",
+        f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
+        "",
+        "| method | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | peak memory MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for _, row in table.iterrows():
+        ratio = row["pipeline_images_per_s"] / row["model_only_images_per_s"]
+        lines.append(f"| {row['method']} | {row['pipeline_images_per_s']:.0f} | {row['model_only_images_per_s']:.0f} | "
+                     f"{ratio:.2f} | {row['peak_mem_mb']:.0f} |")
+    simclr = table.set_index("method").loc["simclr"] if "simclr" in set(table["method"]) else None
+    if simclr is not None and pd.notna(simclr["peer_images_per_s"]):
+        lines += [
+            "",
+            f"SimCLR fed by lightly's pipeline (SimCLRTransform in {first.workers} DataLoader workers, NTXentLoss; the same "
+            "model, optimizer and view parameters):",
+            "",
+            "| pipeline | img/s | peak memory MB (main process + largest worker) |",
+            "|---|---:|---:|",
+            f"| ssl-lightning (views on the device) | {simclr['pipeline_images_per_s']:.0f} | {simclr['peak_mem_mb']:.0f} |",
+            f"| lightly | {simclr['peer_images_per_s']:.0f} | {simclr['peer_peak_mem_mb']:.0f} |",
+            f"| **ratio ssl-lightning / lightly** | **{simclr['pipeline_images_per_s'] / simclr['peer_images_per_s']:.2f}** | |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
+    tr = sub.add_parser("training", help="images/s of every method: pipeline, model alone, lightly's pipeline")
+    tr.add_argument("--quick", action="store_true", help="batch 128, 2 + 8 steps: under 2 minutes on 2 CPU cores")
+    tr.add_argument("--out", type=Path, default=OUTPUT / "training", help="folder for benchmark.csv and benchmark.md")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tr.add_argument("--methods", nargs="+", default=None, help="config names (default: all five)")
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--image-size", type=int, default=28, help="28 with --channels 1 is Fashion-MNIST; other sizes are synthetic")
+    tr.add_argument("--channels", type=int, default=1)
+    tr.add_argument("--width", type=int, default=16, help="ResNet-18 width (64 is the standard network)")
+    tr.add_argument("--imagenet-stem", action="store_true", help="7x7 stride-2 stem with max-pool instead of the small-image stem")
+    tr.add_argument("--warmup", type=int, default=3)
+    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="the peer's DataLoader workers")
+    tr.add_argument("--no-peer", action="store_true", help="skip lightly's pipeline")
     le = sub.add_parser("label-efficiency", help="the label-budget sweep on cached features")
     le.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints/simclr/version_0/checkpoints/last.ckpt")
     le.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    OUTPUT.mkdir(exist_ok=True)
-    report = label_efficiency(args.checkpoint, args.seeds)
-    path = OUTPUT / "label_efficiency.md"
+    if args.benchmark == "training":
+        from training_benchmark import METHODS
+
+        args.methods = args.methods or list(METHODS)
+        if args.quick:
+            args.batch_size, args.warmup, args.steps = 128, 2, 8
+        report = training(args)
+        path = args.out / "benchmark.md"
+    else:
+        OUTPUT.mkdir(exist_ok=True)
+        report = label_efficiency(args.checkpoint, args.seeds)
+        path = OUTPUT / "label_efficiency.md"
     path.write_text(report)
     print(report)
     print(f"written to {path}")

@@ -154,3 +154,18 @@ def test_sweep_input_errors_are_one_line(tmp_path):
                      "--references=false", "--cache_dir", str(tmp_path / "cache"), cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "100 labels per class asked for, but class" in result.stderr and "use at most" in result.stderr
+
+
+def test_training_benchmark_writes_its_table(tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"), "training",
+                             "--out", str(out), "--methods", "simclr", "byol", "--batch-size=16", "--width=8",
+                             "--warmup=1", "--steps=2", "--workers=1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "benchmark.csv")
+    assert list(table.columns) == ["method", "device", "batch_size", "image_size", "pipeline_images_per_s",
+                                   "model_only_images_per_s", "peer_images_per_s", "peak_mem_mb"]
+    assert list(table["method"]) == ["simclr", "byol"]
+    assert (table[["pipeline_images_per_s", "model_only_images_per_s", "peak_mem_mb"]] > 0).all().all()
+    assert table.loc[0, "peer_images_per_s"] > 0 and pd.isna(table.loc[1, "peer_images_per_s"])  # the peer: SimCLR only
+    assert "ratio ssl-lightning / lightly" in (out / "benchmark.md").read_text()

@@ -226,9 +226,13 @@ class MomentumPretrainMethod(PretrainMethod):
             self.trainer.global_step, int(self.trainer.estimated_stepping_batches), self.target_momentum, self.target_momentum_end
         )
 
+    def update_targets(self, tau: float) -> None:
+        """Moves every target towards its online module: target = τ·target + (1-τ)·online."""
+        for online, target in self._momentum_pairs:
+            update_momentum(online, target, tau)
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         tau = self.current_target_momentum()
-        for online, target in self._momentum_pairs:
-            update_momentum(online, target, tau)
+        self.update_targets(tau)
         self.log("target_momentum", tau, on_step=True, on_epoch=False)

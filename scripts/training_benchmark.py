@@ -1,0 +1,222 @@
+"""Training throughput of every method: the measurements behind `benchmark.py training`.
+
+Each measurement runs in a fresh process (`python scripts/training_benchmark.py SPEC_JSON`, one
+JSON line out), so that the peak RSS is the method's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pytorch_lightning import Callback, Trainer
+
+import ssl_lightning.methods
+from ssl_lightning.data import FashionMNISTDataModule, InMemoryDataModule
+from ssl_lightning.methods import EncoderMethod, MomentumPretrainMethod, PretrainMethod, Supervised
+from ssl_lightning.optim import build_optimizer
+
+CONFIGS = Path(ssl_lightning.__file__).parent / "configs"
+METHODS = ("simclr", "moco", "byol", "barlow_twins", "supervised")  # config names
+
+
+@dataclass
+class Spec:
+    method: str
+    device: str = "cpu"
+    batch_size: int = 256
+    image_size: int = 28  # 28 with 1 channel: Fashion-MNIST; anything else: synthetic images
+    channels: int = 1
+    width: int = 16
+    small_images: bool = True
+    precision: str = "32-true"  # "bf16-mixed" on GPU
+    warmup: int = 3
+    steps: int = 10
+    peer: bool = False  # SimCLR fed by lightly's pipeline instead of ours
+    workers: int = 2  # the peer's DataLoader workers
+
+
+class SyntheticImages(InMemoryDataModule):
+    """Random uint8 images of any size and channel count, 10 classes (shapes only matter here)."""
+
+    num_classes = 10
+
+    def __init__(self, image_size: int, channels: int, num_images: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.image_size, self.num_channels, self.num_images = image_size, channels, num_images
+        self.mean, self.std = (0.5,) * channels, (0.25,) * channels
+
+    def load_split(self, train: bool):
+        g = torch.Generator().manual_seed(int(train))
+        images = torch.randint(0, 256, (self.num_images, self.num_channels, self.image_size, self.image_size), dtype=torch.uint8, generator=g)
+        return images, torch.randint(0, 10, (self.num_images,), generator=g)
+
+
+def make_data(spec: Spec) -> InMemoryDataModule:
+    if (spec.image_size, spec.channels) == (28, 1):
+        return FashionMNISTDataModule(batch_size=spec.batch_size, val_size=1000)
+    needed = (spec.warmup + spec.steps + 2) * spec.batch_size + 1000
+    return SyntheticImages(spec.image_size, spec.channels, needed, batch_size=spec.batch_size, val_size=1000)
+
+
+def make_method(spec: Spec, data: InMemoryDataModule) -> EncoderMethod:
+    """The method as its config defines it (heads, views, optimizer), on the benchmark's backbone."""
+    model = yaml.safe_load((CONFIGS / f"{spec.method}.yaml").read_text())["model"]
+    cls = getattr(ssl_lightning.methods, model["class_path"])
+    args = {**model.get("init_args", {}), "backbone": "resnet18", "width": spec.width, "small_images": spec.small_images,
+            "in_channels": data.num_channels, "image_size": data.image_size, "mean": data.mean, "std": data.std}
+    if cls is Supervised:
+        args["num_classes"] = data.num_classes
+    return cls(**args)
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class StepTimer(Callback):
+    """Time from the end of step `warmup` to the end of step `warmup + steps`: exactly `steps`
+    whole iterations (fetch, transfer, views, forward, backward, optimizer step)."""
+
+    def __init__(self, warmup: int, device: str) -> None:
+        self.warmup, self.device = warmup, device
+        self.start = self.end = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step in (self.warmup, trainer.max_steps):
+            synchronize(self.device)
+            if trainer.global_step == self.warmup:
+                self.start = time.perf_counter()
+            else:
+                self.end = time.perf_counter()
+
+
+def pipeline(spec: Spec) -> float:
+    data = make_data(spec)
+    timer = StepTimer(spec.warmup, spec.device)
+    trainer = Trainer(accelerator=spec.device, devices=1, precision=spec.precision, max_steps=spec.warmup + spec.steps,
+                      limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer.fit(make_method(spec, data), datamodule=data)
+    return spec.steps * spec.batch_size / (timer.end - timer.start)
+
+
+def model_only(spec: Spec) -> float:
+    data = make_data(spec)
+    data.setup("fit")
+    model = make_method(spec, data).to(spec.device).train()
+    hp = model.hparams
+    optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
+    images, labels = next(iter(data.train_dataloader()))
+    x, labels = images.to(spec.device).float() / 255, labels.to(spec.device)
+    with torch.no_grad():  # the views, made once, in advance
+        x1, x2 = model.views(torch.cat([x, x])).chunk(2)
+
+    def step() -> None:
+        with torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16-mixed"):
+            if isinstance(model, PretrainMethod):
+                loss = model.compute_loss(x1, x2).loss
+            else:
+                loss = F.cross_entropy(model.classifier(model(x1)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if isinstance(model, MomentumPretrainMethod):
+            model.update_targets(model.target_momentum)
+
+    return timed(step, spec)
+
+
+def peer(spec: Spec) -> float:
+    """Our SimCLR model and optimizer, fed by lightly's SimCLRTransform (PIL, per image, in
+    DataLoader workers) with its views' parameters set to ours, and trained with its NTXentLoss."""
+    from lightly.loss import NTXentLoss
+    from lightly.transforms import SimCLRTransform
+    from PIL import Image
+
+    data = make_data(spec)
+    data.setup("fit")
+    model = make_method(spec, data).to(spec.device).train()
+    hp, views = model.hparams, model.view_config
+    optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
+    transform = SimCLRTransform(
+        input_size=data.image_size, cj_prob=views["jitter_prob"], cj_strength=1.0, cj_bright=views["brightness"],
+        cj_contrast=views["contrast"], cj_sat=views["saturation"], cj_hue=views["hue"], min_scale=views["crop_scale"][0],
+        random_gray_scale=views["grayscale_prob"], gaussian_blur=views["blur_prob"], hf_prob=views["flip_prob"],
+        normalize=None,  # our encoder normalises, in both pipelines
+    )
+    criterion = NTXentLoss(temperature=model.temperature)
+    images = data.train_set.images
+
+    class PILImages(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int):
+            array = images[i].permute(1, 2, 0).squeeze(-1).numpy()  # (H, W) or (H, W, C)
+            return transform(Image.fromarray(array))
+
+    loader = torch.utils.data.DataLoader(PILImages(), batch_size=spec.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=spec.workers, pin_memory=spec.device == "cuda",
+                                         persistent_workers=spec.workers > 0)
+    batches = iter(loader)
+
+    def step() -> None:
+        x1, x2 = (v.to(spec.device, non_blocking=True) for v in next(batches))
+        with torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16-mixed"):
+            z1, z2 = model.projector(model.encoder(torch.cat([x1, x2]))).chunk(2)
+            loss = criterion(z1, z2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return timed(step, spec)
+
+
+def timed(step, spec: Spec) -> float:
+    for _ in range(spec.warmup):
+        step()
+    synchronize(spec.device)
+    start = time.perf_counter()
+    for _ in range(spec.steps):
+        step()
+    synchronize(spec.device)
+    return spec.steps * spec.batch_size / (time.perf_counter() - start)
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest finished worker
+    return (own + workers) / 1024  # Linux reports kilobytes
+
+
+def measure(spec: Spec) -> dict:
+    """One process, one method: pipeline first (its peak memory is the one reported), then model-only;
+    or the peer alone."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    if spec.peer:
+        return {"peer_images_per_s": peer(spec), "peer_peak_mem_mb": peak_memory_mb(spec.device)}
+    result = {"pipeline_images_per_s": pipeline(spec), "peak_mem_mb": peak_memory_mb(spec.device)}
+    if spec.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result["model_only_images_per_s"] = model_only(spec)
+    return result
+
+
+if __name__ == "__main__":
+    spec = Spec(**json.loads(sys.argv[1]))
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    print(json.dumps({**asdict(spec), **measure(spec)}))

@@ -98,7 +98,8 @@ def training(args: argparse.Namespace) -> str:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(device=device, batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
                   width=args.width, small_images=not args.imagenet_stem, warmup=args.warmup, steps=args.steps,
-                  precision="bf16-mixed" if device == "cuda" else "32-true", workers=args.workers)
+                  precision=args.precision or ("bf16-mixed" if device == "cuda" else "32-true"), workers=args.workers,
+                  channels_last=not args.no_channels_last, compile=args.compile)
     specs = [Spec(method=m, **common) for m in args.methods]
     if "simclr" in args.methods and not args.no_peer:
         specs.append(Spec(method="simclr", peer=True, **common))
@@ -126,7 +127,8 @@ def training(args: argparse.Namespace) -> str:
         "# Training throughput",
         "",
         f"ResNet-18 (width {first.width}, {stem}), batch {first.batch_size}, {first.image_size}x{first.image_size} {data}, "
-        f"{first.precision}; each method's heads, views and optimizer from its config. {first.steps} timed steps after "
+        f"{first.precision}, {'channels-last' if first.channels_last else 'NCHW'}{', torch.compile' if first.compile else ''}; "
+        f"each method's heads, views and optimizer from its config. {first.steps} timed steps after "
         f"{first.warmup} warm-up steps, each method in a fresh process.",
         f"Hardware: {hardware()}.",
         f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
@@ -171,6 +173,9 @@ def main() -> None:
     tr.add_argument("--steps", type=int, default=20)
     tr.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="the peer's DataLoader workers")
     tr.add_argument("--no-peer", action="store_true", help="skip lightly's pipeline")
+    tr.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    tr.add_argument("--no-channels-last", action="store_true", help="keep the convolutions in the NCHW layout")
+    tr.add_argument("--compile", action="store_true", help="torch.compile the backbones (add warm-up steps: compiling is slow)")
     le = sub.add_parser("label-efficiency", help="the label-budget sweep on cached features")
     le.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints/simclr/version_0/checkpoints/last.ckpt")
     le.add_argument("--seeds", type=int, default=3)

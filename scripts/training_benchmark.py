@@ -39,6 +39,8 @@ class Spec:
     width: int = 16
     small_images: bool = True
     precision: str = "32-true"  # "bf16-mixed" on GPU
+    channels_last: bool = True
+    compile: bool = False
     warmup: int = 3
     steps: int = 10
     peer: bool = False  # SimCLR fed by lightly's pipeline instead of ours
@@ -73,7 +75,8 @@ def make_method(spec: Spec, data: InMemoryDataModule) -> EncoderMethod:
     model = yaml.safe_load((CONFIGS / f"{spec.method}.yaml").read_text())["model"]
     cls = getattr(ssl_lightning.methods, model["class_path"])
     args = {**model.get("init_args", {}), "backbone": "resnet18", "width": spec.width, "small_images": spec.small_images,
-            "in_channels": data.num_channels, "image_size": data.image_size, "mean": data.mean, "std": data.std}
+            "in_channels": data.num_channels, "image_size": data.image_size, "mean": data.mean, "std": data.std,
+            "channels_last": spec.channels_last, "compile": spec.compile}
     if cls is Supervised:
         args["num_classes"] = data.num_classes
     return cls(**args)
@@ -115,6 +118,7 @@ def model_only(spec: Spec) -> float:
     data = make_data(spec)
     data.setup("fit")
     model = make_method(spec, data).to(spec.device).train()
+    model.configure_model()  # compiles, where asked, as Lightning does in the pipeline
     hp = model.hparams
     optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
     images, labels = next(iter(data.train_dataloader()))

@@ -59,7 +59,10 @@ class Encoder(nn.Module):
             raise ConfigError(f"the encoder expects float images in [0, 1], got dtype {images.dtype}; divide by 255 first")
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.backbone((images - self.mean) / self.std)  # (N, D)
+        images = (images - self.mean) / self.std
+        if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):  # see EncoderMethod's channels_last
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)  # (N, D)
 
 
 def load_encoder(path: str | Path) -> Encoder:

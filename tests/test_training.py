@@ -193,3 +193,23 @@ def test_checkpoint_of_another_method_or_architecture_is_refused(tiny_simclr_kwa
     wider = SimCLR(**{**tiny_simclr_kwargs, "width": 16})
     with pytest.raises(CheckpointError, match=r"another architecture \(\d+ tensors differ: encoder\.backbone\."):
         check_compatible(checkpoint, wider)
+
+
+@pytest.mark.slow
+def test_compiled_backbones_train_and_keep_their_checkpoint_keys(random_images, tmp_path):
+    model = MoCo(width=8, projection_hidden_dim=16, projection_dim=8, queue_size=32, in_channels=1, image_size=16, compile=True)
+    keys = set(model.state_dict())
+    _, checkpoint = fit(model, random_images, tmp_path, max_steps=2, limit_val_batches=1)
+    assert model.encoder.backbone._compiled_call_impl is not None and model.key_encoder.backbone._compiled_call_impl is not None
+    assert set(model.state_dict()) == keys  # no "_orig_mod." prefixes: checkpoints load as usual
+    assert load_encoder(checkpoint.last_model_path)(torch.rand(2, 1, 16, 16)).shape == (2, 64)
+
+
+def test_channels_last_is_the_default_layout_and_gives_the_same_features(tiny_simclr_kwargs):
+    fast = SimCLR(**tiny_simclr_kwargs).eval()
+    plain = SimCLR(**tiny_simclr_kwargs, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    assert fast.encoder.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), plain(x), atol=1e-5)

@@ -21,7 +21,8 @@ class KeyQueue(nn.Module):
         if size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {size}")
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))  # (K, D)
-        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write, saved in checkpoints
+        self._next = 0  # the same, on the host: reading the buffer every step would wait for the GPU
 
     def check_batch_size(self, n: int) -> None:
         """Batches of n keys must tile the queue exactly, so a batch never wraps."""
@@ -34,6 +35,12 @@ class KeyQueue(nn.Module):
         """Write a batch of N keys over the N oldest."""
         n, size = keys.shape[0], self.keys.shape[0]
         self.check_batch_size(n)
-        start = int(self.pointer)
+        start = self._next
         self.keys[start : start + n] = F.normalize(keys.detach(), dim=1).to(self.keys.dtype)
-        self.pointer.fill_((start + n) % size)
+        self._next = (start + n) % size
+        self.pointer.fill_(self._next)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "pointer" in state_dict:  # a restored queue continues where it was
+            self._next = int(state_dict[prefix + "pointer"])

@@ -49,8 +49,8 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is saved at the same step
     (so it goes stale once the monitored metric stops improving), and writes it at the end of
     training even under ``fast_dev_run``. Both are corrected here.
-    (Saving is Lightning's: it writes a temporary file and renames it, so a kill during a save
-    leaves the previous ``last.ckpt`` whole.)
+    (The write itself is the trainer's checkpoint IO; the CLI uses ``AtomicCheckpointIO``, so a
+    kill during a save leaves the previous ``last.ckpt`` whole.)
 
     Args:
         save_last_every_n_steps: refresh ``last.ckpt`` after every this many training steps

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from argparse import ArgumentError
 import tempfile
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import LogViewPairs, ExactResume, RunCheckpoint
+from ssl_lightning.callbacks import ExactResume, LogViewPairs, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.online import OnlineEvaluation

@@ -4,6 +4,8 @@ file, or one written by another method or for another architecture than the mode
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +22,39 @@ ENCODER_CONFIG_KEY = "encoder_config"  # the arguments that rebuild the encoder 
 METHOD_KEY = "method"  # the LightningModule's class name
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at ``path`` as a dict, read with ``weights_only=True`` (tensors and plain
-    values only) onto the CPU; it must be one written by an ssl-lightning method."""
+def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, read onto the CPU; it must be one written by an
+    ssl-lightning method (or exported from one).
+
+    By default the file is read with ``weights_only=True``: tensors and plain values only, since
+    unpickling arbitrary objects can run arbitrary code. ``trusted=True`` lifts that, for files
+    whose source you trust.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if unsafe is None:
+            raise _unreadable(path, err) from err
         raise CheckpointError(
-            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch checkpoint ({type(err).__name__}); "
-            "use another checkpoint of the run (e.g. best-*.ckpt next to it)"
+            f"{path} holds a pickled Python object ({unsafe.group(1)}) and is refused: unpickling can run arbitrary code. "
+            "If you trust its source, opt in with load_encoder(path, trusted=True) or read_checkpoint(path, trusted=True)"
         ) from err
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise _unreadable(path, err) from err
     if not isinstance(checkpoint, dict) or ENCODER_CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not an ssl-lightning checkpoint: it has no {ENCODER_CONFIG_KEY!r} entry")
     return checkpoint
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read checkpoint {path}: the file is corrupt, truncated or not a torch checkpoint ({type(err).__name__}); "
+        "use another checkpoint of the run (e.g. best-*.ckpt next to it)"
+    )
 
 
 def check_compatible(checkpoint: dict[str, Any], module: nn.Module) -> None:

@@ -3,6 +3,7 @@
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
     ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
+    ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
 
 Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
 """
@@ -28,6 +29,7 @@ from ssl_lightning.callbacks import ExactResume, LogViewPairs, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.online import OnlineEvaluation
+from ssl_lightning.shipped import describe
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
 DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
@@ -138,6 +140,8 @@ def main(args: list[str] | None = None) -> None:
             from ssl_lightning.evaluation.label_efficiency import main as evaluate
 
             evaluate(args[1:])
+        elif args[:1] == ["checkpoints"]:
+            print(describe())
         else:
             SSLLightningCLI(
                 LightningModule,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ssl_lightning.backbones import build_backbone
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, read_checkpoint
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.shipped import ENCODER_PREFIX, resolve
 
 
 class Encoder(nn.Module):
@@ -65,14 +66,16 @@ class Encoder(nn.Module):
         return self.backbone(images)  # (N, D)
 
 
-def load_encoder(path: str | Path) -> Encoder:
-    """The encoder of a checkpoint written by any ssl-lightning method, in eval mode.
+def load_encoder(source: str | Path, trusted: bool = False) -> Encoder:
+    """The encoder of a checkpoint, in eval mode: a shipped name (``shipped_checkpoints()`` lists
+    them; checked against the manifest's sha256 first) or the path of a checkpoint written by any
+    ssl-lightning method, full or encoder-only.
 
-    The file is read with ``torch.load(weights_only=True)``: tensors and plain values only.
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain values only. A file
+    that needs Python objects unpickled is refused unless ``trusted=True``.
     """
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(resolve(source), trusted=trusted)
     encoder = Encoder(**checkpoint[ENCODER_CONFIG_KEY])
-    prefix = "encoder."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    encoder.load_state_dict(state)
+    state = {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
+    encoder.load_state_dict(state)  # float16 shipped weights are cast to the encoder's float32
     return encoder.eval()

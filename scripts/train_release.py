@@ -1,0 +1,204 @@
+"""Trains the release checkpoints on Fashion-MNIST and packages them into checkpoints/.
+
+    python scripts/train_release.py                 # train every method, then package
+    python scripts/train_release.py --stage package # package the newest finished runs again
+    python scripts/train_release.py --resume        # continue killed runs from their last.ckpt
+
+train: `ssl-lightning fit` with each method's shipped config (ssl_lightning/configs/<method>.yaml)
+and --max_epochs, into --runs_dir (git-ignored), timed.
+package: for each run, the encoder alone (fp16) as checkpoints/<name>.pt, the run's TensorBoard
+events and config under checkpoints/<name>/, the label-budget sweep on the test split, a model
+card checkpoints/<name>.md, and checkpoints/manifest.json with every file's sha256.
+
+On a GPU use --gpu: full-width ResNet-18 (width 64, small-image stem), bf16-mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ssl_lightning.checkpoint import read_checkpoint
+from ssl_lightning.data import FashionMNISTDataModule
+from ssl_lightning.evaluation.label_efficiency import evaluate
+from ssl_lightning.evaluation.report import markdown_table
+from ssl_lightning.shipped import export_encoder, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "ssl_lightning" / "configs"
+METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]  # config stems
+DATASET = "fashion-mnist"
+RESULTS = REPO / "results" / "release"  # the sweep over every release checkpoint, with references
+HEADLINE = {"linear probe, 10 labels/class": ("linear probe", "10"), "linear probe, all labels": ("linear probe", "all"),
+            "kNN, all labels": ("kNN", "all")}
+
+
+def release_name(method: str) -> str:
+    return f"{method.replace('_', '-')}-{DATASET}"
+
+
+def run_folder(runs_dir: Path, method: str) -> Path | None:
+    """The newest version folder of ``method``'s release runs."""
+    runs = [p for p in (runs_dir / method).glob("version_*") if p.name[len("version_"):].isdigit()]
+    return max(runs, key=lambda p: int(p.name[len("version_"):]), default=None)
+
+
+def train(method: str, args: argparse.Namespace) -> None:
+    command = [sys.executable, "-m", "ssl_lightning.cli", "fit", "--config", str(CONFIGS / f"{method}.yaml"),
+               f"--trainer.max_epochs={args.max_epochs}",
+               f"--trainer.default_root_dir={args.runs_dir}",
+               f"--trainer.logger.init_args.save_dir={args.runs_dir}",
+               f"--trainer.logger.init_args.name={method}"]
+    if args.gpu:
+        command += ["--model.init_args.width=64", "--trainer.precision=bf16-mixed"]
+    if args.resume:
+        command += ["--ckpt_path", "last"]
+    command += args.fit_args
+    print("+", " ".join(command[1:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO)
+    seconds = time.perf_counter() - start
+    folder = run_folder(args.runs_dir, method)
+    timing = folder / "release-timing.json"
+    previous = json.loads(timing.read_text())["seconds"] if args.resume and timing.exists() else 0.0
+    command_line = " ".join(["ssl-lightning", *command[3:]])
+    timing.write_text(json.dumps({"seconds": previous + seconds, "command": command_line}))
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}; torch {torch.__version__}"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    return f"CPU only: {torch.get_num_threads()} threads on {cpu}; torch {torch.__version__}"
+
+
+def final_metrics(events: list[Path]) -> dict[str, float]:
+    """The last logged value of every loss and accuracy of a run (not the learning rates)."""
+    metrics: dict[str, tuple[int, float]] = {}
+    for path in events:
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            last = accumulator.Scalars(tag)[-1]
+            if not tag.startswith("lr-") and (tag not in metrics or last.step >= metrics[tag][0]):
+                metrics[tag] = (last.step, last.value)
+    return {tag: value for tag, (_, value) in sorted(metrics.items())}
+
+
+def headline(rows: pd.DataFrame) -> dict[str, float]:
+    budgets = rows["labels_per_class"].astype(str)
+    return {label: round(float(rows[(rows["evaluator"] == evaluator) & (budgets == budget)]["test_acc"].mean()), 4)
+            for label, (evaluator, budget) in HEADLINE.items()}
+
+
+def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame) -> str:
+    timing = json.loads((folder / "release-timing.json").read_text())
+    metrics = final_metrics(sorted(folder.glob("events.out.tfevents.*")))
+    epochs = int(metrics.get("epoch", -1)) + 1
+    metric_lines = [f"| `{tag}` | {value:.4f} |" for tag, value in metrics.items() if tag != "epoch"]
+    return "\n".join([
+        f"# {name}",
+        "",
+        f"{method} pretrained on the Fashion-MNIST train split (55,000 images; 5,000 held out for validation), "
+        f"{epochs} epochs. Encoder: {encoder['backbone']}, width {encoder['width']}, "
+        f"{'small-image stem' if encoder['small_images'] else 'ImageNet stem'}, {encoder['in_channels']}x{encoder['input_size']}x{encoder['input_size']} input, "
+        "normalised inside the encoder. The file holds the encoder alone in float16 (no heads or optimizer state).",
+        "",
+        "```python",
+        "import ssl_lightning",
+        f'encoder = ssl_lightning.load_encoder("{name}")  # float images in [0, 1], shaped (N, 1, 28, 28)',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- Command: `{timing['command']}` (run by `python scripts/train_release.py`)",
+        f"- Hardware: {hardware()}",
+        f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)",
+        f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir checkpoints/{name}`",
+        "",
+        "Final logged metrics (the last value of each; `val_` on the 5,000 held-out images):",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *metric_lines,
+        "",
+        "## Evaluation on the test split",
+        "",
+        "Test accuracy in % on the Fashion-MNIST test split of a linear probe and a kNN classifier (k=200, temperature 0.1) "
+        "on the frozen features of this file, with k labelled images per class drawn from the train split "
+        f"(mean ± std over {rows['seed'].nunique()} draws; 'all' is every train image, once). The probe's weight decay is "
+        "chosen on the validation split. All checkpoints and the reference rows (random encoder, raw pixels): [results/release/results.md](../results/release/results.md).",
+        "",
+        markdown_table(rows).rstrip(),
+        "",
+        f"Measured by `python scripts/train_release.py --stage package` on {hardware()}.",
+        "",
+    ])
+
+
+def package(methods: list[str], args: argparse.Namespace) -> None:
+    out: Path = args.out
+    runs = {}
+    for method in methods:
+        folder = run_folder(args.runs_dir, method)
+        if folder is None or not (folder / "checkpoints" / "last.ckpt").is_file() or not (folder / "release-timing.json").is_file():
+            sys.exit(f"train_release: no finished release run of {method} in {args.runs_dir}; run the train stage first")
+        runs[release_name(method)] = (method, folder)
+    for name, (_, folder) in runs.items():
+        export_encoder(folder / "checkpoints" / "last.ckpt", out / f"{name}.pt")
+        shutil.rmtree(out / name, ignore_errors=True)  # the previous release's events and config
+        (out / name).mkdir(parents=True)
+        for path in [folder / "config.yaml", *folder.glob("events.out.tfevents.*")]:
+            shutil.copy2(path, out / name / path.name)
+    names = list(runs)
+    sweep = {}
+    if args.quick:  # for tests: 2,000 train images, no feature cache
+        sweep = {"data": FashionMNISTDataModule(train_size=2000, val_size=500), "budgets": [10, "all"], "seeds": 1,
+                 "test_size": 1000, "cache_dir": None}
+    table = evaluate([out / f"{name}.pt" for name in names], names=names, output_dir=args.results, **sweep)
+    entries = {}
+    for name, (method, folder) in runs.items():
+        checkpoint = read_checkpoint(out / f"{name}.pt")
+        encoder, method_class = checkpoint["encoder_config"], checkpoint["method"]
+        rows = table[table["model"] == name]
+        (out / f"{name}.md").write_text(model_card(name, method_class, folder, encoder, rows))
+        files = [f"{name}.pt", f"{name}.md", *(str(p.relative_to(out)) for p in sorted((out / name).iterdir()))]
+        entries[name] = {"weights": f"{name}.pt", "card": f"{name}.md", "method": method_class,
+                         "encoder": f"{encoder['backbone']} w{encoder['width']}", "headline": headline(rows), "files": files}
+    write_manifest(entries, out)
+    print(f"train_release: packaged {', '.join(names)} into {out} (manifest.json); sweep: {args.results}/results.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--max_epochs", type=int, default=8)
+    parser.add_argument("--runs_dir", type=Path, default=REPO / "checkpoints" / "release-runs")
+    parser.add_argument("--out", type=Path, default=REPO / "checkpoints")
+    parser.add_argument("--stage", choices=["all", "train", "package"], default="all")
+    parser.add_argument("--gpu", action="store_true", help="full-width ResNet-18 in bf16-mixed (for a GPU)")
+    parser.add_argument("--resume", action="store_true", help="continue each method's newest run from its last.ckpt")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the sweep over all checkpoints goes")
+    parser.add_argument("--fit_args", nargs=argparse.REMAINDER, default=[], help="passed on to `ssl-lightning fit` (last)")
+    parser.add_argument("--quick", action="store_true", help="a small sweep (2,000 train images, 2 budgets, 1 seed, 1,000 test images), for tests")
+    args = parser.parse_args()
+    if args.stage in ("all", "train"):
+        for method in args.methods:
+            train(method, args)
+    if args.stage in ("all", "package"):
+        package(args.methods, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The pretrained checkpoints that ship in ``checkpoints/``: encoder-only files, found by name and
+checked against ``checkpoints/manifest.json`` (the sha256 of every shipped file) before loading.
+
+    load_encoder("simclr-fashion-mnist")   # ssl_lightning.load_encoder resolves shipped names
+    shipped_checkpoints()                  # the names that ship
+    ssl-lightning checkpoints              # the same, with each one's headline accuracy
+
+``scripts/train_release.py`` writes them (``export_encoder``, ``write_manifest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, read_checkpoint
+from ssl_lightning.errors import CheckpointError
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+MANIFEST = "manifest.json"
+ENCODER_PREFIX = "encoder."  # the key prefix of the encoder's tensors in every checkpoint of ours
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path | None = None) -> dict[str, Any]:
+    """The manifest's ``checkpoints`` entry: {name: {"weights", "method", "headline", "files": {path: sha256}}}."""
+    path = (directory or SHIPPED_DIR) / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())["checkpoints"]
+
+
+def shipped_checkpoints() -> list[str]:
+    """The names of the checkpoints that ship, for ``load_encoder(name)``."""
+    return sorted(read_manifest())
+
+
+def verify(name: str, directory: Path | None = None, files: list[str] | None = None) -> None:
+    """Raises ``CheckpointError`` unless the shipped files of ``name`` (default: all) match the manifest."""
+    directory = directory or SHIPPED_DIR
+    entry = read_manifest(directory)[name]
+    for relative in files or list(entry["files"]):
+        path = directory / relative
+        if not path.is_file():
+            raise CheckpointError(f"shipped checkpoint {name!r}: {path} is missing; restore it with `git checkout -- {path}`")
+        if sha256(path) != entry["files"][relative]:
+            raise CheckpointError(
+                f"shipped checkpoint {name!r}: {path} does not match its sha256 in {directory / MANIFEST} (changed or damaged); "
+                f"restore it with `git checkout -- {path}`"
+            )
+
+
+def resolve(source: str | Path) -> Path:
+    """The file behind ``source``: an existing path as it is, else a shipped name, whose weights are
+    checked against the manifest first."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    entry = read_manifest().get(str(source))
+    if entry is None:
+        names = ", ".join(shipped_checkpoints()) or "none"
+        raise CheckpointError(f"checkpoint not found: {source} is neither a file nor a shipped checkpoint (shipped: {names})")
+    verify(str(source), files=[entry["weights"]])
+    return SHIPPED_DIR / entry["weights"]
+
+
+def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
+    """Writes the encoder of a training checkpoint alone (no heads, optimizer or loop state), in
+    float16 if ``half``, in the same layout, so ``load_encoder`` reads both."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    state = {k: v.half() if half and v.is_floating_point() else v
+             for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({ENCODER_CONFIG_KEY: checkpoint[ENCODER_CONFIG_KEY], METHOD_KEY: checkpoint.get(METHOD_KEY), "state_dict": state}, out)
+
+
+def write_manifest(entries: dict[str, dict[str, Any]], directory: Path | None = None) -> None:
+    """Adds or replaces ``entries`` ({name: {"weights", "method", "headline", "files": [paths]}}) in
+    the manifest, with the sha256 of each file (paths relative to ``directory``)."""
+    directory = directory or SHIPPED_DIR
+    manifest = read_manifest(directory)
+    for name, entry in entries.items():
+        manifest[name] = {**entry, "files": {relative: sha256(directory / relative) for relative in sorted(entry["files"])}}
+    (directory / MANIFEST).write_text(json.dumps({"checkpoints": dict(sorted(manifest.items()))}, indent=2) + "\n")
+
+
+def describe(directory: Path | None = None) -> str:
+    """``ssl-lightning checkpoints``: a table of the shipped checkpoints and their headline test accuracies."""
+    manifest = read_manifest(directory)
+    if not manifest:
+        return f"no shipped checkpoints in {directory or SHIPPED_DIR}"
+    columns = list(next(iter(manifest.values()))["headline"])
+    rows = [["name", "method", "encoder", *columns]]
+    for name, entry in manifest.items():
+        rows.append([name, entry["method"], entry["encoder"], *(f"{100 * entry['headline'][c]:.1f}%" for c in columns)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    where = directory or SHIPPED_DIR
+    return "\n".join([*lines, "", f"test accuracy on Fashion-MNIST; model cards: {where}/<name>.md; load with ssl_lightning.load_encoder(name)"])

@@ -48,6 +48,11 @@ SIMCLR_VIEWS: ViewConfig = {
     "blur_sigma": (0.1, 2.0),
 }
 
+# Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
+# flips and small shifts): a mild crop and a flip, no colour change or blur. The supervised
+# baseline and transfer learning train on one such view per image.
+SUPERVISED_VIEWS: ViewConfig = {**SIMCLR_VIEWS, "crop_scale": (0.8, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
+
 
 def resolve_views(views: ViewConfig | None, defaults: ViewConfig) -> ViewConfig:
     """The defaults, overridden by the keys ``views`` sets; unknown keys are an error."""

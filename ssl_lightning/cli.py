@@ -3,6 +3,7 @@
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
     ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
+    ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
     ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
 
 Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
@@ -132,7 +133,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # RunCheckpoint refuses a folder with another run's checkpoints; a resumed run's folder is fine.
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+    warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose  # torchdata 0.11 under torch >= 2.10
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:
@@ -140,6 +142,10 @@ def main(args: list[str] | None = None) -> None:
             from ssl_lightning.evaluation.label_efficiency import main as evaluate
 
             evaluate(args[1:])
+        elif args[:1] == ["transfer"]:
+            from ssl_lightning.evaluation.transfer_comparison import main as transfer
+
+            transfer(args[1:])
         elif args[:1] == ["checkpoints"]:
             print(describe())
         else:

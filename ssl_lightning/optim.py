@@ -6,6 +6,7 @@ import math
 from typing import Literal
 
 import torch
+from pytorch_lightning import LightningModule
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -59,9 +60,10 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(
-    module: nn.Module, name: OptimizerName, lr: float, weight_decay: float, momentum: float
+    params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
-    groups = param_groups(module, weight_decay)
+    """The optimizer over a module's ``param_groups`` or over given groups (a group's own "lr" wins)."""
+    groups = param_groups(params, weight_decay) if isinstance(params, nn.Module) else params
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
@@ -69,6 +71,24 @@ def build_optimizer(
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ConfigError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")
+
+
+def optimizer_with_schedule(
+    module: LightningModule, params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float,
+    momentum: float, warmup_epochs: float,
+) -> dict:
+    """``configure_optimizers``' answer: the optimizer and a per-step warm-up + cosine schedule whose
+    length is the run's (``trainer.estimated_stepping_batches``)."""
+    trainer = module.trainer
+    total_steps = trainer.estimated_stepping_batches
+    if not math.isfinite(total_steps):
+        raise ConfigError("the learning-rate schedule needs a finite length: set trainer.max_epochs or trainer.max_steps")
+    if not math.isfinite(trainer.num_training_batches):  # max_steps runs don't load the data first
+        trainer.fit_loop.setup_data()
+    steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+    optimizer = build_optimizer(params, name, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    scheduler = warmup_cosine(optimizer, round(warmup_epochs * steps_per_epoch), int(total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:

@@ -61,6 +61,8 @@ class ImageFolderDataModule(InMemoryDataModule):
         default_mean, default_std = DEFAULT_STATS[num_channels]
         self.mean = tuple(mean) if mean is not None else default_mean
         self.std = tuple(std) if std is not None else default_std
+        mean, std = self.mean, self.std  # saved as used: Lightning checks them against the model's
+        self.save_hyperparameters()
         self.classes, self.class_to_idx = list_classes(self.data_dir)  # fails now, before any training
         self.num_classes = len(self.classes)
 

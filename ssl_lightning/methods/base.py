@@ -4,7 +4,6 @@ views in, the loss and the ranking metrics logged. ``MomentumPretrainMethod``: E
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -20,7 +19,7 @@ from ssl_lightning.encoder import Encoder
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
-from ssl_lightning.optim import OptimizerName, build_optimizer, warmup_cosine
+from ssl_lightning.optim import OptimizerName, optimizer_with_schedule
 
 # Stages whose batches are turned into two views; test and predict batches stay plain images.
 _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING)
@@ -133,16 +132,8 @@ class EncoderMethod(LightningModule):
             )
 
     def configure_optimizers(self) -> dict:
-        total_steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total_steps):
-            raise ConfigError("the learning-rate schedule needs a finite length: set trainer.max_epochs or trainer.max_steps")
-        if not math.isfinite(self.trainer.num_training_batches):  # max_steps runs don't load the data first
-            self.trainer.fit_loop.setup_data()
-        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
         hp = self.hparams
-        optimizer = build_optimizer(self, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
-        scheduler = warmup_cosine(optimizer, round(hp.warmup_epochs * steps_per_epoch), int(total_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone

@@ -6,14 +6,10 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig
+from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import classification_step
 from ssl_lightning.methods.base import EncoderMethod
-
-# Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
-# flips and small shifts): a mild crop and a flip, no colour change or blur.
-SUPERVISED_VIEWS: ViewConfig = {**SIMCLR_VIEWS, "crop_scale": (0.8, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
 
 
 class Supervised(EncoderMethod):

@@ -1,0 +1,212 @@
+"""Transfer learning: a pretrained encoder and a new linear head on a labelled target task.
+
+``TransferClassifier(source, mode)``:
+- source: one of our checkpoints (a path or a shipped name), a torchvision weights name such as
+  ``ResNet18_Weights.IMAGENET1K_V1`` (downloaded into the torch hub cache when online), or
+  ``random`` (training from scratch).
+- mode: ``finetune`` (every layer trains; the encoder with its own, lower ``backbone_lr``) or
+  ``feature_extract`` (the encoder is frozen and stays in eval mode, so its batch-norm statistics
+  do not move; only the head trains).
+
+The target's images are adapted to the encoder: grayscale <-> RGB here, the size inside the
+encoder (it resizes to the size it was trained at), and the normalisation is the encoder's own.
+``ssl-lightning transfer`` (``compare``) runs the three set-ups on one target side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.error import URLError
+from urllib.parse import urlparse
+
+import torch
+from pytorch_lightning import LightningModule
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig, build_views, resolve_views
+from ssl_lightning.backbones import RESNETS
+from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
+from ssl_lightning.encoder import Encoder, load_encoder
+from ssl_lightning.errors import CheckpointError, ConfigError
+from ssl_lightning.evaluation.classification import classification_step
+from ssl_lightning.optim import OptimizerName, optimizer_with_schedule, param_groups
+
+Mode = Literal["finetune", "feature_extract"]
+RANDOM = "random"
+# ITU-R BT.601 luma, the weights of PIL's convert("L"), for RGB targets of a grayscale encoder.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def is_torchvision_weights(source: str) -> bool:
+    return "_Weights." in source
+
+
+def torchvision_encoder(weights_name: str, input_size: int | None = None) -> Encoder:
+    """An ``Encoder`` with torchvision's pretrained ResNet weights (ImageNet stem, its normalisation,
+    at ``input_size`` or the weights' own crop size), from the torch hub cache or downloaded."""
+    from torchvision.models import get_weight
+
+    try:
+        weights = get_weight(weights_name)
+    except (ValueError, KeyError, AttributeError) as err:
+        raise ConfigError(f"unknown torchvision weights {weights_name!r}; use a name such as ResNet18_Weights.IMAGENET1K_V1") from err
+    backbone = type(weights).__name__.removesuffix("_Weights").lower()  # ResNet18_Weights -> resnet18
+    if backbone not in RESNETS:
+        raise ConfigError(f"{weights_name} is for {backbone}; transfer supports the ResNets {sorted(RESNETS)}")
+    preset = weights.transforms()
+    encoder = Encoder(backbone=backbone, width=64, small_images=False, in_channels=3,
+                      input_size=input_size or preset.crop_size[0], mean=preset.mean, std=preset.std)
+    try:
+        state = weights.get_state_dict(progress=True)  # the torch hub cache first, else the download
+    except (URLError, OSError, RuntimeError) as err:
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        filename = Path(urlparse(weights.url).path).name
+        raise CheckpointError(
+            f"cannot download the torchvision weights {weights_name} ({type(err).__name__}); offline, copy {filename} "
+            f"(from {weights.url}) into {cache} and run again"
+        ) from err
+    encoder.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})  # no ImageNet classifier
+    return encoder
+
+
+class ChannelAdapter(nn.Module):
+    """(N, C_in, H, W) -> (N, C_out, H, W): grayscale to RGB repeats the channel, RGB to grayscale
+    takes the luma; the same channels pass unchanged."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        if (in_channels, out_channels) not in ((1, 1), (3, 3), (1, 3), (3, 1)):
+            raise ConfigError(f"cannot adapt {in_channels}-channel images to a {out_channels}-channel encoder; use 1 or 3 channels")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.in_channels == self.out_channels:
+            return images
+        if self.out_channels == 3:
+            return images.expand(-1, 3, -1, -1)  # (N, 3, H, W)
+        return (images * self.luma).sum(dim=1, keepdim=True)  # (N, 1, H, W)
+
+    def describe(self) -> str:
+        names = {1: "grayscale", 3: "RGB"}
+        if self.in_channels == self.out_channels:
+            return f"{names[self.in_channels]} as is"
+        how = "the channel repeated" if self.out_channels == 3 else "luma 0.299 R + 0.587 G + 0.114 B"
+        return f"{names[self.in_channels]} -> {names[self.out_channels]} ({how})"
+
+
+class TransferClassifier(LightningModule):
+    """An encoder from ``source`` + ``nn.Linear`` trained with cross-entropy on the target's labels,
+    on mildly augmented images (validation and test unaugmented). Logs ``{train,val,test}_loss`` and
+    ``_acc``; its checkpoints give the tuned encoder to ``load_encoder``."""
+
+    def __init__(
+        self,
+        source: str = RANDOM,
+        mode: Mode = "finetune",
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        mean: Sequence[float] = (0.5,),
+        std: Sequence[float] = (0.25,),
+        lr: float = 1e-3,
+        backbone_lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        optimizer: OptimizerName = "adamw",
+        sgd_momentum: float = 0.9,
+        warmup_epochs: float = 0.0,
+        views: ViewConfig | None = None,
+        backbone: str = "resnet18",
+        width: int = 16,
+        small_images: bool = True,
+        input_size: int | None = None,
+        trusted: bool = False,
+    ) -> None:
+        """
+        Args:
+            source: a checkpoint path or shipped name, a torchvision weights name, or "random".
+            mode: "finetune" or "feature_extract".
+            num_classes, in_channels, image_size, mean, std: the target data's (the CLI takes them
+                from the data module); mean and std normalise only a "random" encoder, the others
+                keep the normalisation they were trained with.
+            lr: the head's peak learning rate.
+            backbone_lr: the encoder's peak learning rate in finetune mode (lower than ``lr``: the
+                pretrained features should move less than the new head; from scratch, set it to ``lr``).
+            weight_decay, optimizer, sgd_momentum, warmup_epochs: as for the pretraining methods.
+            views: training augmentation (default: a crop of 80-100% of the area and a flip).
+            backbone, width, small_images: the architecture of a "random" encoder.
+            input_size: the side the encoder sees, for torchvision weights (default: the weights'
+                own, 224) and "random" (default: the target's own); checkpoints keep their own.
+            trusted: allow a checkpoint that needs Python objects unpickled (see ``load_encoder``).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if mode not in ("finetune", "feature_extract"):
+            raise ConfigError(f"mode must be 'finetune' or 'feature_extract', got {mode!r}")
+        if source == RANDOM:
+            self.encoder = Encoder(backbone=backbone, width=width, small_images=small_images, in_channels=in_channels,
+                                   input_size=input_size or image_size, mean=mean, std=std)
+        elif is_torchvision_weights(source):
+            self.encoder = torchvision_encoder(source, input_size)
+        else:
+            self.encoder = load_encoder(source, trusted=trusted)
+        encoder_channels, encoder_size = self.encoder.config["in_channels"], self.encoder.config["input_size"]
+        self.adapter = ChannelAdapter(in_channels, encoder_channels)
+        self.adaptation = (f"target {in_channels}x{image_size}x{image_size} -> encoder {encoder_channels}x{encoder_size}x{encoder_size}: "
+                           f"{self.adapter.describe()}, resized {image_size} -> {encoder_size}"
+                           + (" (bilinear, antialiased)" if image_size != encoder_size else " (no resize)"))
+        self.head = nn.Linear(self.encoder.out_dim, num_classes)
+        self.views = build_views(resolve_views(views, SUPERVISED_VIEWS), channels=in_channels, image_size=image_size)
+        # Loaded encoders come in eval mode, and Lightning keeps each submodule's mode as it finds it.
+        self.encoder.train(mode == "finetune")
+        self.encoder.requires_grad_(mode == "finetune")
+
+    def train(self, mode: bool = True) -> TransferClassifier:
+        """Lightning switches the whole module to train mode every epoch; a frozen encoder stays in eval."""
+        super().train(mode)
+        if self.hparams.mode == "feature_extract":
+            self.encoder.eval()
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) target images in [0, 1] -> (N, num_classes) logits."""
+        x = self.adapter(images)
+        with torch.set_grad_enabled(self.hparams.mode == "finetune" and torch.is_grad_enabled()):
+            features = self.encoder(x)  # (N, F)
+        return self.head(features)
+
+    def on_fit_start(self) -> None:
+        rank_zero_info(f"transfer from {self.hparams.source} ({self.hparams.mode}): {self.adaptation}")
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_text("transfer/adaptation", self.adaptation)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        x = images.float() / 255  # (N, C, H, W) in [0, 1]
+        if self._trainer is not None and self.trainer.training:
+            x = self.views(x)  # a random draw per image
+        return x, labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return classification_step(self, self(batch[0]), batch[1], "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        classification_step(self, self(batch[0]), batch[1], "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        classification_step(self, self(batch[0]), batch[1], "test")
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        groups = [{**group, "lr": hp.lr} for group in param_groups(self.head, hp.weight_decay)]
+        if hp.mode == "finetune":
+            groups += [{**group, "lr": hp.backbone_lr} for group in param_groups(self.encoder, hp.weight_decay)]
+        return optimizer_with_schedule(self, groups, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # load_encoder gives the tuned encoder
+        checkpoint[METHOD_KEY] = type(self).__name__

@@ -1,0 +1,177 @@
+"""``ssl-lightning transfer``: fine-tuning vs feature extraction vs training from scratch, on one target.
+
+For each source (checkpoint path, shipped name or torchvision weights name) a ``finetune`` and a
+``feature_extract`` run, plus one run from scratch with the first source's architecture. Each run
+keeps the weights of its best validation epoch (val_acc) and is tested once, at the end. All runs
+log to TensorBoard side by side (``<log_dir>/<target>/run_N/<run>``); the table (results.csv,
+results.md) and one plot of validation accuracy per epoch go to ``<output_dir>/<target>/``.
+
+    ssl-lightning transfer --config ssl_lightning/configs/transfer_digits.yaml
+    ssl-lightning transfer --sources simclr-fashion-mnist --data DigitsDataModule --max_epochs 30
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from pytorch_lightning import Callback, Trainer, seed_everything  # noqa: E402
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+
+from ssl_lightning.augment import ViewConfig  # noqa: E402
+from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
+from ssl_lightning.errors import ConfigError  # noqa: E402
+from ssl_lightning.evaluation.label_efficiency import checkpoint_name  # noqa: E402
+from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier  # noqa: E402
+
+SCRATCH = "scratch"
+
+
+class ValidationHistory(Callback):
+    """Validation accuracy after every epoch (not the sanity check)."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_epoch_end(self, trainer: Trainer, module: Any) -> None:
+        if not trainer.sanity_checking:
+            self.history.append((trainer.current_epoch + 1, trainer.callback_metrics["val_acc"].item()))
+
+
+def target_name(data: InMemoryDataModule) -> str:
+    name = getattr(data, "name", None) or type(data).__name__.removesuffix("DataModule")
+    if hasattr(data, "data_dir") and type(data).__name__ == "ImageFolderDataModule":
+        name = Path(data.data_dir).resolve().parent.name or name  # root/train -> root's name
+    return re.sub(r"[^\w.-]+", "-", name).lower()
+
+
+def source_name(source: str) -> str:
+    return checkpoint_name(Path(source)).lower() if Path(source).is_file() else source
+
+
+def next_run_folder(folder: Path) -> str:
+    taken = [int(p.name[4:]) for p in folder.glob("run_*") if p.name[4:].isdigit()]
+    return f"run_{max(taken, default=-1) + 1}"
+
+
+def plan(sources: list[str], scratch: bool) -> list[tuple[str, str, str]]:
+    """(run name, source, mode) of every run."""
+    runs = [(f"{source_name(s)} {mode}", s, mode) for s in sources for mode in ("finetune", "feature_extract")]
+    return runs + ([(SCRATCH, RANDOM, "finetune")] if scratch else [])
+
+
+def compare(
+    sources: list[str],
+    data: InMemoryDataModule,
+    max_epochs: int = 30,
+    lr: float = 1e-3,
+    backbone_lr: float = 1e-4,
+    weight_decay: float = 1e-4,
+    warmup_epochs: float = 0.0,
+    views: ViewConfig | None = None,
+    input_size: int | None = None,
+    scratch: bool = True,
+    seed: int = 0,
+    output_dir: Path = Path("results/transfer"),
+    log_dir: Path = Path("checkpoints/transfer"),
+    accelerator: str = "auto",
+    limit_train_batches: int | float = 1.0,
+) -> pd.DataFrame:
+    """Runs every (source, mode) and the from-scratch baseline on ``data``; writes the table and plot.
+
+    Args:
+        sources: checkpoints (paths or shipped names) or torchvision weights names.
+        data: the target (its train split minus validation trains, validation selects the
+            epoch, the test split is evaluated once per run).
+        max_epochs: epochs of every run.
+        lr: the head's peak learning rate (and every layer's from scratch).
+        backbone_lr: the pretrained encoder's peak learning rate when fine-tuning.
+        weight_decay, warmup_epochs, views, input_size: see ``TransferClassifier``.
+        scratch: add the run from scratch (the first source's architecture and input size, every
+            layer at ``lr``).
+        seed: seeds each run the same way.
+        output_dir: the table and plot go to ``output_dir/<target>/``.
+        log_dir: TensorBoard logs and checkpoints go to ``log_dir/<target>/run_N/<run>/``.
+        accelerator: Lightning's ("auto": a GPU when there is one).
+        limit_train_batches: Lightning's (for quick trials).
+    """
+    if not sources:
+        raise ConfigError("give at least one source: ssl-lightning transfer --sources simclr-fashion-mnist [...]")
+    target = target_name(data)
+    logs = Path(log_dir) / target
+    run_folder = next_run_folder(logs)  # a new folder per comparison: earlier logs stay
+    facts = {"num_classes": data.num_classes, "in_channels": data.num_channels, "image_size": data.image_size,
+             "mean": data.mean, "std": data.std}
+    common = {"lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "views": views, "input_size": input_size}
+    rows, history = [], []
+    scratch_architecture: dict[str, Any] = {}
+    for run, source, mode in plan(sources, scratch):
+        seed_everything(seed, verbose=False)
+        if source == RANDOM:
+            model = TransferClassifier(source=RANDOM, mode=mode, backbone_lr=lr, **{**common, **scratch_architecture}, **facts)
+        else:
+            model = TransferClassifier(source=source, mode=mode, backbone_lr=backbone_lr, **facts, **common)
+            config = model.encoder.config
+            scratch_architecture = scratch_architecture or {k: config[k] for k in ("backbone", "width", "small_images", "input_size")}
+        logger = TensorBoardLogger(logs, name=run_folder, version=run.replace(" ", "_"), default_hp_metric=False)
+        best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val_acc", mode="max", filename="best-{epoch}")
+        validation = ValidationHistory()
+        trainer = Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=logger, num_sanity_val_steps=0,
+                          callbacks=[best, validation, LearningRateMonitor("step")], limit_train_batches=limit_train_batches,
+                          log_every_n_steps=1, enable_model_summary=False)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=data)
+        seconds = time.perf_counter() - start
+        test_acc = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path, verbose=False)[0]["test_acc"]
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        best_epoch, best_val = max(validation.history, key=lambda h: h[1])
+        rows.append({"run": run, "source": source_name(source), "mode": mode, "trainable_params": trainable,
+                     "best_val_acc": best_val, "best_epoch": best_epoch, "test_acc": test_acc, "train_seconds": seconds,
+                     "adaptation": model.adaptation})
+        history += [{"run": run, "epoch": epoch, "val_acc": acc} for epoch, acc in validation.history]
+    table = pd.DataFrame(rows)
+    out = Path(output_dir) / target
+    write_comparison(table, pd.DataFrame(history), out, f"{target}, {max_epochs} epochs")
+    print(f"transfer comparison on {target}: {out}/results.md, {out}/val_accuracy.png; TensorBoard: tensorboard --logdir {logs / run_folder}")
+    return table
+
+
+def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, title: str) -> None:
+    """results.csv, results.md (the table) and val_accuracy.png (every run's validation curve)."""
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "results.csv", index=False)
+    lines = ["| run | trainable parameters | best val acc | at epoch | test acc | train time |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.run} | {r.trainable_params:,} | {100 * r.best_val_acc:.1f} | {r.best_epoch} | {100 * r.test_acc:.1f} | "
+              f"{r.train_seconds:.0f} s |" for r in table.itertuples()]
+    adaptations = "; ".join(sorted(set(table["adaptation"])))
+    (out / "results.md").write_text("\n".join([*lines, "", f"Input adaptation: {adaptations}.", ""]))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(history, x="epoch", y="val_acc", hue="run", marker="o", markersize=4, ax=axis)
+    axis.set(title=f"Validation accuracy per epoch ({title})", ylabel="validation accuracy")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out / "val_accuracy.png", dpi=120)
+    plt.close(figure)
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ssl-lightning transfer --sources SRC [SRC ...] [--data ...] [--option value ...] [--config transfer.yaml]``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
+    parser.add_argument("--sources", nargs="+", help="checkpoints (paths or shipped names) or torchvision weights names")
+    parser.add_function_arguments(compare, skip={"sources"})
+    parser.set_defaults(data={"class_path": "ssl_lightning.data.DigitsDataModule"})
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
+    config = parser.parse_args(args)
+    del config["config"]
+    compare(**parser.instantiate_classes(config).as_dict())

@@ -1,0 +1,239 @@
+"""Transfer learning: frozen vs fine-tuned encoders, learning rates, sources, targets, the comparison command."""
+
+import gzip
+import urllib.error
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import RandomImages, fit
+from ssl_lightning import Encoder, load_encoder
+from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
+from ssl_lightning.errors import CheckpointError, DataNotFoundError
+from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
+from test_cli import run_cli
+
+DATA = dict(num_classes=4, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+
+
+@pytest.fixture
+def encoder_file(tmp_path):
+    """An encoder-only checkpoint (the shipped format) of a width-8 encoder at 16x16, with BN statistics that are not the defaults."""
+    torch.manual_seed(0)
+    encoder = Encoder(width=8, in_channels=1, input_size=16)
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.rand(8, 1, 16, 16))  # moves the running statistics away from 0/1
+    path = tmp_path / "encoder.pt"
+    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
+                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
+    return path
+
+
+class EncoderModeProbe:
+    """Records the encoder's mode at every training step."""
+
+    def __init__(self):
+        self.modes = []
+
+    def __call__(self, trainer, module, batch, batch_idx):
+        self.modes.append(module.encoder.training)
+
+
+def train(model, tmp_path, steps=3):
+    from pytorch_lightning import Callback
+
+    probe = EncoderModeProbe()
+    callback = type("Probe", (Callback,), {"on_train_batch_start": lambda self, *a: probe(*a)})()
+    trainer, _ = fit(model, RandomImages(batch_size=16, val_size=32), tmp_path, callbacks_extra=[callback], max_steps=steps,
+                     limit_val_batches=1)
+    return trainer, probe.modes
+
+
+def test_feature_extract_leaves_weights_and_bn_statistics_bitwise_unchanged(encoder_file, tmp_path):
+    model = TransferClassifier(source=str(encoder_file), mode="feature_extract", **DATA)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = model.head.weight.clone()
+    trainer, modes = train(model, tmp_path)
+    assert modes == [False] * 3  # eval mode at every step: batch norm uses and keeps its running statistics
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(before[key], value), key
+    assert not torch.equal(head_before, model.head.weight)
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in model.head.parameters()}
+
+
+def test_finetune_changes_weights_and_bn_statistics(encoder_file, tmp_path):
+    model = TransferClassifier(source=str(encoder_file), mode="finetune", **DATA)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    _, modes = train(model, tmp_path)
+    assert modes == [True] * 3
+    after = model.encoder.state_dict()
+    assert not torch.equal(before["backbone.conv1.weight"], after["backbone.conv1.weight"])
+    assert not torch.equal(before["backbone.bn1.running_mean"], after["backbone.bn1.running_mean"])
+
+
+def test_param_groups_get_the_configured_learning_rates(encoder_file, tmp_path):
+    model = TransferClassifier(source=str(encoder_file), mode="finetune", lr=0.02, backbone_lr=0.0005, weight_decay=0.01, **DATA)
+    trainer, _ = train(model, tmp_path, steps=1)
+    encoder_ids, head_ids = {id(p) for p in model.encoder.parameters()}, {id(p) for p in model.head.parameters()}
+    seen = set()
+    for group in trainer.optimizers[0].param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= encoder_ids or ids <= head_ids
+        assert group["initial_lr"] == (0.0005 if ids <= encoder_ids else 0.02)
+        assert group["weight_decay"] == (0.01 if all(p.ndim > 1 for p in group["params"]) else 0.0)
+        seen |= ids
+    assert seen == encoder_ids | head_ids
+
+
+def test_checkpoint_source_is_loaded_and_its_tuned_encoder_round_trips(encoder_file, tmp_path):
+    model = TransferClassifier(source=str(encoder_file), mode="finetune", **DATA)
+    original = load_encoder(encoder_file)
+    for key, value in original.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[key], value)
+    _, _ = train(model, tmp_path, steps=2)
+    tuned = load_encoder(tmp_path / "ckpt" / "last.ckpt")  # the fine-tuned encoder, reusable like any checkpoint's
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(tuned.state_dict()[key], value), key
+
+
+def test_channel_adapter_against_hand_computed_pixels():
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.4, 0.6]]).view(4, 3, 1, 1)
+    gray = ChannelAdapter(3, 1)(rgb).flatten()
+    assert torch.allclose(gray, torch.tensor([0.299, 0.587, 0.114, 0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6]))
+    image = Image.new("RGB", (1, 1), (51, 102, 153))  # PIL's own conversion agrees (to its integer rounding)
+    assert abs(ChannelAdapter(3, 1)(torch.tensor([51, 102, 153.0]).view(1, 3, 1, 1) / 255).item() * 255 - image.convert("L").getpixel((0, 0))) < 1
+    x = torch.rand(2, 1, 5, 5)
+    assert torch.equal(ChannelAdapter(1, 3)(x), x.repeat(1, 3, 1, 1))
+    assert ChannelAdapter(1, 1)(x) is x
+
+
+def test_random_source_is_untrained_with_the_target_normalisation():
+    model = TransferClassifier(source="random", width=8, **DATA)
+    assert model.encoder.config["mean"] == [0.5] and model.encoder.config["input_size"] == 16
+
+
+@pytest.fixture
+def empty_hub(tmp_path):
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)
+
+
+def test_torchvision_weights_offline_is_one_line_naming_the_cache(empty_hub, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)  # the download boundary only
+    with pytest.raises(CheckpointError) as error:
+        TransferClassifier(source="ResNet18_Weights.IMAGENET1K_V1", **DATA)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "resnet18-f37072fd.pth" in message and str(empty_hub / "checkpoints") in message
+
+
+def test_torchvision_weights_in_the_hub_cache_load_offline(empty_hub, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded although cached"))
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18()
+    (empty_hub / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), empty_hub / "checkpoints" / "resnet18-f37072fd.pth")
+    model = TransferClassifier(source="ResNet18_Weights.IMAGENET1K_V1", mode="feature_extract", **DATA)
+    assert torch.equal(model.encoder.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert model.encoder.config["input_size"] == 224 and model.encoder.config["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert "grayscale -> RGB" in model.adaptation and "16 -> 224" in model.adaptation
+    with torch.no_grad():
+        reference.fc = torch.nn.Identity()
+        x = torch.rand(2, 1, 16, 16)
+        expected = reference.eval()(((torch.nn.functional.interpolate(x, size=224, mode="bilinear", antialias=True).expand(-1, 3, -1, -1))
+                                     - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        assert torch.allclose(model.encoder(model.adapter(x)), expected, atol=1e-4)
+
+
+def test_unknown_torchvision_weights_name():
+    with pytest.raises(Exception, match="unknown torchvision weights"):
+        TransferClassifier(source="ResNet18_Weights.NOPE", **DATA)
+
+
+def test_digits_split_is_stratified_disjoint_and_fixed():
+    data = DigitsDataModule()
+    train_images, train_labels = data.load_split(train=True)
+    test_images, test_labels = data.load_split(train=False)
+    assert train_images.shape == (1437, 1, 8, 8) and test_images.shape == (360, 1, 8, 8) and train_images.dtype == torch.uint8
+    assert test_labels.bincount().min() >= 34 and test_labels.bincount().max() <= 37
+    train_rows = {tuple(row.tolist()) for row in train_images.flatten(1)}
+    assert sum(tuple(row.tolist()) in train_rows for row in test_images.flatten(1)) < 5  # a few digits are pixel-identical
+    assert torch.equal(DigitsDataModule(seed=3).load_split(train=False)[1], test_labels)
+    assert int(train_images.max()) == 255
+
+
+def test_torchvision_dataset_from_its_own_files_offline(tmp_path):
+    """torchvision's FashionMNIST class reading files laid out as torchvision keeps them (no download)."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    debian = FashionMNISTDataModule()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(gzip.decompress((debian.data_dir / f"{name}.gz").read_bytes()))
+    data = TorchvisionDataModule("FashionMNIST", root=str(tmp_path))
+    data.prepare_data()
+    images, labels = data.load_split(train=False)
+    expected_images, expected_labels = debian.load_split(train=False)
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_torchvision_dataset_offline_is_one_line(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", offline)
+    with pytest.raises(DataNotFoundError) as error:
+        TorchvisionDataModule("CIFAR10", root=str(tmp_path)).prepare_data()
+    assert "\n" not in str(error.value) and "CIFAR10 is not in" in str(error.value)
+
+
+def write_image_folder(root, size=20):
+    """root/{train,val}/{red,blue}/*.png: two classes of noisy colour squares."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 16), ("val", 6)):
+        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / ("red", "blue")[label]
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(-30, 30, (size, size, 3), generator=generator)
+                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_comparison_command_on_a_generated_image_folder(encoder_file, tmp_path):
+    write_image_folder(tmp_path / "bees")
+    config = tmp_path / "transfer.yaml"
+    config.write_text(f"""
+sources: [{encoder_file}]
+data:
+  class_path: ssl_lightning.data.ImageFolderDataModule
+  init_args: {{data_dir: {tmp_path / 'bees' / 'train'}, test_dir: {tmp_path / 'bees' / 'val'}, image_size: 16,
+               val_size: 8, batch_size: 8, drop_last: false}}
+max_epochs: 2
+output_dir: {tmp_path / 'results'}
+log_dir: {tmp_path / 'logs'}
+""")
+    result = run_cli("transfer", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "bees" / "results.csv")
+    assert list(table["run"]) == ["simclr finetune", "simclr feature_extract", "scratch"]
+    assert table["test_acc"].between(0, 1).all() and (table["best_epoch"] >= 1).all()
+    assert table.loc[1, "trainable_params"] == 8 * 8 * 2 + 2  # the head alone
+    assert "RGB -> grayscale" in table.loc[0, "adaptation"]
+    assert (tmp_path / "results" / "bees" / "val_accuracy.png").stat().st_size > 5_000
+    assert "| scratch |" in (tmp_path / "results" / "bees" / "results.md").read_text()
+    for run in ("simclr_finetune", "simclr_feature_extract", "scratch"):
+        events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()
+        assert {"val_acc", "train_loss", "test_acc"} <= set(events.Tags()["scalars"])
+        assert list((tmp_path / "logs" / "bees" / "run_0" / run / "checkpoints").glob("best-*.ckpt"))

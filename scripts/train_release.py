@@ -122,7 +122,7 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         "",
         "## Training",
         "",
-        f"- Command: `{timing['command']}` (run by `python scripts/train_release.py`)",
+        f"- Command: `{timing['command'].replace(f'{REPO}/', '')}` (run by `python scripts/train_release.py`)",
         f"- Hardware: {hardware()}",
         f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)",
         f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir checkpoints/{name}`",

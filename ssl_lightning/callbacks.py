@@ -42,6 +42,50 @@ class LogViewPairs(Callback):
         self._done = True
 
 
+class EmbeddingProjector(Callback):
+    """At the end of training, logs the encoder features of the first ``num_images`` validation
+    images to TensorBoard's Projector (PCA, t-SNE, UMAP in the browser), with the images as
+    sprites and their class names as labels.
+
+    Args:
+        num_images: how many validation images to embed (0: none).
+    """
+
+    def __init__(self, num_images: int = 1000) -> None:
+        if num_images < 0:
+            raise ConfigError(f"projector num_images must be >= 0, got {num_images}")
+        self.num_images = num_images
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        data = getattr(trainer, "datamodule", None)
+        val_set = getattr(data, "val_set", None)  # the in-memory data modules' validation images
+        if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
+            return
+        images, labels = val_set.images[: self.num_images], val_set.labels[: self.num_images]
+        x = images.float() / 255  # (N, C, H, W) in [0, 1]
+        was_training = pl_module.encoder.training
+        pl_module.encoder.eval()
+        features = torch.cat([pl_module.encoder(batch.to(pl_module.device)).float().cpu() for batch in x.split(256)])  # (N, D)
+        pl_module.encoder.train(was_training)
+        names = getattr(data, "classes", None)
+        metadata = [names[i] if names else str(i) for i in labels.tolist()]
+        trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=x, global_step=trainer.global_step, tag="val_features")
+
+
+class HParamsSummary(Callback):
+    """At the end of training, writes the run's hyperparameters with its final metrics to
+    TensorBoard's HParams tab, so runs can be compared in one table. The metrics appear there as
+    ``hparams/<metric>`` (their own scalars, so the training curves keep their points)."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not isinstance(trainer.logger, TensorBoardLogger) or trainer.fast_dev_run:
+            return
+        metrics = {f"hparams/{name}": float(value) for name, value in trainer.callback_metrics.items()
+                   if name.startswith(("train_", "val_")) and value.numel() == 1}
+        trainer.logger.log_hyperparams(pl_module.hparams, metrics)
+
+
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` always holds the latest state, refreshed every
     ``save_last_every_n_steps`` optimizer steps too, so a killed run loses at most that many.

@@ -5,6 +5,7 @@
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
     ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
     ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
+    ssl-lightning visualize embeddings|neighbours|views ...   (PNGs; see ssl_lightning/visualize.py)
 
 Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
 """
@@ -26,7 +27,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import ExactResume, LogViewPairs, RunCheckpoint
+from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.online import OnlineEvaluation
@@ -63,6 +64,7 @@ class SSLLightningCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(LogViewPairs, "view_pairs")
+        parser.add_lightning_class_args(EmbeddingProjector, "projector")
         parser.add_lightning_class_args(OnlineEvaluation, "online_eval")
         for source, target in DATA_TO_MODEL:
             parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
@@ -108,6 +110,22 @@ class SSLLightningCLI(LightningCLI):
         self.save_config_kwargs["config_filename"] = f"config-resume-{resumes}.yaml"
 
 
+def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI:
+    """The CLI on ``args`` (default: ``sys.argv``); ``run=False`` builds the model, data and trainer
+    of a config (no subcommand) without running anything."""
+    return SSLLightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        # Callbacks every run has, whatever the config lists.
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary()]},
+        parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
+        args=args,
+        run=run,
+    )
+
+
 def check_writable(folder: Path) -> None:
     """Fails before training, with one line, where runs could not save their logs and checkpoints."""
     try:
@@ -148,16 +166,12 @@ def main(args: list[str] | None = None) -> None:
             transfer(args[1:])
         elif args[:1] == ["checkpoints"]:
             print(describe())
+        elif args[:1] == ["visualize"]:
+            from ssl_lightning.visualize import main as visualize
+
+            visualize(args[1:])
         else:
-            SSLLightningCLI(
-                LightningModule,
-                LightningDataModule,
-                subclass_mode_model=True,
-                subclass_mode_data=True,
-                # Callbacks every run has, whatever the config lists.
-                trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume()]},
-                parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
-            )
+            make_cli()
     except ArgumentError as err:
         if verbose:
             raise

@@ -18,7 +18,7 @@ from ssl_lightning.errors import CheckpointError
 from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.evaluation import extract_features, fit_linear_probe
 
-RELEASE = ["simclr", "moco-v2", "byol", "barlow-twins", "supervised"]
+RELEASE = ["simclr", "moco", "byol", "barlow-twins", "supervised"]
 RELEASE_NAMES = sorted(f"{name}-fashion-mnist" for name in RELEASE)
 
 

@@ -157,7 +157,10 @@ def train_supervised(
 
 
 def checkpoint_name(path: Path) -> str:
-    """The method's name stored in the checkpoint, else the run folder's (checkpoints/<name>/version_N/...)."""
+    """A shipped checkpoint's name, else the method's name stored in the checkpoint, else the run
+    folder's (checkpoints/<name>/version_N/...)."""
+    if not path.is_file():
+        return str(path)  # a shipped name (load_encoder has checked it)
     method = torch.load(path, map_location="cpu", weights_only=True).get("method")
     if method:
         return method

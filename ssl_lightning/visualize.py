@@ -1,0 +1,188 @@
+"""Pictures of what an encoder learned, and of what a config's views look like.
+
+    ssl-lightning visualize embeddings SOURCE [--num_images 2000]    t-SNE and PCA, coloured by class
+    ssl-lightning visualize neighbours SOURCE [--queries 10 --k 8]   retrieval grid, wrong classes marked
+    ssl-lightning visualize views --config CONFIG.yaml [overrides]   augmentation preview of any config
+
+SOURCE is a checkpoint path or a shipped name; the images are Fashion-MNIST's unless ``--data``
+names another data module. Each command writes PNGs to a folder (``--output_dir``, default
+``results/visualize/<name>/``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
+from ssl_lightning.data.label_budget import sample_per_class  # noqa: E402
+from ssl_lightning.encoder import load_encoder  # noqa: E402
+from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
+from ssl_lightning.evaluation.label_efficiency import checkpoint_name  # noqa: E402
+
+
+def class_names(data: InMemoryDataModule, labels: Tensor) -> list[str]:
+    names = getattr(data, "classes", None)
+    return [names[i] if names else str(i) for i in labels.tolist()]
+
+
+def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
+    """``pca.png`` and ``tsne.png``: the (N, D) features projected to 2-d, a colour per class."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    points = features.numpy()
+    projections = {
+        "pca": ("PCA", PCA(n_components=2, random_state=0).fit_transform(points)),
+        "tsne": ("t-SNE", TSNE(n_components=2, init="pca", perplexity=min(30, len(points) - 1), random_state=0).fit_transform(points)),
+    }
+    paths = []
+    for stem, (label, xy) in projections.items():
+        figure, axis = plt.subplots(figsize=(7.5, 6))
+        sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=names, hue_order=sorted(set(names)), s=8, linewidth=0, palette="tab10", ax=axis)
+        axis.set(title=f"{label} of encoder features ({title})", xticks=[], yticks=[])
+        axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, markerscale=2)
+        figure.tight_layout()
+        paths.append(out_dir / f"{stem}.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
+    return paths
+
+
+def retrieval_grid(
+    queries: tuple[Tensor, Tensor], gallery: tuple[Tensor, Tensor], query_features: Tensor, gallery_features: Tensor,
+    names: list[str], k: int, path: Path, title: str,
+) -> Path:
+    """A row per query: the query image, then its ``k`` nearest gallery images by cosine
+    similarity; a neighbour of another class has a red frame and its class written under it."""
+    similarity = F.normalize(query_features, dim=1) @ F.normalize(gallery_features, dim=1).T  # (Q, G)
+    neighbours = similarity.topk(k, dim=1).indices  # (Q, k)
+    (query_images, query_labels), (gallery_images, gallery_labels) = queries, gallery
+    figure, axes = plt.subplots(len(query_images), k + 1, figsize=(1.3 * (k + 1), 1.45 * len(query_images)), squeeze=False)
+    for row, (image, label) in enumerate(zip(query_images, query_labels)):
+        hits = gallery_labels[neighbours[row]] == label
+        show(axes[row, 0], image, edge="black", caption=f"{names[label]}\n{int(hits.sum())}/{k} same class")
+        for col, (index, hit) in enumerate(zip(neighbours[row].tolist(), hits.tolist()), start=1):
+            wrong = names[gallery_labels[index]]
+            show(axes[row, col], gallery_images[index], edge="tab:green" if hit else "red", caption="" if hit else f"✗ {wrong}")
+    figure.suptitle(f"Nearest neighbours in feature space ({title}); red: another class", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def show(axis: plt.Axes, image: Tensor, edge: str, caption: str) -> None:
+    """One uint8 (C, H, W) image in a coloured frame, with a caption below."""
+    pixels = image.permute(1, 2, 0).squeeze(-1).numpy()
+    axis.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set(color=edge, linewidth=3)
+    axis.set_xlabel(caption, fontsize=7, color="red" if caption.startswith("✗") else "black")
+
+
+def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path) -> Path:
+    """A row per image: the image, then ``num_views`` random views of it (float (N, C, H, W) in [0, 1])."""
+    with torch.no_grad():
+        drawn = [views(images) for _ in range(num_views)]  # each (N, C, S, S)
+    size = drawn[0].shape[-1]
+    originals = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True) if images.shape[-1] != size else images
+    rows = torch.stack([originals, *drawn], dim=1).flatten(0, 1)  # (N * (1 + num_views), C, S, S)
+    rows = F.interpolate(rows, scale_factor=max(1, 96 // size), mode="nearest")  # small images, shown larger
+    save_image(make_grid(rows.clamp(0, 1), nrow=1 + num_views, padding=2, pad_value=1.0), path)
+    return path
+
+
+def source_title(source: str) -> str:
+    """A shipped name as it is; a checkpoint file by the method stored in it."""
+    return checkpoint_name(Path(source)).lower()
+
+
+def output_folder(output_dir: Path | None, name: str) -> Path:
+    folder = Path(output_dir) if output_dir else Path("results") / "visualize" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def embeddings(source: str, data: InMemoryDataModule, num_images: int = 2000, output_dir: Path | None = None,
+               cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
+    """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
+    encoder = load_encoder(source)
+    images, labels = data.load_split(train=False)
+    keep = seeded_subset(len(labels), num_images)
+    features = cached_features(encoder, images[keep], type(data).__name__, f"test-{num_images}", cache_dir)
+    return embedding_plots(features, class_names(data, labels[keep]), output_folder(output_dir, source_title(source)),
+                           f"{source_title(source)}, {len(keep)} test images")
+
+
+def neighbours(source: str, data: InMemoryDataModule, queries: int = 10, k: int = 8, gallery_size: int = 10000,
+               output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
+    """Test images (one per class, up to ``queries``) and their ``k`` nearest train images."""
+    encoder = load_encoder(source)
+    data.prepare_data()
+    gallery_images, gallery_labels = data.load_split(train=True)
+    keep = seeded_subset(len(gallery_labels), gallery_size)
+    gallery = gallery_images[keep], gallery_labels[keep]
+    test_images, test_labels = data.load_split(train=False)
+    picked = sample_per_class(test_labels, 1, seed=0)[:queries]
+    query = test_images[picked], test_labels[picked]
+    dataset = type(data).__name__
+    gallery_features = cached_features(encoder, gallery[0], dataset, f"train-{gallery_size}", cache_dir)
+    query_features = cached_features(encoder, query[0], dataset, f"queries-{queries}", cache_dir)
+    names = list(getattr(data, "classes", None) or map(str, range(data.num_classes)))
+    path = output_folder(output_dir, source_title(source)) / "neighbours.png"
+    return retrieval_grid(query, gallery, query_features, gallery_features, names, k, path,
+                          f"{source_title(source)}, {len(keep)} train images")
+
+
+def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_dir: Path | None = None) -> Path:
+    """The views the config's method makes of ``num_images`` validation images."""
+    from ssl_lightning.cli import make_cli
+
+    cli = make_cli(cli_args, run=False)
+    data, model = cli.datamodule, cli.model
+    data.prepare_data()
+    data.setup("fit")
+    torch.manual_seed(0)
+    images = data.val_set.images[:num_images].float() / 255  # (N, C, H, W)
+    name = type(model).__name__.lower()
+    return view_grid(images, model.views, num_views, output_folder(output_dir, name) / "views.png")
+
+
+def main(args: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    commands = {"embeddings": embeddings, "neighbours": neighbours}
+    if args[:1] == ["views"]:
+        parser = argparse.ArgumentParser(prog="ssl-lightning visualize views", description=views.__doc__)
+        parser.add_argument("--num_images", type=int, default=8)
+        parser.add_argument("--num_views", type=int, default=6)
+        parser.add_argument("--output_dir", type=Path)
+        own, rest = parser.parse_known_args(args[1:])
+        written = [views(rest, **vars(own))]
+    elif args[:1] and args[0] in commands:
+        command = commands[args[0]]
+        parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
+        parser.add_function_arguments(command, as_positional=True)
+        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})
+        result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
+        written = result if isinstance(result, list) else [result]
+    else:
+        raise SystemExit(__doc__)
+    print(f"wrote {', '.join(str(p) for p in written)} (folder: {written[0].parent})")

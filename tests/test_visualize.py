@@ -1,0 +1,73 @@
+"""Pictures: the visualize commands write PNGs, and a run's TensorBoard gets projector and HParams data."""
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA
+from ssl_lightning import Encoder
+from ssl_lightning.cli import main
+from test_cli import run_cli
+
+
+@pytest.fixture
+def fashion_encoder(tmp_path):
+    """A random width-8 encoder for 28x28 Fashion-MNIST, saved as an encoder-only checkpoint."""
+    torch.manual_seed(0)
+    encoder = Encoder(width=8, in_channels=1, input_size=28)
+    path = tmp_path / "tiny.pt"
+    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
+                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
+    return path
+
+
+def assert_png(path, min_side=100):
+    assert path.stat().st_size > 5_000
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) >= min_side
+
+
+def test_embeddings_writes_pca_and_tsne(fashion_encoder, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    main(["visualize", "embeddings", str(fashion_encoder), "--num_images=150", f"--output_dir={out}", "--cache_dir=null"])
+    assert_png(out / "pca.png")
+    assert_png(out / "tsne.png")
+    assert str(out) in capsys.readouterr().out  # the folder is printed
+
+
+def test_neighbours_grid_marks_wrong_classes(fashion_encoder, tmp_path):
+    out = tmp_path / "pictures"
+    main(["visualize", "neighbours", str(fashion_encoder), "--queries=4", "--k=3", "--gallery_size=300",
+          f"--output_dir={out}", "--cache_dir=null"])
+    assert_png(out / "neighbours.png")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["simclr", "supervised"])
+def test_views_preview_of_a_config_through_the_console_script(config, tmp_path):
+    result = run_cli("visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3",
+                     "--num_views=4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = tmp_path / "results" / "visualize" / config / "views.png"
+    assert f"results/visualize/{config}" in result.stdout
+    with Image.open(path) as image:
+        assert image.size == (5 * 84 + 6 * 2, 3 * 84 + 4 * 2)  # 3 rows of the image + 4 views, 28 px shown at 84
+
+
+@pytest.mark.slow
+def test_a_run_logs_the_projector_and_hparams(tmp_path):
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                     "--trainer.limit_val_batches=1", "--projector.num_images=40", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "checkpoints" / "simclr" / "version_0"
+    config = (run / "projector_config.pbtxt").read_text()
+    assert "val_features" in config and "sprite" in config and "metadata" in config
+    [folder] = [p.parent for p in run.glob("*/val_features/sprite.png")]
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert len(metadata) == 40 and set(metadata) <= {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                                     "Sneaker", "Bag", "Ankle boot"}
+    assert len((folder / "tensors.tsv").read_text().splitlines()) == 40
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    assert {"hparams/val_acc_top5", "hparams/train_loss"} <= set(events.Tags()["scalars"])
+    assert events.PluginTagToContent("hparams")  # the HParams tab has the run

@@ -8,7 +8,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CONFIG ?= ssl_lightning/configs/simclr.yaml
 ARGS ?=
 
-.PHONY: install dataset train test benchmark tensorboard clean
+.PHONY: install dataset train test benchmark release tensorboard clean
 
 install: dataset $(BIN)/.installed
 
@@ -42,6 +42,11 @@ test: install
 # Training throughput of every method and of lightly's SimCLR pipeline (ARGS="--quick" for a short run).
 benchmark: install
 	$(BIN)/python scripts/benchmark.py training $(ARGS)
+
+# The shipped checkpoints: train every method, export, evaluate, write model cards and the manifest
+# (about 1.5 hours on 2 CPU cores; ARGS="--gpu" on a GPU).
+release: install
+	$(BIN)/python scripts/train_release.py $(ARGS)
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir checkpoints

@@ -29,6 +29,8 @@ def test_each_method_trains_logs_and_round_trips(name, random_images, tmp_path):
     for stage in ("train", "val"):
         for metric in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
             assert torch.isfinite(trainer.logged_metrics[f"{stage}_{metric}"])
+    tested = trainer.test(model, datamodule=random_images, verbose=False)[0]
+    assert {"test_loss", "test_acc_top1", "test_acc_top5", "test_acc_mean_pos"} <= set(tested)
     restored = type(model).load_from_checkpoint(checkpoint.last_model_path)
     for key, value in model.state_dict().items():  # queue, pointer, target networks included
         assert torch.equal(restored.state_dict()[key], value), key

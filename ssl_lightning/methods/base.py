@@ -21,8 +21,8 @@ from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.optim import OptimizerName, optimizer_with_schedule
 
-# Stages whose batches are turned into two views; test and predict batches stay plain images.
-_VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING)
+# Stages whose batches are turned into two views; predict batches stay plain images.
+_VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING)
 
 
 class StepOutput(NamedTuple):
@@ -149,7 +149,7 @@ class PretrainMethod(EncoderMethod, ABC):
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
     ``views`` makes two augmented views of every image (a ``ViewBatch``), and the labels are never
     used for training.
-    Logged: ``{train,val}_loss``, ``{train,val}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
+    Logged: ``{train,val,test}_loss``, ``{train,val,test}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
     """
 
     # True where z1 and z2 come from different networks: rank across the two views only.
@@ -195,6 +195,10 @@ class PretrainMethod(EncoderMethod, ABC):
     def validation_step(self, batch: ViewBatch, batch_idx: int) -> dict[str, Tensor]:
         out = self._shared_step(batch, "val")
         return {"loss": out.loss, "features": self.encoder(batch.images), "labels": batch.labels}
+
+    def test_step(self, batch: ViewBatch, batch_idx: int) -> None:
+        """``ssl-lightning test``: the loss and ranking metrics on views of the test split."""
+        self._shared_step(batch, "test")
 
 
 class MomentumPretrainMethod(PretrainMethod):

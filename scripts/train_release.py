@@ -84,14 +84,15 @@ def hardware() -> str:
 
 
 def final_metrics(events: list[Path]) -> dict[str, float]:
-    """The last logged value of every loss and accuracy of a run (not the learning rates)."""
+    """The last logged value of every loss and accuracy of a run (not the learning rates, nor the
+    HParams tab's copies)."""
     metrics: dict[str, tuple[int, float]] = {}
     for path in events:
         accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             last = accumulator.Scalars(tag)[-1]
-            if not tag.startswith("lr-") and (tag not in metrics or last.step >= metrics[tag][0]):
+            if not tag.startswith(("lr-", "hparams/")) and (tag not in metrics or last.step >= metrics[tag][0]):
                 metrics[tag] = (last.step, last.value)
     return {tag: value for tag, (_, value) in sorted(metrics.items())}
 
@@ -102,7 +103,7 @@ def headline(rows: pd.DataFrame) -> dict[str, float]:
             for label, (evaluator, budget) in HEADLINE.items()}
 
 
-def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame) -> str:
+def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame, note: str | None) -> str:
     timing = json.loads((folder / "release-timing.json").read_text())
     metrics = final_metrics(sorted(folder.glob("events.out.tfevents.*")))
     epochs = int(metrics.get("epoch", -1)) + 1
@@ -124,7 +125,7 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         "",
         f"- Command: `{timing['command'].replace(f'{REPO}/', '')}` (run by `python scripts/train_release.py`)",
         f"- Hardware: {hardware()}",
-        f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)",
+        f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)" + (f"; {note}" if note else ""),
         f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir checkpoints/{name}`",
         "",
         "Final logged metrics (the last value of each; `val_` on the 5,000 held-out images):",
@@ -172,7 +173,7 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
         checkpoint = read_checkpoint(out / f"{name}.pt")
         encoder, method_class = checkpoint["encoder_config"], checkpoint["method"]
         rows = table[table["model"] == name]
-        (out / f"{name}.md").write_text(model_card(name, method_class, folder, encoder, rows))
+        (out / f"{name}.md").write_text(model_card(name, method_class, folder, encoder, rows, args.card_note))
         files = [f"{name}.pt", f"{name}.md", *(str(p.relative_to(out)) for p in sorted((out / name).iterdir()))]
         entries[name] = {"weights": f"{name}.pt", "card": f"{name}.md", "method": method_class,
                          "encoder": f"{encoder['backbone']} w{encoder['width']}", "headline": headline(rows), "files": files}
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue each method's newest run from its last.ckpt")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the sweep over all checkpoints goes")
     parser.add_argument("--fit_args", nargs=argparse.REMAINDER, default=[], help="passed on to `ssl-lightning fit` (last)")
+    parser.add_argument("--card_note", help="a remark on the training time for every model card (e.g. other work on the machine)")
     parser.add_argument("--quick", action="store_true", help="a small sweep (2,000 train images, 2 budgets, 1 seed, 1,000 test images), for tests")
     args = parser.parse_args()
     if args.stage in ("all", "train"):

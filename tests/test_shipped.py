@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.errors import CheckpointError
 from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.evaluation import extract_features, fit_linear_probe
+from ssl_lightning.evaluation.label_efficiency import Split, evaluate_features
 
 RELEASE = ["simclr", "moco", "byol", "barlow-twins", "supervised"]
 RELEASE_NAMES = sorted(f"{name}-fashion-mnist" for name in RELEASE)
@@ -130,3 +132,21 @@ def test_release_script_trains_packages_and_loads(tmp_path, monkeypatch):
         assert 0 <= entry["headline"]["linear probe, all labels"] <= 1
         assert load_encoder(name)(torch.rand(2, 1, 28, 28)).shape == (2, 8 * 8)
     assert (tmp_path / "results" / "results.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RELEASE_NAMES)
+def test_model_card_accuracy_is_what_a_user_gets(name):
+    """The card's linear probe at 10 labels per class (seed 0), recomputed from the shipped file."""
+    cards = pd.read_csv(REPO / "results" / "release" / "results.csv")
+    row = cards[(cards["model"] == name) & (cards["evaluator"] == "linear probe") & (cards["labels_per_class"] == "10")
+                & (cards["seed"] == 0)]
+    assert len(row) == 1
+    split = Split.from_data(FashionMNISTDataModule())
+    idx = sample_per_class(split.pool[1], 10, seed=0)
+    drawn = Split((split.pool[0][idx], split.pool[1][idx]), split.val, split.test)  # budget "all" of the drawn images = the draw
+    encoder = load_encoder(name)
+    features = {part: extract_features(encoder, images) for part, (images, _) in
+                {"pool": drawn.pool, "val": drawn.val, "test": drawn.test}.items()}
+    [result] = evaluate_features(name, features, drawn, ["all"], 1, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 200, 0.1, 10)[:1]
+    assert result.test_acc == pytest.approx(float(row["test_acc"].iloc[0]), abs=0.002)

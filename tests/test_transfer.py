@@ -232,6 +232,7 @@ log_dir: {tmp_path / 'logs'}
     assert table.loc[1, "trainable_params"] == 8 * 8 * 2 + 2  # the head alone
     assert "RGB -> grayscale" in table.loc[0, "adaptation"]
     assert (tmp_path / "results" / "bees" / "val_accuracy.png").stat().st_size > 5_000
+    assert set(pd.read_csv(tmp_path / "results" / "bees" / "val_accuracy.csv")["epoch"]) == {1, 2}
     assert "| scratch |" in (tmp_path / "results" / "bees" / "results.md").read_text()
     for run in ("simclr_finetune", "simclr_feature_extract", "scratch"):
         events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()

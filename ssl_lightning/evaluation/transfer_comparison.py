@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint  # 
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
 from ssl_lightning.augment import ViewConfig  # noqa: E402
+from ssl_lightning.callbacks import HParamsSummary  # noqa: E402
 from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.label_efficiency import checkpoint_name  # noqa: E402
@@ -126,7 +127,8 @@ def compare(
         best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val_acc", mode="max", filename="best-{epoch}")
         validation = ValidationHistory()
         trainer = Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=logger, num_sanity_val_steps=0,
-                          callbacks=[best, validation, LearningRateMonitor("step")], limit_train_batches=limit_train_batches,
+                          callbacks=[best, validation, LearningRateMonitor("step"), HParamsSummary()],
+                          limit_train_batches=limit_train_batches,
                           log_every_n_steps=1, enable_model_summary=False)
         start = time.perf_counter()
         trainer.fit(model, datamodule=data)
@@ -137,7 +139,8 @@ def compare(
         rows.append({"run": run, "source": source_name(source), "mode": mode, "trainable_params": trainable,
                      "best_val_acc": best_val, "best_epoch": best_epoch, "test_acc": test_acc, "train_seconds": seconds,
                      "adaptation": model.adaptation})
-        history += [{"run": run, "epoch": epoch, "val_acc": acc} for epoch, acc in validation.history]
+        history += [{"run": run, "mode": "scratch" if source == RANDOM else mode, "epoch": epoch, "val_acc": acc}
+                    for epoch, acc in validation.history]
     table = pd.DataFrame(rows)
     out = Path(output_dir) / target
     write_comparison(table, pd.DataFrame(history), out, f"{target}, {max_epochs} epochs")
@@ -146,7 +149,7 @@ def compare(
 
 
 def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, title: str) -> None:
-    """results.csv, results.md (the table) and val_accuracy.png (every run's validation curve)."""
+    """results.csv, results.md (the table), val_accuracy.csv and .png (every run's validation curve)."""
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
     lines = ["| run | trainable parameters | best val acc | at epoch | test acc | train time |", "|---|---:|---:|---:|---:|---:|"]
@@ -154,9 +157,11 @@ def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, titl
               f"{r.train_seconds:.0f} s |" for r in table.itertuples()]
     adaptations = "; ".join(sorted(set(table["adaptation"])))
     (out / "results.md").write_text("\n".join([*lines, "", f"Input adaptation: {adaptations}.", ""]))
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(history, x="epoch", y="val_acc", hue="run", marker="o", markersize=4, ax=axis)
+    history.to_csv(out / "val_accuracy.csv", index=False)
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    sns.lineplot(history, x="epoch", y="val_acc", hue="run", style="mode", marker="o", markersize=4, ax=axis)
     axis.set(title=f"Validation accuracy per epoch ({title})", ylabel="validation accuracy")
+    axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(out / "val_accuracy.png", dpi=120)

@@ -28,7 +28,7 @@ from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
 from ssl_lightning.data.label_budget import sample_per_class  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
-from ssl_lightning.evaluation.label_efficiency import checkpoint_name  # noqa: E402
+from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
 
 
 def class_names(data: InMemoryDataModule, labels: Tensor) -> list[str]:
@@ -109,11 +109,6 @@ def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path
     return path
 
 
-def source_title(source: str) -> str:
-    """A shipped name as it is; a checkpoint file by the method stored in it."""
-    return checkpoint_name(Path(source)).lower()
-
-
 def output_folder(output_dir: Path | None, name: str) -> Path:
     folder = Path(output_dir) if output_dir else Path("results") / "visualize" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,8 +122,8 @@ def embeddings(source: str, data: InMemoryDataModule, num_images: int = 2000, ou
     images, labels = data.load_split(train=False)
     keep = seeded_subset(len(labels), num_images)
     features = cached_features(encoder, images[keep], type(data).__name__, f"test-{num_images}", cache_dir)
-    return embedding_plots(features, class_names(data, labels[keep]), output_folder(output_dir, source_title(source)),
-                           f"{source_title(source)}, {len(keep)} test images")
+    return embedding_plots(features, class_names(data, labels[keep]), output_folder(output_dir, source_name(source)),
+                           f"{source_name(source)}, {len(keep)} test images")
 
 
 def neighbours(source: str, data: InMemoryDataModule, queries: int = 10, k: int = 8, gallery_size: int = 10000,
@@ -146,9 +141,9 @@ def neighbours(source: str, data: InMemoryDataModule, queries: int = 10, k: int 
     gallery_features = cached_features(encoder, gallery[0], dataset, f"train-{gallery_size}", cache_dir)
     query_features = cached_features(encoder, query[0], dataset, f"queries-{queries}", cache_dir)
     names = list(getattr(data, "classes", None) or map(str, range(data.num_classes)))
-    path = output_folder(output_dir, source_title(source)) / "neighbours.png"
+    path = output_folder(output_dir, source_name(source)) / "neighbours.png"
     return retrieval_grid(query, gallery, query_features, gallery_features, names, k, path,
-                          f"{source_title(source)}, {len(keep)} train images")
+                          f"{source_name(source)}, {len(keep)} train images")
 
 
 def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_dir: Path | None = None) -> Path:

@@ -156,6 +156,12 @@ def train_supervised(
     return rows
 
 
+def source_name(source: str) -> str:
+    """How tables and folders name a source: a checkpoint file by its method (lower case), a
+    shipped or torchvision weights name as it is."""
+    return checkpoint_name(Path(source)).lower() if Path(source).is_file() else str(source)
+
+
 def checkpoint_name(path: Path) -> str:
     """A shipped checkpoint's name, else the method's name stored in the checkpoint, else the run
     folder's (checkpoints/<name>/version_N/...)."""

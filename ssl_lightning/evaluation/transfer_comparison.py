@@ -31,7 +31,7 @@ from ssl_lightning.augment import ViewConfig  # noqa: E402
 from ssl_lightning.callbacks import HParamsSummary  # noqa: E402
 from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
-from ssl_lightning.evaluation.label_efficiency import checkpoint_name  # noqa: E402
+from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
 from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier  # noqa: E402
 
 SCRATCH = "scratch"
@@ -53,10 +53,6 @@ def target_name(data: InMemoryDataModule) -> str:
     if hasattr(data, "data_dir") and type(data).__name__ == "ImageFolderDataModule":
         name = Path(data.data_dir).resolve().parent.name or name  # root/train -> root's name
     return re.sub(r"[^\w.-]+", "-", name).lower()
-
-
-def source_name(source: str) -> str:
-    return checkpoint_name(Path(source)).lower() if Path(source).is_file() else source
 
 
 def next_run_folder(folder: Path) -> str:

@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.methods.base import ViewBatch
 
 
@@ -56,21 +57,15 @@ class EmbeddingProjector(Callback):
             raise ConfigError(f"projector num_images must be >= 0, got {num_images}")
         self.num_images = num_images
 
-    @torch.no_grad()
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data = getattr(trainer, "datamodule", None)
         val_set = getattr(data, "val_set", None)  # the in-memory data modules' validation images
         if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
             return
         images, labels = val_set.images[: self.num_images], val_set.labels[: self.num_images]
-        x = images.float() / 255  # (N, C, H, W) in [0, 1]
-        was_training = pl_module.encoder.training
-        pl_module.encoder.eval()
-        features = torch.cat([pl_module.encoder(batch.to(pl_module.device)).float().cpu() for batch in x.split(256)])  # (N, D)
-        pl_module.encoder.train(was_training)
-        names = getattr(data, "classes", None)
-        metadata = [names[i] if names else str(i) for i in labels.tolist()]
-        trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=x, global_step=trainer.global_step, tag="val_features")
+        features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
+        trainer.logger.experiment.add_embedding(features, metadata=data.class_names(labels), label_img=images.float() / 255,
+                                                global_step=trainer.global_step, tag="val_features")
 
 
 class HParamsSummary(Callback):

@@ -31,11 +31,6 @@ from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features
 from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
 
 
-def class_names(data: InMemoryDataModule, labels: Tensor) -> list[str]:
-    names = getattr(data, "classes", None)
-    return [names[i] if names else str(i) for i in labels.tolist()]
-
-
 def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
 
@@ -122,7 +117,7 @@ def embeddings(source: str, data: InMemoryDataModule, num_images: int = 2000, ou
     images, labels = data.load_split(train=False)
     keep = seeded_subset(len(labels), num_images)
     features = cached_features(encoder, images[keep], type(data).__name__, f"test-{num_images}", cache_dir)
-    return embedding_plots(features, class_names(data, labels[keep]), output_folder(output_dir, source_name(source)),
+    return embedding_plots(features, data.class_names(labels[keep]), output_folder(output_dir, source_name(source)),
                            f"{source_name(source)}, {len(keep)} test images")
 
 
@@ -140,7 +135,7 @@ def neighbours(source: str, data: InMemoryDataModule, queries: int = 10, k: int 
     dataset = type(data).__name__
     gallery_features = cached_features(encoder, gallery[0], dataset, f"train-{gallery_size}", cache_dir)
     query_features = cached_features(encoder, query[0], dataset, f"queries-{queries}", cache_dir)
-    names = list(getattr(data, "classes", None) or map(str, range(data.num_classes)))
+    names = data.class_names(torch.arange(data.num_classes))  # by label
     path = output_folder(output_dir, source_name(source)) / "neighbours.png"
     return retrieval_grid(query, gallery, query_features, gallery_features, names, k, path,
                           f"{source_name(source)}, {len(keep)} train images")

@@ -71,6 +71,11 @@ class InMemoryDataModule(LightningDataModule, ABC):
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
 
+    def class_names(self, labels: Tensor) -> list[str]:
+        """The name of each label's class (its number where the dataset has no ``classes``)."""
+        names = getattr(self, "classes", None)
+        return [names[i] if names else str(i) for i in labels.tolist()]
+
     @abstractmethod
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """uint8 images (N, C, H, W) and int64 labels (N,) of the train or the test split."""

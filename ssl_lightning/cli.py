@@ -12,6 +12,7 @@ Errors caused by input (``UserError``) print as one line; ``--verbose`` shows th
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -23,11 +24,12 @@ from typing import Any
 
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks.progress import ProgressBar as AnyProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, RunCheckpoint
+from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.online import OnlineEvaluation
@@ -82,6 +84,8 @@ class SSLLightningCLI(LightningCLI):
             logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
         if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
             read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
+        if not wants_our_progress_bar(config.trainer):
+            self.trainer_defaults["callbacks"] = [c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)]
         if self.subcommand == "fit":
             check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
             if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
@@ -119,11 +123,23 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI
         subclass_mode_model=True,
         subclass_mode_data=True,
         # Callbacks every run has, whatever the config lists.
-        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary()]},
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
         parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
         args=args,
         run=run,
     )
+
+
+def wants_our_progress_bar(trainer: Any) -> bool:
+    """False where the run has no progress bar, or where the config lists a progress bar of its own."""
+    if trainer.get("enable_progress_bar") is False:
+        return False
+    for callback in trainer.get("callbacks") or []:
+        path = callback.class_path if hasattr(callback, "class_path") else f"{type(callback).__module__}.{type(callback).__name__}"
+        module, _, name = path.rpartition(".")
+        if issubclass(getattr(importlib.import_module(module), name), AnyProgressBar):
+            return False
+    return True
 
 
 def check_writable(folder: Path) -> None:

@@ -136,6 +136,28 @@ def test_lars_step_matches_the_formula():
 
 @pytest.mark.parametrize("method", ["simclr", "supervised"])
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(method, random_images, tiny_simclr_kwargs, tmp_path):
+    model = nan_at_step_2(method, tiny_simclr_kwargs)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[checkpoint], max_epochs=3)
+    with pytest.raises(TrainingDivergedError, match=r"is (nan|inf) at step 2 \(epoch 0\)"):
+        trainer.fit(model, datamodule=random_images)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2  # the save after the bad step was refused
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_non_finite_loss_is_read_back_at_the_next_logging_step_not_at_every_step(random_images, tiny_simclr_kwargs, tmp_path):
+    model = nan_at_step_2("simclr", tiny_simclr_kwargs)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                      enable_model_summary=False, max_epochs=3, log_every_n_steps=4)
+    with pytest.raises(TrainingDivergedError, match=r"is nan at step 2 \(epoch 0\)"):
+        trainer.fit(model, datamodule=random_images)
+    assert trainer.global_step == 4
+
+
+def nan_at_step_2(method, tiny_simclr_kwargs):
+    """A model whose training loss is non-finite at step 2 only."""
     if method == "simclr":
         model = SimCLR(**tiny_simclr_kwargs)
         compute = model.compute_loss
@@ -145,14 +167,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(met
         classifier = model.classifier
         model.classifier = torch.nn.Sequential(classifier)
         model.classifier.register_forward_hook(lambda m, i, out: out * float("inf") if model.global_step == 2 and model.training else out)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
-    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[checkpoint], max_epochs=3)
-    with pytest.raises(TrainingDivergedError, match=r"is (nan|inf) at step 2 \(epoch 0\)"):
-        trainer.fit(model, datamodule=random_images)
-    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
-    assert saved["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    return model
 
 
 def test_images_that_do_not_fit_the_model_are_refused(random_images, tmp_path):

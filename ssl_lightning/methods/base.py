@@ -4,6 +4,7 @@ views in, the loss and the ranking metrics logged. ``MomentumPretrainMethod``: E
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -99,6 +100,7 @@ class EncoderMethod(LightningModule):
             mean=mean,
             std=std,
         )
+        self._first_nonfinite: Tensor | None = None  # (step, epoch, loss) of the first non-finite loss
         if channels_last:  # before subclasses copy the encoder (EMA targets): the copies keep the layout
             self.encoder.to(memory_format=torch.channels_last)
 
@@ -122,20 +124,44 @@ class EncoderMethod(LightningModule):
             )
 
     def check_finite(self, loss: Tensor) -> None:
-        """Stops training at the first non-finite loss, before it reaches the weights: the
-        checkpoints written so far hold the last good state."""
-        if not torch.isfinite(loss):
+        """Notes the first non-finite training loss on the loss's device. Reading it at every step
+        would make the host wait for the GPU; ``raise_if_diverged`` reads it where the host waits
+        anyway (every ``log_every_n_steps`` steps, at epoch ends) and before any checkpoint is written."""
+        loss = loss.detach().float()
+        step = torch.full((), self.global_step, dtype=torch.float32, device=loss.device)
+        epoch = torch.full((), self.current_epoch, dtype=torch.float32, device=loss.device)
+        record = torch.stack([step, epoch, loss])  # (3,)
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full_like(record, float("nan"))
+        first = torch.isnan(self._first_nonfinite[0]) & ~torch.isfinite(loss)
+        self._first_nonfinite = torch.where(first, record, self._first_nonfinite)
+
+    def raise_if_diverged(self) -> None:
+        """Stops training if a training loss was NaN or infinite; checkpoints written so far hold
+        finite weights (``on_save_checkpoint`` calls this before writing)."""
+        if self._first_nonfinite is None:
+            return
+        step, epoch, loss = self._first_nonfinite.tolist()
+        if not math.isnan(step):
             raise TrainingDivergedError(
-                f"the training loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                "training stopped and the checkpoints written so far are intact; lower model.init_args.lr "
-                "or check the data, then resume from the last checkpoint with --ckpt_path"
+                f"the training loss is {loss} at step {int(step)} (epoch {int(epoch)}); training stopped and the "
+                "checkpoints written so far are intact; lower model.init_args.lr or check the data, then resume "
+                "from the last checkpoint with --ckpt_path"
             )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.raise_if_diverged()
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_diverged()
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_diverged()  # never a checkpoint of non-finite weights
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone
         checkpoint[METHOD_KEY] = type(self).__name__  # names the encoder in evaluation tables
 
@@ -182,7 +208,8 @@ class PretrainMethod(EncoderMethod, ABC):
                 value,
                 on_step=per_step,
                 on_epoch=not per_step,
-                prog_bar=name in ("loss", "acc_top5"),
+                # Step metrics reach the bar through callbacks.ProgressBar, without a read every step.
+                prog_bar=not per_step and name in ("loss", "acc_top5"),
                 batch_size=x1.shape[0],
                 sync_dist=not per_step,  # epoch means over all processes under DDP
             )

@@ -1,0 +1,29 @@
+"""What keeps training fast, checked without a GPU (throughput itself lives in scripts/benchmark.py)."""
+
+import pytest
+
+import host_reads
+from conftest import SIMCLR_CONFIG, TINY, TINY_HEADS
+from ssl_lightning.cli import make_cli
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "supervised"])
+def test_training_steps_between_logging_steps_read_no_tensor_back_to_the_host(method, tmp_path):
+    """A run as `ssl-lightning fit` makes it (progress bar, TensorBoard, online evaluation, checkpoints
+    every 100 steps): steps 3 to 8 (logging every 10) read no tensor's value on the host."""
+    config = SIMCLR_CONFIG.with_name(f"{method}.yaml")
+    heads = TINY_HEADS.get(method, [])
+    make_cli(["fit", "--config", str(config), *TINY[:4], *heads, "--data.init_args.train_size=512", "--trainer.max_steps=9", "--trainer.log_every_n_steps=10",
+              f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              "--trainer.callbacks+=host_reads.RecordHostReads", "--trainer.callbacks.start=3", "--trainer.callbacks.stop=8"])
+    assert not host_reads.SEEN, f"host reads in steps 3-8: {dict(host_reads.SEEN)}"
+
+
+def test_the_recorder_sees_a_read_of_the_loss(tmp_path, monkeypatch):
+    """The check above can fail: a method that reads its loss at every step is caught."""
+    from ssl_lightning.methods import SimCLR
+
+    compute = SimCLR.compute_loss
+    monkeypatch.setattr(SimCLR, "compute_loss", lambda self, x1, x2: (out := compute(self, x1, x2), out.loss.item())[0])
+    with pytest.raises(AssertionError, match=r"item at .*test_speed.py"):
+        test_training_steps_between_logging_steps_read_no_tensor_back_to_the_host("simclr", tmp_path)

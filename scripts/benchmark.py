@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py training [--quick] [--out DIR] [--device cpu|cuda] [--batch-size N] ...
     python scripts/benchmark.py label-efficiency [--checkpoint PATH]
+    python scripts/benchmark.py time-to-accuracy [--config YAML] [--minutes 10] [fit overrides ...]
 
 training: for each method, with the same backbone, batch size and image size, in a fresh process
 each (so that peak memory is the method's own):
@@ -16,6 +17,12 @@ Writes DIR/benchmark.csv and DIR/benchmark.md. Target (issue 7): (a) >= 0.9 x (b
 label-efficiency: the label-budget sweep for one checkpoint on Fashion-MNIST (7 budgets x 3 seeds,
 linear probe with its weight-decay selection, and kNN) with the features cached; target <= 60 s on
 2 CPU cores (issue 5). Feature extraction (once per checkpoint) is timed apart.
+
+time-to-accuracy: `ssl-lightning fit` with a wall-clock limit (Lightning's max_time), then the linear
+probe on all of Fashion-MNIST's labels, scored on its test split; the online kNN and probe accuracy
+after each epoch, against minutes of training, from the run's TensorBoard events. Target (issue 7):
+>= 90% within 10 minutes on an H100. Choose --trainer.max_epochs so that the schedule ends inside
+the limit (a run cut by the limit ends with its learning rate still high).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ def hardware() -> str:
     return f"{device}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}"
 
 
-def label_efficiency(checkpoint: Path, seeds: int = 3) -> str:
+def label_efficiency(checkpoint: str, seeds: int = 3) -> str:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     data = FashionMNISTDataModule()
     split = Split.from_data(data)
@@ -71,7 +78,7 @@ def label_efficiency(checkpoint: Path, seeds: int = 3) -> str:
     lines = [
         "# Label-efficiency sweep on cached features",
         "",
-        f"Checkpoint: `{checkpoint.resolve().relative_to(REPO) if checkpoint.resolve().is_relative_to(REPO) else checkpoint}` (encoder {encoder.config['backbone']}, width {encoder.config['width']}, {encoder.out_dim}-d features).",
+        f"Checkpoint: `{checkpoint}` (encoder {encoder.config['backbone']}, width {encoder.config['width']}, {encoder.out_dim}-d features).",
         f"Hardware: {hardware()}.",
         "Command: `python scripts/benchmark.py label-efficiency`",
         "",
@@ -93,7 +100,7 @@ def label_efficiency(checkpoint: Path, seeds: int = 3) -> str:
 
 def training(args: argparse.Namespace) -> str:
     """Runs every measurement in its own process; writes benchmark.csv and returns the markdown."""
-    from training_benchmark import METHODS, Spec
+    from training_benchmark import Spec
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(device=device, batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
@@ -129,17 +136,20 @@ def training(args: argparse.Namespace) -> str:
         f"ResNet-18 (width {first.width}, {stem}), batch {first.batch_size}, {first.image_size}x{first.image_size} {data}, "
         f"{first.precision}, {'channels-last' if first.channels_last else 'NCHW'}{', torch.compile' if first.compile else ''}; "
         f"each method's heads, views and optimizer from its config. {first.steps} timed steps after "
-        f"{first.warmup} warm-up steps, each method in a fresh process.",
+        f"{first.warmup} warm-up steps, each method in a fresh process. Pipeline: Lightning's loop alone (no logger, "
+        "progress bar or callbacks); `ssl-lightning fit`: the same steps as the CLI runs the config (TensorBoard, "
+        "progress bar, online evaluation, checkpoint callbacks).",
         f"Hardware: {hardware()}.",
         f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
         "",
-        "| method | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | peak memory MB |",
-        "|---|---:|---:|---:|---:|",
+        "| method | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | `ssl-lightning fit` img/s | fit / model-only | peak memory MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for _, row in table.iterrows():
         ratio = row["pipeline_images_per_s"] / row["model_only_images_per_s"]
         lines.append(f"| {row['method']} | {row['pipeline_images_per_s']:.0f} | {row['model_only_images_per_s']:.0f} | "
-                     f"{ratio:.2f} | {row['peak_mem_mb']:.0f} |")
+                     f"{ratio:.2f} | {row['fit_images_per_s']:.0f} | {row['fit_images_per_s'] / row['model_only_images_per_s']:.2f} | "
+                     f"{row['peak_mem_mb']:.0f} |")
     simclr = table.set_index("method").loc["simclr"] if "simclr" in set(table["method"]) else None
     if simclr is not None and pd.notna(simclr["peer_images_per_s"]):
         lines += [
@@ -154,6 +164,80 @@ def training(args: argparse.Namespace) -> str:
             f"| **ratio ssl-lightning / lightly** | **{simclr['pipeline_images_per_s'] / simclr['peer_images_per_s']:.2f}** | |",
         ]
     return "\n".join(lines) + "\n"
+
+
+def max_time(minutes: float) -> str:
+    """Lightning's DD:HH:MM:SS for a number of minutes."""
+    seconds = round(minutes * 60)
+    return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Path) -> str:
+    """Trains with `ssl-lightning fit` for at most ``minutes``, probes the last checkpoint, and
+    writes ``out/curve.csv`` (online accuracy per epoch against minutes); returns the markdown."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ssl_lightning.checkpoint import read_checkpoint
+    from ssl_lightning.evaluation.label_efficiency import evaluate
+
+    console = Path(sys.executable).with_name("ssl-lightning")
+    with tempfile.TemporaryDirectory() as runs:
+        command = [str(console), "fit", "--config", str(config), f"--trainer.max_time={max_time(minutes)}",
+                   f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}", *fit_args]
+        print(" ".join(command), flush=True)
+        started = time.time()  # the events' wall_time is on this clock
+        subprocess.run(command, check=True)
+        process_s = time.time() - started
+        last = next(Path(runs).rglob("last.ckpt"))
+        state = read_checkpoint(last)
+        events = EventAccumulator(str(last.parents[1]), size_guidance={"scalars": 0}).Reload()
+        start = time.perf_counter()
+        table = evaluate([last], names=["trained"], budgets=["all"], seeds=1, references=False,
+                         output_dir=Path(runs) / "evaluation", cache_dir=None)
+        probe_s = time.perf_counter() - start
+
+    def series(tag: str) -> pd.Series:
+        points = events.Scalars(tag) if tag in events.Tags()["scalars"] else []
+        return pd.Series({point.step: point.value for point in points}, name=tag, dtype=float)
+
+    val = events.Scalars("val_knn_acc") if "val_knn_acc" in events.Tags()["scalars"] else []
+    curve = pd.DataFrame({"minutes": pd.Series({p.step: (p.wall_time - started) / 60 for p in val}, dtype=float),
+                          "val_knn_acc": series("val_knn_acc"), "val_online_probe_acc": series("val_online_probe_acc")})
+    curve.index.name = "step"
+    out.mkdir(parents=True, exist_ok=True)
+    curve.to_csv(out / "curve.csv", float_format="%.4f")
+    accuracy = table.set_index("evaluator")["test_acc"]
+    epochs = state["global_step"] / (curve.index[0] + 1)  # the first validation ends the first epoch
+    images = state["global_step"] * int(state["datamodule_hyper_parameters"]["batch_size"])
+    lines = [
+        "# Time to accuracy",
+        "",
+        f"`ssl-lightning fit --config {config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
+        f"{' '.join(fit_args)} with a limit of {minutes:g} minutes of training, then a linear probe on the "
+        "frozen features of all 55,000 training images (weight decay chosen on the 5,000 validation images), "
+        "scored on the 10,000 test images.",
+        f"Hardware: {hardware()}.",
+        f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
+        "",
+        "| what | value |",
+        "|---|---:|",
+        f"| training limit (Lightning max_time) | {minutes:g} min |",
+        f"| the fit process, start to end (data loading, validation, checkpoints) | {process_s / 60:.1f} min |",
+        f"| epochs | {epochs:.1f} |",
+        f"| optimizer steps | {state['global_step']} ({images:,} images) |",
+        f"| **linear probe, test accuracy (target >= 90% in 10 min on an H100)** | **{100 * accuracy['linear probe']:.1f}%** |",
+        f"| kNN (k=200), test accuracy | {100 * accuracy['kNN']:.1f}% |",
+        f"| probe + kNN evaluation (features of 70,000 images, not counted above) | {probe_s / 60:.1f} min |",
+        "",
+        "Online accuracy on the validation images after each epoch (minutes since the fit command started):",
+        "",
+        "| step | minutes | online kNN | online probe |",
+        "|---:|---:|---:|---:|",
+        *(f"| {step} | {row.minutes:.1f} | {100 * row.val_knn_acc:.1f}% | {100 * row.val_online_probe_acc:.1f}% |"
+          for step, row in curve.iterrows()),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -177,10 +261,20 @@ def main() -> None:
     tr.add_argument("--no-channels-last", action="store_true", help="keep the convolutions in the NCHW layout")
     tr.add_argument("--compile", action="store_true", help="torch.compile the backbones (add warm-up steps: compiling is slow)")
     le = sub.add_parser("label-efficiency", help="the label-budget sweep on cached features")
-    le.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints/simclr/version_0/checkpoints/last.ckpt")
+    le.add_argument("--checkpoint", default="simclr-fashion-mnist", help="a checkpoint file or a shipped checkpoint's name")
     le.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    if args.benchmark == "training":
+    ta = sub.add_parser("time-to-accuracy", help="minutes of training to a linear-probe accuracy on Fashion-MNIST",
+                        description="Further arguments go to `ssl-lightning fit`, e.g. --trainer.max_epochs=5.")
+    ta.add_argument("--config", type=Path, default=REPO / "ssl_lightning/configs/simclr.yaml")
+    ta.add_argument("--minutes", type=float, default=10.0, help="the training time limit")
+    ta.add_argument("--out", type=Path, default=OUTPUT / "time_to_accuracy", help="folder for results.md and curve.csv")
+    args, fit_args = parser.parse_known_args()
+    if fit_args and args.benchmark != "time-to-accuracy":
+        parser.error(f"unrecognized arguments: {' '.join(fit_args)}")
+    if args.benchmark == "time-to-accuracy":
+        report = time_to_accuracy(args.config.resolve(), args.minutes, fit_args, args.out)
+        path = args.out / "results.md"
+    elif args.benchmark == "training":
         from training_benchmark import METHODS
 
         args.methods = args.methods or list(METHODS)

@@ -11,6 +11,7 @@ import logging
 import os
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,8 +67,11 @@ class SyntheticImages(InMemoryDataModule):
 def make_data(spec: Spec) -> InMemoryDataModule:
     if (spec.image_size, spec.channels) == (28, 1):
         return FashionMNISTDataModule(batch_size=spec.batch_size, val_size=1000)
-    needed = (spec.warmup + spec.steps + 2) * spec.batch_size + 1000
-    return SyntheticImages(spec.image_size, spec.channels, needed, batch_size=spec.batch_size, val_size=1000)
+    return SyntheticImages(spec.image_size, spec.channels, images_needed(spec), batch_size=spec.batch_size, val_size=1000)
+
+
+def images_needed(spec: Spec) -> int:
+    return (spec.warmup + spec.steps + 2) * spec.batch_size + 1000  # every timed step in the first epoch
 
 
 def make_method(spec: Spec, data: InMemoryDataModule) -> EncoderMethod:
@@ -111,6 +115,29 @@ def pipeline(spec: Spec) -> float:
                       limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(make_method(spec, data), datamodule=data)
+    return spec.steps * spec.batch_size / (timer.end - timer.start)
+
+
+def fit(spec: Spec) -> float:
+    """The pipeline as `ssl-lightning fit` runs the method's config: with its TensorBoard logging,
+    progress bar, online evaluation and checkpoint callbacks (the timed steps hold no validation)."""
+    from ssl_lightning.cli import make_cli
+
+    with tempfile.TemporaryDirectory() as runs:
+        args = ["fit", "--config", str(CONFIGS / f"{spec.method}.yaml"), "--model.init_args.backbone=resnet18",
+                f"--model.init_args.width={spec.width}", f"--model.init_args.small_images={spec.small_images}",
+                f"--model.init_args.channels_last={spec.channels_last}", f"--model.init_args.compile={spec.compile}",
+                f"--trainer.accelerator={spec.device}", f"--trainer.precision={spec.precision}",
+                f"--trainer.max_steps={spec.warmup + spec.steps}", f"--trainer.default_root_dir={runs}",
+                f"--trainer.logger.init_args.save_dir={runs}", "--trainer.callbacks+=training_benchmark.StepTimer",
+                f"--trainer.callbacks.warmup={spec.warmup}", f"--trainer.callbacks.device={spec.device}",
+                f"--data.init_args.batch_size={spec.batch_size}", "--data.init_args.val_size=1000"]
+        if (spec.image_size, spec.channels) != (28, 1):
+            args += ["--data.class_path=training_benchmark.SyntheticImages", f"--data.init_args.image_size={spec.image_size}",
+                     f"--data.init_args.channels={spec.channels}", f"--data.init_args.num_images={images_needed(spec)}"]
+        trainer = make_cli(args).trainer
+    # As a script this module is __main__: the CLI's StepTimer is training_benchmark's, another class.
+    timer = next(c for c in trainer.callbacks if type(c).__name__ == "StepTimer")
     return spec.steps * spec.batch_size / (timer.end - timer.start)
 
 
@@ -207,13 +234,13 @@ def peak_memory_mb(device: str) -> float:
 
 
 def measure(spec: Spec) -> dict:
-    """One process, one method: pipeline first (its peak memory is the one reported), then model-only;
-    or the peer alone."""
+    """One process, one method: pipeline first (its peak memory is the one reported), then as
+    `ssl-lightning fit` runs it, then model-only; or the peer alone."""
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     torch.manual_seed(0)
     if spec.peer:
         return {"peer_images_per_s": peer(spec), "peer_peak_mem_mb": peak_memory_mb(spec.device)}
-    result = {"pipeline_images_per_s": pipeline(spec), "peak_mem_mb": peak_memory_mb(spec.device)}
+    result = {"pipeline_images_per_s": pipeline(spec), "peak_mem_mb": peak_memory_mb(spec.device), "fit_images_per_s": fit(spec)}
     if spec.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result["model_only_images_per_s"] = model_only(spec)

@@ -22,6 +22,8 @@ from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.callbacks.progress import ProgressBar as AnyProgressBar
@@ -84,6 +86,8 @@ class SSLLightningCLI(LightningCLI):
             logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
         if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
             read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
+        if config.trainer.get("precision") is None:
+            config.trainer.precision = default_precision(config.trainer.accelerator)
         if not wants_our_progress_bar(config.trainer):
             self.trainer_defaults["callbacks"] = [c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)]
         if self.subcommand == "fit":
@@ -128,6 +132,13 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI
         args=args,
         run=run,
     )
+
+
+def default_precision(accelerator: Any) -> str | None:
+    """bf16 mixed precision where the run will use a GPU with bf16 (NVIDIA Ampere and later);
+    otherwise None, Lightning's default (32-bit)."""
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else None
 
 
 def wants_our_progress_bar(trainer: Any) -> bool:
@@ -214,11 +225,11 @@ def _argument_error_line(err: ArgumentError) -> str:
     return ": ".join(lines) + " (see --help for the accepted options)"
 
 
-def _user_error(err: BaseException | None) -> UserError | None:
-    """The UserError behind ``err``, if any: jsonargparse wraps errors raised while it builds the
-    classes in its own ValueError."""
+def _user_error(err: BaseException | None) -> Exception | None:
+    """The UserError (or Lightning's MisconfigurationException: a Trainer setting it refuses) behind
+    ``err``, if any: jsonargparse wraps errors raised while it builds the classes in its own ValueError."""
     while err is not None:
-        if isinstance(err, UserError):
+        if isinstance(err, (UserError, MisconfigurationException)):
             return err
         err = err.__cause__ or err.__context__
     return None

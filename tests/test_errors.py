@@ -61,6 +61,7 @@ CASES = {
     "earlier checkpoints in the folder": (
         lambda t, c: [f"--checkpoint.dirpath={t}", "--trainer.fast_dev_run=false", "--trainer.max_steps=1"] if (t / "old.ckpt").touch() is None else [],
         "already holds checkpoints of an earlier run"),
+    "a trainer setting Lightning refuses": (lambda t, c: ["--trainer.max_time=00:00:00:600"], "is not a valid duration"),
     "empty image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t}"], "has no class sub-folders"),
     "missing image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t / 'nowhere'}"], "image folder not found"),
     "unreadable image": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={image_folder_with_a_broken_file(t)}"],

@@ -1,6 +1,7 @@
 """What keeps training fast, checked without a GPU (throughput itself lives in scripts/benchmark.py)."""
 
 import pytest
+import torch
 
 import host_reads
 from conftest import SIMCLR_CONFIG, TINY, TINY_HEADS
@@ -27,3 +28,26 @@ def test_the_recorder_sees_a_read_of_the_loss(tmp_path, monkeypatch):
     monkeypatch.setattr(SimCLR, "compute_loss", lambda self, x1, x2: (out := compute(self, x1, x2), out.loss.item())[0])
     with pytest.raises(AssertionError, match=r"item at .*test_speed.py"):
         test_training_steps_between_logging_steps_read_no_tensor_back_to_the_host("simclr", tmp_path)
+
+
+def test_runs_on_a_gpu_default_to_bf16_mixed_precision(monkeypatch):
+    from ssl_lightning.cli import default_precision
+
+    assert default_precision("auto") is None  # this machine: no GPU, Lightning's 32-bit
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert default_precision("auto") == default_precision("gpu") == "bf16-mixed"
+    assert default_precision("cpu") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # before Ampere
+    assert default_precision("auto") is None
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "supervised"])
+def test_every_method_trains_under_bf16_autocast(method, tmp_path):
+    """bf16-mixed on the CPU's autocast: the dtypes meet (queue, targets, losses, metrics, online probe)."""
+    config = SIMCLR_CONFIG.with_name(f"{method}.yaml")
+    cli = make_cli(["fit", "--config", str(config), *TINY[:4], *TINY_HEADS.get(method, []), "--trainer.fast_dev_run=true",
+                    "--trainer.precision=bf16-mixed", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.trainer.precision == "bf16-mixed"
+    logged = cli.trainer.logged_metrics
+    assert logged and all(torch.isfinite(value).all() for value in logged.values())

@@ -1,5 +1,6 @@
 """End to end through the real console script, in a temporary working directory."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from ssl_lightning.cli import main
 from ssl_lightning.methods import SimCLR
 
 pytestmark = pytest.mark.slow
+BENCHMARK = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 CONSOLE_SCRIPT = shutil.which("ssl-lightning", path=str(Path(sys.executable).parent))
 
 
@@ -158,7 +160,7 @@ def test_sweep_input_errors_are_one_line(tmp_path):
 
 def test_training_benchmark_writes_its_table(tmp_path):
     out = tmp_path / "bench"
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"), "training",
+    result = subprocess.run([sys.executable, str(BENCHMARK), "training",
                              "--out", str(out), "--methods", "simclr", "byol", "--batch-size=16", "--width=8",
                              "--warmup=1", "--steps=2", "--workers=1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,4 +170,32 @@ def test_training_benchmark_writes_its_table(tmp_path):
     assert list(table["method"]) == ["simclr", "byol"]
     assert (table[["pipeline_images_per_s", "model_only_images_per_s", "peak_mem_mb"]] > 0).all().all()
     assert table.loc[0, "peer_images_per_s"] > 0 and pd.isna(table.loc[1, "peer_images_per_s"])  # the peer: SimCLR only
-    assert "ratio ssl-lightning / lightly" in (out / "benchmark.md").read_text()
+    report = (out / "benchmark.md").read_text()
+    assert "ratio ssl-lightning / lightly" in report and "`ssl-lightning fit` img/s" in report
+
+
+def test_training_benchmark_on_synthetic_colour_images(tmp_path):
+    """The GPU target's shape (3 channels, 32 pixels), here 3 x 16: synthetic images, also through the CLI."""
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, str(BENCHMARK), "training", "--out", str(out), "--methods", "supervised",
+                             "--image-size=16", "--channels=3", "--batch-size=16", "--width=8", "--warmup=1", "--steps=2",
+                             "--no-peer"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "16x16 synthetic 3-channel images" in (out / "benchmark.md").read_text()
+    assert (pd.read_csv(out / "benchmark.csv")[["pipeline_images_per_s", "model_only_images_per_s"]] > 0).all().all()
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_benchmark_trains_probes_and_writes_the_curve(tmp_path):
+    out = tmp_path / "tta"
+    result = subprocess.run([sys.executable, str(BENCHMARK), "time-to-accuracy", "--minutes", "0.5", "--out", str(out),
+                             "--model.init_args.width=8", "--data.init_args.train_size=1024", "--data.init_args.val_size=256",
+                             "--trainer.max_epochs=2"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = pd.read_csv(out / "curve.csv")
+    assert list(curve["step"]) == [3, 7] and (curve["minutes"] > 0).all()  # 1024 images / 256 per batch = 4 steps an epoch
+    assert curve["val_knn_acc"].between(0.1, 1).all()
+    report = (out / "results.md").read_text()
+    assert "| epochs | 2.0 |" in report and "| optimizer steps | 8 (2,048 images) |" in report
+    probe = float(re.search(r"linear probe, test accuracy .*\*\*(\d+\.\d)%\*\*", report).group(1))
+    assert 30 < probe < 100  # 10 classes: chance is 10%

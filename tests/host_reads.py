@@ -42,6 +42,13 @@ class RecordHostReads(Callback):
             SEEN.clear()
             self.mode = _RecordReads()
             self.mode.__enter__()
-        elif trainer.global_step == self.stop and self.mode is not None:
+        elif trainer.global_step == self.stop:
+            self._stop()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._stop()  # also where the run ended inside the window
+
+    def _stop(self) -> None:
+        if self.mode is not None:
             self.mode.__exit__(None, None, None)
             self.mode = None

@@ -4,7 +4,6 @@ problem and the fix, with a non-zero exit and no traceback."""
 from pathlib import Path
 
 import pytest
-import torch
 from pytorch_lightning import Trainer
 
 from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages

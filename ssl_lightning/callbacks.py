@@ -83,10 +83,10 @@ class HParamsSummary(Callback):
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's progress bar, showing the step metrics ``step_metrics`` as of the first step and
-    the last logging step (every ``log_every_n_steps`` steps). Lightning reads metrics logged with ``prog_bar=True``
-    to the host at every step, and each read makes the host wait for the GPU to finish the step; so
-    the methods leave their step metrics out of ``prog_bar`` and this bar reads them when the logger
-    does.
+    the last logging step (every ``log_every_n_steps`` steps). Lightning reads metrics logged with
+    ``prog_bar=True`` to the host at every step, and each read makes the host wait for the GPU to
+    finish the step; so the methods leave their step metrics out of ``prog_bar`` and this bar reads
+    them when the logger does.
 
     Args:
         step_metrics: names of logged step metrics to show, where the method logs them.

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import host_reads
-from conftest import SIMCLR_CONFIG, TINY, TINY_HEADS
+from conftest import SIMCLR_CONFIG, TINY_DATA, TINY_HEADS
 from ssl_lightning.cli import make_cli
 
 
@@ -14,7 +14,7 @@ def test_training_steps_between_logging_steps_read_no_tensor_back_to_the_host(me
     every 100 steps): steps 3 to 8 (logging every 10) read no tensor's value on the host."""
     config = SIMCLR_CONFIG.with_name(f"{method}.yaml")
     heads = TINY_HEADS.get(method, [])
-    make_cli(["fit", "--config", str(config), *TINY[:4], *heads, "--data.init_args.train_size=512", "--trainer.max_steps=9", "--trainer.log_every_n_steps=10",
+    make_cli(["fit", "--config", str(config), *TINY_DATA, *heads, "--data.init_args.train_size=512", "--trainer.max_steps=9", "--trainer.log_every_n_steps=10",
               f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
               "--trainer.callbacks+=host_reads.RecordHostReads", "--trainer.callbacks.start=3", "--trainer.callbacks.stop=8"])
     assert not host_reads.SEEN, f"host reads in steps 3-8: {dict(host_reads.SEEN)}"
@@ -46,7 +46,7 @@ def test_runs_on_a_gpu_default_to_bf16_mixed_precision(monkeypatch):
 def test_every_method_trains_under_bf16_autocast(method, tmp_path):
     """bf16-mixed on the CPU's autocast: the dtypes meet (queue, targets, losses, metrics, online probe)."""
     config = SIMCLR_CONFIG.with_name(f"{method}.yaml")
-    cli = make_cli(["fit", "--config", str(config), *TINY[:4], *TINY_HEADS.get(method, []), "--trainer.fast_dev_run=true",
+    cli = make_cli(["fit", "--config", str(config), *TINY_DATA, *TINY_HEADS.get(method, []), "--trainer.fast_dev_run=true",
                     "--trainer.precision=bf16-mixed", f"--trainer.default_root_dir={tmp_path}"])
     assert cli.trainer.precision == "bf16-mixed"
     logged = cli.trainer.logged_metrics

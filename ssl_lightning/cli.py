@@ -4,6 +4,7 @@
     ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
     ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
+    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N   (litdata shards for ShardedDataModule)
     ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
     ssl-lightning visualize embeddings|neighbours|views ...   (PNGs; see ssl_lightning/visualize.py)
 
@@ -191,6 +192,10 @@ def main(args: list[str] | None = None) -> None:
             from ssl_lightning.evaluation.transfer_comparison import main as transfer
 
             transfer(args[1:])
+        elif args[:1] == ["prepare"]:
+            from ssl_lightning.data.prepare import main as prepare
+
+            prepare(args[1:])
         elif args[:1] == ["checkpoints"]:
             print(describe())
         elif args[:1] == ["visualize"]:

@@ -1,0 +1,221 @@
+"""``ssl-lightning prepare``: images decoded once to a fixed size and written as litdata shards,
+which ``ShardedDataModule`` reads (see ``ssl_lightning.data.shards`` for the folder's layout).
+
+    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N [--labels folders|none] [--test_dir ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import pickle
+import random
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssl_lightning.data.shards import LABELS_FILE, METADATA_FILE, ShardsMetadata
+from ssl_lightning.errors import ConfigError, UserError
+
+IMAGES_PER_TASK = 64  # what a litdata worker decodes in one go: a step of the progress bar, one stats file
+ERROR_FILE = "error.pickle"  # a user error met in a worker, so the caller can raise it as itself
+
+
+class WriteTask:
+    """What each litdata worker runs on a task (a list of image positions in ``source``): decodes
+    the images and yields them as shard items, then saves the task's per-channel pixel sums and sums
+    of squares (for the mean and std) in ``stats_dir``.
+
+    A user error (an unreadable image) is saved in ``stats_dir`` rather than raised, and every
+    worker then stops: litdata ends its workers without their helper processes when one raises.
+    """
+
+    def __init__(self, source: Any, stats_dir: Path) -> None:
+        self.source = source
+        self.stats_dir = stats_dir
+        self.shape = (source.num_channels, source.image_size, source.image_size)
+
+    def __call__(self, task: list[int]) -> Iterator[dict[str, Any]]:
+        sums = torch.zeros(2, self.shape[0], dtype=torch.float64)  # (2, C): sum, sum of squares
+        error = self.stats_dir / ERROR_FILE
+        for index in task:
+            if error.exists():  # another task met one
+                return
+            try:
+                image = self.source.decode(index)  # (C, S, S) uint8
+                if image.shape != self.shape or image.dtype != torch.uint8:
+                    raise ConfigError(f"{self.source.name(index)} decoded to {tuple(image.shape)} {image.dtype}, not "
+                                      f"{self.shape} uint8; its source's decode must give fixed-size images")
+            except UserError as err:
+                error.write_bytes(pickle.dumps(err))
+                return
+            pixels = image.flatten(1).double() / 255  # (C, S*S)
+            sums += torch.stack([pixels.sum(1), pixels.square().sum(1)])
+            yield {"image": image, "label": int(self.source.labels[index])}
+        np.save(self.stats_dir / f"{task[0]}.npy", sums.numpy())
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """litdata's ``optimize`` seeds the global random generators, sets the multiprocessing start
+    method and an environment variable of the process that calls it: all are put back afterwards."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    environ = dict(os.environ)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        multiprocessing.set_start_method(start_method, force=True)
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
+
+
+def write_split(source: Any, indices: Tensor, output: Path, num_workers: int, chunk_bytes: str, name: str) -> Tensor:
+    """Writes the images ``indices`` of ``source``, in that order, as litdata shards in ``output``,
+    with their labels; returns the per-channel pixel sums and sums of squares (2, C), in [0, 1] units."""
+    print(f"ssl-lightning: writing the {name} split: {len(indices)} images", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as stats:
+        stats_dir = Path(stats)
+        # litdata prints its steps, and an advertisement, on stdout; its progress bar is on stderr.
+        with process_state_kept(), contextlib.redirect_stdout(io.StringIO()):
+            from litdata import optimize  # its import sets the multiprocessing start method too
+
+            optimize(WriteTask(source, stats_dir), indices.tolist(), output_dir=str(output), chunk_bytes=chunk_bytes,
+                     num_workers=num_workers, batch_size=IMAGES_PER_TASK,
+                     keep_data_ordered=True,  # each worker a contiguous run, so the shards keep the order of indices
+                     # fork: spawn would import torch again in every worker (seconds each)
+                     start_method="fork" if sys.platform.startswith("linux") else None)
+        if (stats_dir / ERROR_FILE).is_file():
+            raise pickle.loads((stats_dir / ERROR_FILE).read_bytes())
+        sums = sum(torch.from_numpy(np.load(path)) for path in stats_dir.glob("*.npy"))
+    np.save(output / LABELS_FILE, source.labels[indices].numpy())
+    return sums
+
+
+def check_output_dir(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"{output} already exists and is not empty; choose another --output_dir (nothing was written)")
+
+
+def write_shards(
+    source: Any,
+    output_dir: str | Path,
+    val_size: int,
+    test_source: Any | None = None,
+    classes: Sequence[str] | None = None,
+    seed: int = 0,
+    num_workers: int = 1,
+    chunk_bytes: str = "64MB",
+) -> ShardsMetadata:
+    """Writes the images of ``source`` (an ``ImageSource``) as a sharded dataset in ``output_dir``:
+    a seeded random ``val_size`` of them as the val split, the rest as train, both in a seeded random
+    order (litdata shuffles chunks, then images within a chunk: chunks written class by class would
+    give batches of one class); ``test_source``'s images, in their order, as the test split; and
+    ``metadata.json`` with the images' facts and the train split's per-channel mean and std.
+
+    The dataset is written into a temporary folder next to ``output_dir`` and renamed to it when
+    complete, so ``output_dir`` never holds half a dataset; an existing non-empty one is refused.
+
+    Args:
+        source: the train images (``labels``, ``num_channels``, ``image_size``, ``decode(i)``).
+        output_dir: the folder to create (``ShardedDataModule``'s ``input_dir``).
+        val_size: images held out of ``source`` for validation.
+        test_source: the test images, with the same classes (None: no test split).
+        classes: the class names of the labels (None: the images have no labels).
+        seed: seed of the validation hold-out and of the images' order.
+        num_workers: processes that decode and write.
+        chunk_bytes: the size of a shard (litdata's chunk), e.g. "64MB".
+    """
+    output = Path(output_dir).expanduser()
+    check_output_dir(output)
+    n = len(source)
+    if not 0 < val_size < n:
+        raise ConfigError(f"--val_size must be between 1 and {n - 1} (the train folder has {n} images), got {val_size}")
+    if num_workers < 1:
+        raise ConfigError(f"--num_workers must be >= 1, got {num_workers}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # the data modules' hold-out rule
+    splits = {"train": (source, order[val_size:]), "val": (source, order[:val_size])}
+    if test_source is not None:
+        splits["test"] = (test_source, torch.arange(len(test_source)))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        sums = {name: write_split(images, indices, partial / name, num_workers, chunk_bytes, name)
+                for name, (images, indices) in splits.items()}
+        pixels = len(splits["train"][1]) * source.image_size**2
+        mean = sums["train"][0] / pixels  # (C,)
+        std = (sums["train"][1] / pixels - mean.square()).clamp(min=0).sqrt()
+        metadata = ShardsMetadata(
+            num_channels=source.num_channels, image_size=source.image_size, mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+            classes=tuple(classes) if classes is not None else None, sizes={name: len(indices) for name, (_, indices) in splits.items()},
+        )
+        (partial / METADATA_FILE).write_text(metadata.to_json())
+        partial.rename(output)  # replaces an empty output_dir
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return metadata
+
+
+def prepare(
+    data_dir: str,
+    output_dir: str,
+    image_size: int,
+    labels: Literal["auto", "folders", "none"] = "auto",
+    test_dir: str | None = None,
+    num_channels: int = 3,
+    val_size: int = 5000,
+    seed: int = 0,
+    num_workers: int | None = None,
+    chunk_bytes: str = "64MB",
+) -> ShardsMetadata:
+    """Writes an image folder as a sharded dataset for ``ShardedDataModule``.
+
+    Args:
+        data_dir: the train images: a folder of class sub-folders, or of images (see ``labels``).
+        output_dir: the folder to create (it must not exist, or be empty).
+        image_size: side of the square uint8 images written (shorter side resized, centre-cropped).
+        labels: "folders": class sub-folders give the labels; "none": no labels; "auto": folders
+            where there are class sub-folders.
+        test_dir: a test folder of the same classes (None: no test split).
+        num_channels: 3 (RGB) or 1 (grayscale).
+        val_size: images of ``data_dir`` held out for validation (seeded by ``seed``).
+        seed: seed of the hold-out and of the order the images are written in.
+        num_workers: processes that decode and write (None: one per CPU core).
+        chunk_bytes: the size of one shard, e.g. "64MB".
+    """
+    from ssl_lightning.data.image_folder import ImageFolderDataModule
+
+    if image_size < 1:
+        raise ConfigError(f"--image_size must be a positive number of pixels, got {image_size}; e.g. --image_size 32")
+    output = Path(output_dir).expanduser()
+    check_output_dir(output)  # before listing a large folder
+    data = ImageFolderDataModule(data_dir=data_dir, labels=labels, test_dir=test_dir, image_size=image_size, num_channels=num_channels)
+    metadata = write_shards(data.source(train=True), output, val_size=val_size,
+                            test_source=data.source(train=False) if test_dir else None, classes=data.classes, seed=seed,
+                            num_workers=num_workers or os.cpu_count() or 1, chunk_bytes=chunk_bytes)
+    print(f"ssl-lightning: wrote {output}: {', '.join(f'{k} {v}' for k, v in metadata.sizes.items())} images; train with "
+          f"--data.class_path=ShardedDataModule --data.init_args.input_dir={output}", file=sys.stderr)
+    return metadata
+
+
+def main(args: list[str] | None = None) -> None:
+    """``ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N [--option value ...]``."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="ssl-lightning prepare", description=prepare.__doc__.split("\n")[0])
+    parser.add_function_arguments(prepare)
+    prepare(**parser.parse_args(args).as_dict())

@@ -1,0 +1,143 @@
+"""Sharded datasets: written with litdata's optimize, read back with its StreamingDataset."""
+
+import multiprocessing
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shard_data import TensorSource, numbered_images, write_numbered_shards
+from ssl_lightning.data import ShardedDataModule
+from ssl_lightning.data.prepare import write_shards
+from ssl_lightning.errors import ConfigError, DataNotFoundError
+
+
+def process_state() -> tuple:
+    return (random.getstate(), np.random.get_state()[1].tobytes(), torch.get_rng_state().numpy().tobytes(),
+            multiprocessing.get_start_method(allow_none=True), dict(os.environ))
+
+
+def orphaned_forks() -> list[int]:
+    """Processes forked from this one (the same command line) whose parent is gone."""
+    me = Path("/proc/self/cmdline").read_bytes()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes() == me and (proc / "stat").read_text().split()[3] == "1":
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
+def assert_images_are_their_sources(images, labels, source):
+    """Image i of a batch is the source image its label names (every image is its own class)."""
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert torch.equal(images, source.images[labels])
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """100 numbered images: 80 train, 20 val, and a test split of 12, by 2 litdata workers."""
+    folder = tmp_path_factory.mktemp("data") / "shards"
+    state = process_state()
+    source = write_numbered_shards(folder, n=100, val_size=20, test_size=12, num_workers=2)
+    assert process_state() == state  # litdata's optimize changed the caller's generators, start method and env: all put back
+    return folder, source
+
+
+def test_shards_are_read_back_image_for_image(shards):
+    folder, source = shards
+    assert len(list((folder / "train").glob("chunk-*.bin"))) > 4  # several shards from each worker
+    data = ShardedDataModule(str(folder), batch_size=8)
+    data.setup("fit")
+    data.setup("test")
+    train, val = data.train_set.labels, data.val_set.labels
+    assert len(train) == 80 and len(val) == 20 and sorted(train.tolist() + val.tolist()) == list(range(100))
+    assert train.tolist() != sorted(train.tolist())  # written in a shuffled order
+    for dataset, images in ((data.train_set, source), (data.val_set, source), (data.test_set, numbered_images(12, seed=1))):
+        for position in range(len(dataset)):
+            image, label = dataset[position]
+            assert label == dataset.labels[position] and torch.equal(image, images.images[label])
+    batches = list(data.eval_dataloader(data.val_set))  # in order, nothing dropped
+    assert torch.equal(torch.cat([labels for _, labels in batches]), val)
+
+    assert (data.num_channels, data.image_size, data.num_classes, data.labelled) == (1, 16, 100, True)
+    assert data.class_names(torch.tensor([3, 0])) == ["image 3", "image 0"]
+    pixels = source.images[train].double() / 255  # the train split's statistics, measured while writing
+    assert data.mean == pytest.approx((pixels.mean().item(),)) and data.std == pytest.approx((pixels.std(correction=0).item(),))
+
+
+def test_the_same_seed_holds_out_the_same_images(shards, tmp_path):
+    folder, _ = shards
+    write_numbered_shards(tmp_path / "again", n=100, val_size=20)
+    write_numbered_shards(tmp_path / "other", n=100, val_size=20, seed=1)
+    val = {name: ShardedDataModule(str(path)).split("val").labels for name, path in
+           (("first", folder), ("again", tmp_path / "again"), ("other", tmp_path / "other"))}
+    assert torch.equal(val["first"], val["again"]) and set(val["first"].tolist()) != set(val["other"].tolist())
+
+
+def test_training_batches_are_full_shuffled_each_epoch_and_resume_mid_epoch(shards):
+    folder, source = shards
+    data = ShardedDataModule(str(folder), batch_size=8, num_workers=2)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    epochs = [[batch for batch in loader] for _ in range(2)]
+    assert len(loader) == len(epochs[0]) == 10
+    for images, labels in epochs[0]:
+        assert images.shape == (8, 1, 16, 16)
+        assert_images_are_their_sources(images, labels, source)
+    first, second = (torch.cat([labels for _, labels in epoch]) for epoch in epochs)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == sorted(data.train_set.labels.tolist())
+    assert not torch.equal(first, second)
+
+    interrupted = data.train_dataloader()
+    batches = iter(interrupted)
+    seen = [next(batches)[1] for _ in range(3)]
+    state = interrupted.state_dict()  # what Lightning saves in a checkpoint
+    resumed = ShardedDataModule(str(folder), batch_size=8, num_workers=2).train_dataloader()
+    resumed.load_state_dict(state)
+    assert torch.equal(torch.cat(seen + [labels for _, labels in resumed]), first)
+
+
+def test_a_remote_input_dir_is_read_through_litdatas_downloader(shards, tmp_path):
+    """litdata's ``local:`` prefix reads a local folder as it reads cloud storage: downloaded
+    into the cache folder (metadata and labels included). s3:// and gs:// differ only in the client."""
+    folder, source = shards
+    local = ShardedDataModule(str(folder), batch_size=8)
+    remote = ShardedDataModule(f"local:{folder}", batch_size=8, cache_dir=str(tmp_path / "cache"))
+    assert (remote.mean, remote.std, remote.classes) == (local.mean, local.std, local.classes)
+    remote.setup("fit")
+    assert torch.equal(remote.val_set.labels, ShardedDataModule(str(folder)).split("val").labels)
+    assert_images_are_their_sources(*next(iter(remote.train_dataloader())), source)
+    image, label = remote.val_set[5]
+    assert torch.equal(image, source.images[label])
+    assert list((tmp_path / "cache").rglob("chunk-*.bin"))  # downloaded, not read in place
+
+
+def test_writing_never_overwrites_and_leaves_nothing_half_written(tmp_path):
+    source = numbered_images(40)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="taken already exists and is not empty; choose another --output_dir"):
+        write_shards(source, tmp_path / "taken", val_size=4)
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+
+    class BrokenAt30(TensorSource):
+        def decode(self, index):
+            if index == 30:
+                raise DataNotFoundError("cannot read image 30.png (OSError); remove or replace the file")
+            return super().decode(index)
+
+    with pytest.raises(DataNotFoundError, match="cannot read image 30.png"):  # raised in a worker, back as itself
+        write_shards(BrokenAt30(source.images, source.labels), tmp_path / "out", val_size=4, num_workers=2, chunk_bytes="2KB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no out, no temporary folder
+    assert not orphaned_forks()  # litdata's workers ended with their helpers
+
+    (tmp_path / "empty").mkdir()
+    write_shards(source, tmp_path / "empty", val_size=4)  # an empty folder is taken
+    assert ShardedDataModule(str(tmp_path / "empty")).metadata.sizes == {"train": 36, "val": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "taken"]

@@ -1,8 +1,12 @@
 """Sharded datasets: written with litdata's optimize, read back with its StreamingDataset."""
 
+import itertools
 import multiprocessing
 import os
 import random
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,8 @@ from shard_data import TensorSource, numbered_images, write_numbered_shards
 from ssl_lightning.data import ShardedDataModule
 from ssl_lightning.data.prepare import write_shards
 from ssl_lightning.errors import ConfigError, DataNotFoundError
+
+TESTS = Path(__file__).resolve().parent
 
 
 def process_state() -> tuple:
@@ -85,7 +91,7 @@ def test_training_batches_are_full_shuffled_each_epoch_and_resume_mid_epoch(shar
     data = ShardedDataModule(str(folder), batch_size=8, num_workers=2)
     data.setup("fit")
     loader = data.train_dataloader()
-    epochs = [[batch for batch in loader] for _ in range(2)]
+    epochs = [list(itertools.islice(loader, len(loader))) for _ in range(2)]
     assert len(loader) == len(epochs[0]) == 10
     for images, labels in epochs[0]:
         assert images.shape == (8, 1, 16, 16)
@@ -100,7 +106,10 @@ def test_training_batches_are_full_shuffled_each_epoch_and_resume_mid_epoch(shar
     state = interrupted.state_dict()  # what Lightning saves in a checkpoint
     resumed = ShardedDataModule(str(folder), batch_size=8, num_workers=2).train_dataloader()
     resumed.load_state_dict(state)
-    assert torch.equal(torch.cat(seen + [labels for _, labels in resumed]), first)
+    # as Lightning iterates: len(loader) batches, without asking for one more
+    rest = [labels for _, labels in itertools.islice(resumed, len(resumed) - 3)]
+    assert torch.equal(torch.cat(seen + rest), first)
+    assert torch.equal(torch.cat([labels for _, labels in itertools.islice(resumed, len(resumed))]), second)
 
 
 def test_a_remote_input_dir_is_read_through_litdatas_downloader(shards, tmp_path):
@@ -141,3 +150,76 @@ def test_writing_never_overwrites_and_leaves_nothing_half_written(tmp_path):
     write_shards(source, tmp_path / "empty", val_size=4)  # an empty folder is taken
     assert ShardedDataModule(str(tmp_path / "empty")).metadata.sizes == {"train": 36, "val": 4}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "taken"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_read_disjoint_parts_that_cover_the_train_split(tmp_path):
+    """2 gloo processes, batch 8, 2 epochs. litdata gives each process floor(N / (2 * 8)) full
+    batches (drop_last): with 64 train images each process sees 32 and together all 64; with 70,
+    each sees 32 and 6 images are left out of the epoch."""
+    for name, n in (("even", 64), ("uneven", 70)):
+        write_numbered_shards(tmp_path / name, n=n + 8, val_size=8)
+    result = subprocess.run([sys.executable, str(TESTS / "ddp_shards.py"), str(tmp_path), str(tmp_path / "even"), str(tmp_path / "uneven")],
+                            cwd=TESTS.parent, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for name, n in (("even", 64), ("uneven", 70)):
+        train = set(ShardedDataModule(str(tmp_path / name)).split("train").labels.tolist())
+        ranks = [torch.load(tmp_path / f"{name}-{rank}.pt", weights_only=True) for rank in (0, 1)]
+        orders = []
+        for epoch in (0, 1):
+            seen = [torch.cat(rank[epoch]) for rank in ranks]
+            assert [len(batches) for batches in (rank[epoch] for rank in ranks)] == [4, 4]
+            assert all(len(labels) == 32 == len(set(labels.tolist())) for labels in seen)
+            assert not set(seen[0].tolist()) & set(seen[1].tolist())  # disjoint
+            together = set(seen[0].tolist()) | set(seen[1].tolist())
+            assert together <= train and len(together) == 64  # all of them where 64 = 2 processes x 4 batches x 8
+            orders.append(seen[0])
+        assert not torch.equal(*orders)  # reshuffled for the second epoch
+
+
+@pytest.mark.slow
+def test_a_fit_on_shards_killed_mid_epoch_resumes_to_the_uninterrupted_end(tmp_path, monkeypatch):
+    """As test_resume.py does for the in-memory data: 4 steps per epoch, 2 epochs; killed with
+    SIGKILL at step 3 and resumed from last.ckpt through the console script. litdata's loader
+    state (in the checkpoint) and ExactResume's random states give the same batches, so the same
+    weights, into the second epoch too."""
+    from conftest import SIMCLR_CONFIG, TINY_HEADS
+    from test_cli import run_cli
+    from test_resume import assert_same_state, kill_at, last_checkpoint
+    from ssl_lightning.cli import main
+
+    write_numbered_shards(tmp_path / "shards", n=40, val_size=8)
+    args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY_HEADS["simclr"], "--model.init_args.width=8",
+            "--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={tmp_path / 'shards'}", "--data.init_args.batch_size=8",
+            "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--checkpoint.save_last_every_n_steps=1",
+            "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=2", "--projector.num_images=0"]
+    for run in ("reference", "killed"):
+        (tmp_path / run).mkdir()
+    monkeypatch.chdir(tmp_path / "reference")
+    main(args)  # the uninterrupted run, in this process
+    kill_at(args, tmp_path / "killed", step=3)
+    assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 2
+    resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    end = torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)
+    assert end["global_step"] == 8
+    assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
+
+
+def test_local_shards_never_reach_the_network(tmp_path, monkeypatch):
+    """No version check, no cloud client: writing and reading a local folder opens no connection
+    (litdata before 0.2.70 asked PyPI for a newer version of itself on every dataset)."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    source = write_numbered_shards(tmp_path / "shards", n=40, val_size=8)
+    data = ShardedDataModule(str(tmp_path / "shards"), batch_size=8)
+    data.setup("fit")
+    assert_images_are_their_sources(*next(iter(data.train_dataloader())), source)
+    assert torch.equal(data.val_set[0][0], source.images[data.val_set.labels[0]])
+    assert not attempts

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
@@ -211,7 +211,9 @@ class ShardedDataModule(LightningDataModule):
             self.test_set = self.split("test")
 
     def train_dataloader(self) -> DataLoader:
-        from litdata import StreamingDataLoader, StreamingDataset
+        from litdata import StreamingDataset
+
+        from ssl_lightning.data.streaming_loader import ResumableStreamingLoader
 
         dataset = StreamingDataset(self.split_dir("train"), cache_dir=self.cache_dir, shuffle=True,
                                    drop_last=self.drop_last, seed=self.seed)
@@ -224,7 +226,7 @@ class ShardedDataModule(LightningDataModule):
                               f"for each of {world_size} process(es); lower batch_size")
         # persistent_workers stays off: litdata gives its workers the loader position restored from
         # a checkpoint when it starts them, i.e. at each epoch.
-        return StreamingDataLoader(
+        return ResumableStreamingLoader(
             dataset,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
@@ -239,6 +241,11 @@ class ShardedDataModule(LightningDataModule):
         """Every image of ``dataset``, in order (no shuffle, no dropped batch)."""
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available())
+
+    def take(self, dataset: ShardedImages, count: int) -> tuple[Tensor, Tensor]:
+        """The first ``count`` images (uint8 (n, C, S, S)) and labels (n,) of one of this module's datasets."""
+        images, labels = zip(*self.eval_dataloader(Subset(dataset, range(min(count, len(dataset))))))
+        return torch.cat(images), torch.cat(labels)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader(self._ready(self.val_set))

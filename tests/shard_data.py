@@ -6,22 +6,7 @@ from pathlib import Path
 import torch
 
 from ssl_lightning.data.prepare import write_shards
-try:
-    from ssl_lightning.data.source import TensorSource
-except ImportError:  # TEMPORARY until main's Data base lands
-    class TensorSource:
-        def __init__(self, images, labels):
-            self.images, self.labels = images, labels.long()
-            self.num_channels, self.image_size = images.shape[1], images.shape[-1]
-
-        def __len__(self):
-            return len(self.labels)
-
-        def decode(self, index):
-            return self.images[index]
-
-        def name(self, index):
-            return f"image #{index}"
+from ssl_lightning.data.source import TensorSource
 
 
 def numbered_images(n: int, channels: int = 1, size: int = 16, seed: int = 0) -> TensorSource:

@@ -1,6 +1,7 @@
 """Sharded datasets: written with litdata's optimize, read back with its StreamingDataset."""
 
 import itertools
+import json
 import multiprocessing
 import os
 import random
@@ -178,32 +179,45 @@ def test_ddp_ranks_read_disjoint_parts_that_cover_the_train_split(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_fit_on_shards_killed_mid_epoch_resumes_to_the_uninterrupted_end(tmp_path, monkeypatch):
-    """As test_resume.py does for the in-memory data: 4 steps per epoch, 2 epochs; killed with
-    SIGKILL at step 3 and resumed from last.ckpt through the console script. litdata's loader
-    state (in the checkpoint) and ExactResume's random states give the same batches, so the same
-    weights, into the second epoch too."""
+def test_prepare_then_fit_and_a_fit_killed_mid_epoch_resumes_to_the_uninterrupted_end(tmp_path, monkeypatch):
+    """``ssl-lightning prepare`` on a folder of class folders, then fits on the shards; the model
+    takes the image facts from the data module. A fit killed with SIGKILL at step 3 (of 5 per
+    epoch, 2 epochs) and resumed from last.ckpt through the console script ends with the weights of
+    the uninterrupted fit: litdata's loader state in the checkpoint and ExactResume's random states
+    give it the same batches, into the second epoch too."""
     from conftest import SIMCLR_CONFIG, TINY_HEADS
     from test_cli import run_cli
+    from test_image_folder import write_images
     from test_resume import assert_same_state, kill_at, last_checkpoint
     from ssl_lightning.cli import main
 
-    write_numbered_shards(tmp_path / "shards", n=40, val_size=8)
+    write_images(tmp_path / "photos" / "cats", 24, size=(30, 20), ext="jpg")
+    write_images(tmp_path / "photos" / "dogs", 24, size=(20, 30), ext="png", start=100)
+    prepared = run_cli("prepare", "--data_dir", "photos", "--output_dir", "shards", "--image_size", "16", "--num_channels", "1",
+                       "--val_size", "8", "--num_workers", "2", "--chunk_bytes", "4KB", cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert "Progress: 100%" in prepared.stderr and "wrote shards (train 40, val 8 images)" in prepared.stderr
+    metadata = json.loads((tmp_path / "shards" / "metadata.json").read_text())
+    assert metadata["classes"] == ["cats", "dogs"] and metadata["image_size"] == 16 and metadata["num_channels"] == 1
+
     args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY_HEADS["simclr"], "--model.init_args.width=8",
             "--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={tmp_path / 'shards'}", "--data.init_args.batch_size=8",
             "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--checkpoint.save_last_every_n_steps=1",
-            "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=2", "--projector.num_images=0"]
+            "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=2", "--projector.num_images=4"]
     for run in ("reference", "killed"):
         (tmp_path / run).mkdir()
     monkeypatch.chdir(tmp_path / "reference")
-    main(args)  # the uninterrupted run, in this process
+    main(args)  # the uninterrupted fit, in this process
+    reference = torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True)
+    assert reference["global_step"] == 10
+    model = reference["hyper_parameters"]
+    assert (model["in_channels"], model["image_size"], list(model["mean"]), list(model["std"])) == (1, 16, metadata["mean"], metadata["std"])
+
     kill_at(args, tmp_path / "killed", step=3)
     assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 2
     resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    end = torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)
-    assert end["global_step"] == 8
-    assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
+    assert_same_state(torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True), reference)
 
 
 def test_local_shards_never_reach_the_network(tmp_path, monkeypatch):

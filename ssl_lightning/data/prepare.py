@@ -1,7 +1,7 @@
 """``ssl-lightning prepare``: images decoded once to a fixed size and written as litdata shards,
 which ``ShardedDataModule`` reads (see ``ssl_lightning.data.shards`` for the folder's layout).
 
-    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N [--labels folders|none] [--test_dir ...]
+    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N [--labels folders|none] [--test_dir FOLDER] [...]
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ssl_lightning.data.image_files import LabelMode
 from ssl_lightning.data.shards import LABELS_FILE, METADATA_FILE, ShardsMetadata
 from ssl_lightning.errors import ConfigError, UserError
 
@@ -171,28 +172,36 @@ def write_shards(
 
 
 def prepare(
-    data_dir: str,
     output_dir: str,
     image_size: int,
-    labels: Literal["auto", "folders", "none"] = "auto",
+    data_dir: str | None = None,
+    labels: LabelMode = "auto",
+    file_list: str | None = None,
     test_dir: str | None = None,
+    test_file_list: str | None = None,
     num_channels: int = 3,
+    skip_unreadable: bool = False,
     val_size: int = 5000,
     seed: int = 0,
     num_workers: int | None = None,
     chunk_bytes: str = "64MB",
 ) -> ShardsMetadata:
-    """Writes an image folder as a sharded dataset for ``ShardedDataModule``.
+    """Writes an image folder (or file list) as a sharded dataset for ``ShardedDataModule``.
+
+    The images are read as ``ImageFolderDataModule`` reads them.
 
     Args:
-        data_dir: the train images: a folder of class sub-folders, or of images (see ``labels``).
         output_dir: the folder to create (it must not exist, or be empty).
         image_size: side of the square uint8 images written (shorter side resized, centre-cropped).
-        labels: "folders": class sub-folders give the labels; "none": no labels; "auto": folders
-            where there are class sub-folders.
-        test_dir: a test folder of the same classes (None: no test split).
-        num_channels: 3 (RGB) or 1 (grayscale).
-        val_size: images of ``data_dir`` held out for validation (seeded by ``seed``).
+        data_dir: the folder of train images (any depth); with ``file_list``, where its paths start.
+        labels: "folders" (data_dir/<class>/<image>), "none", or "auto" (folders where every image
+            sits in one of at least two class folders, or the file list has a label column).
+        file_list: a .txt list of image paths, or a .csv with a path and an optional label column.
+        test_dir: the test images, with the same classes (None: no test split).
+        test_file_list: the test images as a list.
+        num_channels: 3 (RGB) or 1 (grayscale); images are converted to it.
+        skip_unreadable: skip files that cannot be read (False: stop at the first, naming it).
+        val_size: train images held out for validation (seeded by ``seed``).
         seed: seed of the hold-out and of the order the images are written in.
         num_workers: processes that decode and write (None: one per CPU core).
         chunk_bytes: the size of one shard, e.g. "64MB".
@@ -202,13 +211,15 @@ def prepare(
     if image_size < 1:
         raise ConfigError(f"--image_size must be a positive number of pixels, got {image_size}; e.g. --image_size 32")
     output = Path(output_dir).expanduser()
-    check_output_dir(output)  # before listing a large folder
-    data = ImageFolderDataModule(data_dir=data_dir, labels=labels, test_dir=test_dir, image_size=image_size, num_channels=num_channels)
-    metadata = write_shards(data.source(train=True), output, val_size=val_size,
-                            test_source=data.source(train=False) if test_dir else None, classes=data.classes, seed=seed,
+    check_output_dir(output)  # before reading a large folder
+    data = ImageFolderDataModule(data_dir=data_dir, labels=labels, file_list=file_list, test_dir=test_dir, test_file_list=test_file_list,
+                                 image_size=image_size, num_channels=num_channels, skip_unreadable=skip_unreadable)
+    test = data.source(train=False) if data.test_files is not None else None
+    metadata = write_shards(data.source(train=True), output, val_size=val_size, test_source=test, classes=data.classes, seed=seed,
                             num_workers=num_workers or os.cpu_count() or 1, chunk_bytes=chunk_bytes)
-    print(f"ssl-lightning: wrote {output}: {', '.join(f'{k} {v}' for k, v in metadata.sizes.items())} images; train with "
-          f"--data.class_path=ShardedDataModule --data.init_args.input_dir={output}", file=sys.stderr)
+    sizes = ", ".join(f"{split} {count:,}" for split, count in metadata.sizes.items())
+    print(f"ssl-lightning: wrote {output} ({sizes} images); train on it with --data.class_path=ShardedDataModule "
+          f"--data.init_args.input_dir={output}", file=sys.stderr)
     return metadata
 
 

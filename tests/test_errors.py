@@ -136,7 +136,7 @@ PREPARE_CASES = {
     "output folder not empty": (lambda t: ["--output_dir", str(non_empty_folder(t)), "--image_size", "16"],
                                 "shards already exists and is not empty; choose another --output_dir"),
     "val_size as large as the folder": (lambda t: ["--output_dir", str(t / "shards"), "--image_size", "16", "--val_size", "40"],
-                                        "--val_size must be between 1 and 39"),
+                                        "val_size must be between 1 and 39 (the train split's size), got 40"),
     "JPEG corrupt past its header": (lambda t: ["--output_dir", str(t / "shards"), "--image_size", "16", "--val_size", "4",
                                                 "--num_workers", "2"], "cannot read image"),  # met in a litdata worker
 }

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from shard_data import TensorSource, numbered_images, write_numbered_shards
-from ssl_lightning.data import ShardedDataModule
+from ssl_lightning.data import ImageFolderDataModule, ShardedDataModule
 from ssl_lightning.data.prepare import write_shards
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
@@ -78,15 +78,6 @@ def test_shards_are_read_back_image_for_image(shards):
     assert data.mean == pytest.approx((pixels.mean().item(),)) and data.std == pytest.approx((pixels.std(correction=0).item(),))
 
 
-def test_the_same_seed_holds_out_the_same_images(shards, tmp_path):
-    folder, _ = shards
-    write_numbered_shards(tmp_path / "again", n=100, val_size=20)
-    write_numbered_shards(tmp_path / "other", n=100, val_size=20, seed=1)
-    val = {name: ShardedDataModule(str(path)).split("val").labels for name, path in
-           (("first", folder), ("again", tmp_path / "again"), ("other", tmp_path / "other"))}
-    assert torch.equal(val["first"], val["again"]) and set(val["first"].tolist()) != set(val["other"].tolist())
-
-
 def test_training_batches_are_full_shuffled_each_epoch_and_resume_mid_epoch(shards):
     folder, source = shards
     data = ShardedDataModule(str(folder), batch_size=8, num_workers=2)
@@ -132,8 +123,9 @@ def test_writing_never_overwrites_and_leaves_nothing_half_written(tmp_path):
     source = numbered_images(40)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
+    train, val = torch.arange(4, 40), torch.arange(4)
     with pytest.raises(ConfigError, match="taken already exists and is not empty; choose another --output_dir"):
-        write_shards(source, tmp_path / "taken", val_size=4)
+        write_shards(source, tmp_path / "taken", train, val)
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
 
     class BrokenAt30(TensorSource):
@@ -143,12 +135,12 @@ def test_writing_never_overwrites_and_leaves_nothing_half_written(tmp_path):
             return super().decode(index)
 
     with pytest.raises(DataNotFoundError, match="cannot read image 30.png"):  # raised in a worker, back as itself
-        write_shards(BrokenAt30(source.images, source.labels), tmp_path / "out", val_size=4, num_workers=2, chunk_bytes="2KB")
+        write_shards(BrokenAt30(source.images, source.labels), tmp_path / "out", train, val, num_workers=2, chunk_bytes="2KB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no out, no temporary folder
     assert not orphaned_forks()  # litdata's workers ended with their helpers
 
     (tmp_path / "empty").mkdir()
-    write_shards(source, tmp_path / "empty", val_size=4)  # an empty folder is taken
+    write_shards(source, tmp_path / "empty", train, val)  # an empty folder is taken
     assert ShardedDataModule(str(tmp_path / "empty")).metadata.sizes == {"train": 36, "val": 4}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "taken"]
 
@@ -199,6 +191,14 @@ def test_prepare_then_fit_and_a_fit_killed_mid_epoch_resumes_to_the_uninterrupte
     assert "Progress: 100%" in prepared.stderr and "wrote shards (train 40, val 8 images)" in prepared.stderr
     metadata = json.loads((tmp_path / "shards" / "metadata.json").read_text())
     assert metadata["classes"] == ["cats", "dogs"] and metadata["image_size"] == 16 and metadata["num_channels"] == 1
+    # the images, and the hold-out, that ImageFolderDataModule makes of the folder with the same settings
+    folder = ImageFolderDataModule(str(tmp_path / "photos"), image_size=16, num_channels=1, val_size=8, in_memory=True)
+    shards = ShardedDataModule(str(tmp_path / "shards"))
+    folder.setup("fit")
+    shards.setup("fit")
+    for ours, theirs in ((shards.train_set, folder.train_set), (shards.val_set, folder.val_set)):
+        assert torch.equal(torch.stack([ours[i][0] for i in range(len(ours))]), theirs.images)
+        assert torch.equal(ours.labels, theirs.labels)
 
     args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY_HEADS["simclr"], "--model.init_args.width=8",
             "--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={tmp_path / 'shards'}", "--data.init_args.batch_size=8",
@@ -237,3 +237,9 @@ def test_local_shards_never_reach_the_network(tmp_path, monkeypatch):
     assert_images_are_their_sources(*next(iter(data.train_dataloader())), source)
     assert torch.equal(data.val_set[0][0], source.images[data.val_set.labels[0]])
     assert not attempts
+
+
+def test_the_command_line_imports_litdata_only_where_shards_are_read():
+    code = "import sys, ssl_lightning.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'litdata'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]

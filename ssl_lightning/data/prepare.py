@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ssl_lightning.data.image_files import LabelMode
 from ssl_lightning.data.shards import LABELS_FILE, METADATA_FILE, ShardsMetadata
+from ssl_lightning.data.source import ImageSource
 from ssl_lightning.errors import ConfigError, UserError
 
 IMAGES_PER_TASK = 64  # what a litdata worker decodes in one go: a step of the progress bar, one stats file
@@ -40,7 +41,7 @@ class WriteTask:
     worker then stops: litdata ends its workers without their helper processes when one raises.
     """
 
-    def __init__(self, source: Any, stats_dir: Path) -> None:
+    def __init__(self, source: ImageSource, stats_dir: Path) -> None:
         self.source = source
         self.stats_dir = stats_dir
         self.shape = (source.num_channels, source.image_size, source.image_size)
@@ -84,7 +85,7 @@ def process_state_kept() -> Iterator[None]:
         os.environ.update(environ)
 
 
-def write_split(source: Any, indices: Tensor, output: Path, num_workers: int, chunk_bytes: str, name: str) -> Tensor:
+def write_split(source: ImageSource, indices: Tensor, output: Path, num_workers: int, chunk_bytes: str, name: str) -> Tensor:
     """Writes the images ``indices`` of ``source``, in that order, as litdata shards in ``output``,
     with their labels; returns the per-channel pixel sums and sums of squares (2, C), in [0, 1] units."""
     print(f"ssl-lightning: writing the {name} split: {len(indices)} images", file=sys.stderr)
@@ -112,43 +113,40 @@ def check_output_dir(output: Path) -> None:
 
 
 def write_shards(
-    source: Any,
+    source: ImageSource,
     output_dir: str | Path,
-    val_size: int,
-    test_source: Any | None = None,
+    train: Tensor,
+    val: Tensor,
+    test_source: ImageSource | None = None,
     classes: Sequence[str] | None = None,
-    seed: int = 0,
     num_workers: int = 1,
     chunk_bytes: str = "64MB",
 ) -> ShardsMetadata:
-    """Writes the images of ``source`` (an ``ImageSource``) as a sharded dataset in ``output_dir``:
-    a seeded random ``val_size`` of them as the val split, the rest as train, both in a seeded random
-    order (litdata shuffles chunks, then images within a chunk: chunks written class by class would
-    give batches of one class); ``test_source``'s images, in their order, as the test split; and
-    ``metadata.json`` with the images' facts and the train split's per-channel mean and std.
+    """Writes images of ``source`` as a sharded dataset in ``output_dir``: those at positions
+    ``train`` as the train split and ``val`` as the val split, each in that order; ``test_source``'s
+    images, in their order, as the test split; and ``metadata.json`` with the images' facts and the
+    train split's per-channel mean and std, measured while writing.
+
+    Give ``train`` in a random order: litdata shuffles chunks, then images within a chunk, so chunks
+    written class by class would give batches of one class.
 
     The dataset is written into a temporary folder next to ``output_dir`` and renamed to it when
     complete, so ``output_dir`` never holds half a dataset; an existing non-empty one is refused.
 
     Args:
-        source: the train images (``labels``, ``num_channels``, ``image_size``, ``decode(i)``).
+        source: the train and validation images.
         output_dir: the folder to create (``ShardedDataModule``'s ``input_dir``).
-        val_size: images held out of ``source`` for validation.
+        train, val: positions in ``source`` (M,) of the train and the validation images.
         test_source: the test images, with the same classes (None: no test split).
         classes: the class names of the labels (None: the images have no labels).
-        seed: seed of the validation hold-out and of the images' order.
         num_workers: processes that decode and write.
         chunk_bytes: the size of a shard (litdata's chunk), e.g. "64MB".
     """
     output = Path(output_dir).expanduser()
     check_output_dir(output)
-    n = len(source)
-    if not 0 < val_size < n:
-        raise ConfigError(f"--val_size must be between 1 and {n - 1} (the train folder has {n} images), got {val_size}")
     if num_workers < 1:
         raise ConfigError(f"--num_workers must be >= 1, got {num_workers}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # the data modules' hold-out rule
-    splits = {"train": (source, order[val_size:]), "val": (source, order[:val_size])}
+    splits = {"train": (source, train), "val": (source, val)}
     if test_source is not None:
         splits["test"] = (test_source, torch.arange(len(test_source)))
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +199,8 @@ def prepare(
         test_file_list: the test images as a list.
         num_channels: 3 (RGB) or 1 (grayscale); images are converted to it.
         skip_unreadable: skip files that cannot be read (False: stop at the first, naming it).
-        val_size: train images held out for validation (seeded by ``seed``).
+        val_size: train images held out for validation: the images ImageFolderDataModule holds
+            out with the same ``val_size`` and ``seed``.
         seed: seed of the hold-out and of the order the images are written in.
         num_workers: processes that decode and write (None: one per CPU core).
         chunk_bytes: the size of one shard, e.g. "64MB".
@@ -213,9 +212,12 @@ def prepare(
     output = Path(output_dir).expanduser()
     check_output_dir(output)  # before reading a large folder
     data = ImageFolderDataModule(data_dir=data_dir, labels=labels, file_list=file_list, test_dir=test_dir, test_file_list=test_file_list,
-                                 image_size=image_size, num_channels=num_channels, skip_unreadable=skip_unreadable)
+                                 image_size=image_size, num_channels=num_channels, skip_unreadable=skip_unreadable,
+                                 val_size=val_size, seed=seed)
+    source = data.source(train=True)
+    train, val = data.split_indices(source.labels)  # the hold-out ImageFolderDataModule makes with this seed, both shuffled
     test = data.source(train=False) if data.test_files is not None else None
-    metadata = write_shards(data.source(train=True), output, val_size=val_size, test_source=test, classes=data.classes, seed=seed,
+    metadata = write_shards(source, output, train, val, test_source=test, classes=data.classes,
                             num_workers=num_workers or os.cpu_count() or 1, chunk_bytes=chunk_bytes)
     sizes = ", ".join(f"{split} {count:,}" for split, count in metadata.sizes.items())
     print(f"ssl-lightning: wrote {output} ({sizes} images); train on it with --data.class_path=ShardedDataModule "

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +65,18 @@ def loader_rate(folder: Path, side: int, workers: int, batch_size: int = 32) -> 
     data = ImageFolderDataModule(str(folder), labels="none", image_size=side, in_memory=False, num_workers=workers,
                                  batch_size=batch_size, val_size=1, persistent_workers=False)
     data.setup("fit")
-    loader = iter(data.train_dataloader())
-    next(loader)
+    return epoch_rate(data.train_dataloader(), batch_size)
+
+
+def epoch_rate(loader: Iterable, batch_size: int) -> float:
+    """Images/s of one epoch of ``loader``, after its first batch (workers started)."""
+    batches_left = iter(loader)
+    next(batches_left)
     start, batches = time.perf_counter(), 0
-    for batches, _ in enumerate(loader, 1):
+    for batches, _ in enumerate(batches_left, 1):
         pass
     elapsed = time.perf_counter() - start
-    del loader  # its workers end now, not inside a later fork
+    del batches_left  # its workers end now, not inside a later fork
     return batches * batch_size / elapsed
 
 

@@ -15,21 +15,10 @@ from pathlib import Path
 
 import torch
 
+from data_benchmark import epoch_rate
 from ssl_lightning.data import ShardedDataModule
 from ssl_lightning.data.prepare import write_shards
 from ssl_lightning.data.source import TensorSource
-
-
-def read_rate(folder: Path, workers: int, batch_size: int) -> float:
-    """Images/s of one epoch of the train loader, after its first batch (workers started)."""
-    loader = iter(ShardedDataModule(str(folder), batch_size=batch_size, num_workers=workers).train_dataloader())
-    next(loader)
-    start, batches = time.perf_counter(), 0
-    for batches, _ in enumerate(loader, 1):
-        pass
-    elapsed = time.perf_counter() - start
-    del loader  # its workers end now, not inside a later fork
-    return batches * batch_size / elapsed
 
 
 def shard_rows(images: int = 4000, side: int = 64, chunk_bytes: str = "4MB", writers: int = 2, batch_size: int = 64) -> list[dict]:
@@ -45,16 +34,18 @@ def shard_rows(images: int = 4000, side: int = 64, chunk_bytes: str = "4MB", wri
         seconds = time.perf_counter() - start
         shards = len(list(folder.glob("*/chunk-*.bin")))
         megabytes = sum(path.stat().st_size for path in folder.glob("*/chunk-*.bin")) / 1e6
-        rows = [{"step": "write", "workers": writers, "shards": shards, "MB": megabytes, "seconds": seconds,
+        rows = [{"step": "write", "workers": writers, "shards": shards, "MB": megabytes, "seconds": seconds, "batch_size": batch_size,
                  "shards/s": shards / seconds, "images/s": images / seconds}]
-        rows += [{"step": "read (train loader)", "workers": workers, "images/s": read_rate(folder, workers, batch_size)} for workers in (0, 1, 2)]
+        rows += [{"step": "read (train loader)", "workers": workers,
+                  "images/s": epoch_rate(ShardedDataModule(str(folder), batch_size=batch_size, num_workers=workers).train_dataloader(), batch_size)}
+                 for workers in (0, 1, 2)]
     return rows
 
 
 def markdown(rows: list[dict], images: int, side: int, chunk_bytes: str) -> str:
     write, *reads = rows
     lines = [f"{images:,} generated {side}x{side} RGB uint8 images, {write['shards']} shards of up to {chunk_bytes} "
-             f"({write['MB']:.0f} MB) written by {write['workers']} processes, read back in batches of 64.", "",
+             f"({write['MB']:.0f} MB) written by {write['workers']} processes, read back in batches of {write['batch_size']}.", "",
              "| step | workers | shards/s | images/s |", "|---|---:|---:|---:|",
              f"| write (write_shards) | {write['workers']} | {write['shards/s']:.1f} | {write['images/s']:,.0f} |"]
     lines += [f"| read (train loader) | {row['workers']} | | {row['images/s']:,.0f} |" for row in reads]

@@ -141,7 +141,10 @@ def test_writing_never_overwrites_and_leaves_nothing_half_written(tmp_path):
 
     (tmp_path / "empty").mkdir()
     write_shards(source, tmp_path / "empty", train, val)  # an empty folder is taken
-    assert ShardedDataModule(str(tmp_path / "empty")).metadata.sizes == {"train": 36, "val": 4}
+    no_test = ShardedDataModule(str(tmp_path / "empty"))
+    assert no_test.metadata.sizes == {"train": 36, "val": 4}
+    with pytest.raises(ConfigError, match="has no test split; write it again with ssl-lightning prepare --test_dir FOLDER"):
+        no_test.setup("test")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "taken"]
 
 

@@ -201,8 +201,9 @@ class ShardedDataModule(LightningDataModule):
 
     def split(self, split: str) -> ShardedImages:
         """The images of ``split`` ("train", "val" or "test"), read by position."""
+        folder = self.split_dir(split)
         labels = np.load(io.BytesIO(read_file(self.input_dir, f"{split}/{LABELS_FILE}")), allow_pickle=False)
-        return ShardedImages(self.split_dir(split), torch.from_numpy(labels).long(), self.cache_dir)
+        return ShardedImages(folder, torch.from_numpy(labels).long(), self.cache_dir)
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self.train_set is None:
@@ -224,8 +225,8 @@ class ShardedDataModule(LightningDataModule):
         if self.drop_last and self.metadata.sizes["train"] < self.batch_size * world_size:
             raise ConfigError(f"the train split has {self.metadata.sizes['train']} images, fewer than batch_size={self.batch_size} "
                               f"for each of {world_size} process(es); lower batch_size")
-        # persistent_workers stays off: litdata gives its workers the loader position restored from
-        # a checkpoint when it starts them, i.e. at each epoch.
+        # persistent_workers stays off (the DataLoader default): workers start each epoch from the
+        # dataset as this process holds it, with the position a checkpoint restored.
         return ResumableStreamingLoader(
             dataset,
             batch_size=self.batch_size,

@@ -242,6 +242,7 @@ def test_local_shards_never_reach_the_network(tmp_path, monkeypatch):
     assert not attempts
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and Lightning
 def test_the_command_line_imports_litdata_only_where_shards_are_read():
     code = "import sys, ssl_lightning.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'litdata'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

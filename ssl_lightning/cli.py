@@ -181,6 +181,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
     warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose
+    # litdata's StreamingDataset (ShardedDataModule) knows its length; Lightning warns about any that does.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from ssl_lightning.data.base import ImageData
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
 METADATA_FILE = "metadata.json"
@@ -125,7 +125,7 @@ def stack_items(items: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
     return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items], dtype=torch.long)
 
 
-class ShardedDataModule(LightningDataModule):
+class ShardedDataModule(ImageData):
     """A dataset written by ``ssl-lightning prepare``: batches of ``(uint8 images (B, C, S, S),
     int64 labels (B,))``, labels ``-1`` where the images have none.
 
@@ -180,19 +180,6 @@ class ShardedDataModule(LightningDataModule):
         self.val_set: ShardedImages | None = None
         self.test_set: ShardedImages | None = None
 
-    @property
-    def labelled(self) -> bool:
-        return self.num_classes is not None
-
-    def class_names(self, labels: Tensor) -> list[str]:
-        """The name of each label's class (its number where the dataset has no ``classes``)."""
-        return [self.classes[i] if self.classes else str(i) for i in labels.tolist()]
-
-    @property
-    def labelled_set(self) -> ShardedImages | None:
-        """The labelled training images that label budgets are drawn from."""
-        return self.train_set
-
     def split_dir(self, split: str) -> str:
         if split not in self.metadata.sizes:
             raise ConfigError(f"the sharded dataset {self.input_dir} has no {split} split; write it again with "
@@ -242,11 +229,6 @@ class ShardedDataModule(LightningDataModule):
         """Every image of ``dataset``, in order (no shuffle, no dropped batch)."""
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available())
-
-    def take(self, dataset: ShardedImages, count: int) -> tuple[Tensor, Tensor]:
-        """The first ``count`` images (uint8 (n, C, S, S)) and labels (n,) of one of this module's datasets."""
-        images, labels = zip(*self.eval_dataloader(Subset(dataset, range(min(count, len(dataset))))))
-        return torch.cat(images), torch.cat(labels)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader(self._ready(self.val_set))

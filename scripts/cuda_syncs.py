@@ -1,8 +1,8 @@
 """A callback that finds host-device synchronisations on CUDA, loaded by the CLI
 (``--trainer.callbacks+=cuda_syncs.CudaSyncWatch``; scripts/gpu_check.py step 3).
 
-torch's sync debug mode makes every operation that waits for the GPU (``.item()``, a copy to the
-host, ``nonzero``, a blocking copy from pageable memory...) give a warning; this callback turns
+torch's sync debug mode makes the operations that wait for the GPU (``.item()``, a copy to the
+host, ``nonzero``, a stream synchronisation...) give a warning; this callback turns
 the mode on for a window of training steps and counts the warnings by the code that caused them.
 The CPU counterpart, which records reads of tensor values, is tests/host_reads.py.
 """

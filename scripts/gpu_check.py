@@ -546,8 +546,10 @@ def readme_block(outcomes: list[Outcome]) -> str:
 def merge(csv: Path, readme: Path) -> None:
     """Writes the results block into README's Speed section, in place of an earlier one, else
     before its "What was not measured" part, else at the section's end."""
-    block = readme_block(outcomes_from_csv(csv))
     text = readme.read_text()
+    if "\n## Speed\n" not in text:
+        raise SystemExit(f"gpu_check: {readme} has no '## Speed' section to write the results into; give --readme the project's README.md")
+    block = readme_block(outcomes_from_csv(csv))
     if README_BEGIN in text:
         before, rest = text.split(README_BEGIN, 1)
         text = before + block + rest.split(README_END, 1)[1]
@@ -574,10 +576,14 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, default=REPO / "README.md")
     args = parser.parse_args()
     if args.merge:
+        if not args.merge.is_file():
+            raise SystemExit(f"gpu_check: {args.merge} not found; give --merge the gpu_check.csv that a run wrote into its --out folder")
         merge(args.merge, args.readme)
         return
     if args.out is None:
         parser.error("give --out DIR (or --merge CSV)")
+    if args.data_dir is not None and len(list(args.data_dir.glob("*-ubyte.gz"))) < 4:  # before minutes of work
+        raise SystemExit(f"gpu_check: {args.data_dir} lacks Fashion-MNIST; give --data-dir a folder with its four *-ubyte.gz files")
     # Imported once, here, before any check is forked.
     import benchmark  # noqa: F401
     import cuda_syncs  # noqa: F401

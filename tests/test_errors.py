@@ -157,3 +157,16 @@ def test_bad_prepare_input_is_one_line_and_writes_nothing(case, tmp_path, capsys
     assert last.startswith("ssl-lightning: error: ") and expected in last, err[-2000:]
     # no output folder, no temporary folder, nothing changed in an existing one
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--merge", "missing.csv"], "missing.csv not found; give --merge the gpu_check.csv that a run wrote"),
+    (["--out", "out", "--data-dir", "."], "lacks Fashion-MNIST; give --data-dir a folder with its four *-ubyte.gz files"),
+])
+def test_gpu_check_input_errors_are_one_line(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -75,10 +75,10 @@ def build_optimizer(
 
 def optimizer_with_schedule(
     module: LightningModule, params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float,
-    momentum: float, warmup_epochs: float,
+    momentum: float, warmup_epochs: float, final_lr_ratio: float = 0.0,
 ) -> dict:
     """``configure_optimizers``' answer: the optimizer and a per-step warm-up + cosine schedule whose
-    length is the run's (``trainer.estimated_stepping_batches``)."""
+    length is the run's (``trainer.estimated_stepping_batches``), ending at ``final_lr_ratio`` x lr."""
     trainer = module.trainer
     total_steps = trainer.estimated_stepping_batches
     if not math.isfinite(total_steps):
@@ -87,21 +87,25 @@ def optimizer_with_schedule(
         trainer.fit_loop.setup_data()
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
     optimizer = build_optimizer(params, name, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    scheduler = warmup_cosine(optimizer, round(warmup_epochs * steps_per_epoch), int(total_steps))
+    scheduler = warmup_cosine(optimizer, round(warmup_epochs * steps_per_epoch), int(total_steps), final_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
-    """Linear warm-up from lr/warmup_steps to lr, then cosine decay to 0 at ``total_steps``.
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, final_lr_ratio: float = 0.0) -> LambdaLR:
+    """Linear warm-up from lr/warmup_steps to lr, then cosine decay to ``final_lr_ratio`` x lr at
+    ``total_steps`` (0: to zero, as SimCLR; the UvA tutorial's ``eta_min=lr/50`` is 0.02).
 
     A LambdaLR with one formula: torch's SequentialLR chaining needs two schedulers and warns.
     """
+    if not 0.0 <= final_lr_ratio <= 1.0:
+        raise ConfigError(f"final_lr_ratio is the last learning rate as a share of the peak, in [0, 1]; got {final_lr_ratio}")
     warmup_steps = min(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # 1 -> 0
+        return final_lr_ratio + (1 - final_lr_ratio) * cosine
 
     return LambdaLR(optimizer, factor)

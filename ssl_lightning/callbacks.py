@@ -59,10 +59,10 @@ class EmbeddingProjector(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data = getattr(trainer, "datamodule", None)
-        val_set = getattr(data, "val_set", None)  # the in-memory data modules' validation images
+        val_set = getattr(data, "val_set", None)  # ssl-lightning's data modules' validation images
         if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
             return
-        images, labels = val_set.images[: self.num_images], val_set.labels[: self.num_images]
+        images, labels = data.take(val_set, self.num_images)
         features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
         trainer.logger.experiment.add_embedding(features, metadata=data.class_names(labels), label_img=images.float() / 255,
                                                 global_step=trainer.global_step, tag="val_features")

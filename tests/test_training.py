@@ -159,6 +159,18 @@ def test_lars_step_matches_the_formula():
     assert torch.allclose(b, before - 0.5 * 0.9 * torch.tensor([0.5, 0.5]))
 
 
+def test_lars_clip_caps_each_layers_rate_at_lr():
+    from ssl_lightning.optim import LARS
+
+    for lr, eta in [(0.5, 0.01), (0.001, 0.01)]:  # t/lr = 0.036/0.5 < 1 (kept), then 0.036/0.001 > 1 (clipped)
+        w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ‖w‖ = 5
+        w.grad = torch.tensor([[0.0, 1.0]])
+        LARS([{"params": [w], "weight_decay": 0.1, "lars_adapt": True}], lr=lr, eta=eta, clip=True).step()
+        g = torch.tensor([[0.3, 1.4]])  # grad + 0.1 w
+        rate = min(eta * 5 / g.norm().item(), lr)  # solo-learn's clip_lr: min(lr x t, lr)
+        assert torch.allclose(w, torch.tensor([[3.0, 4.0]]) - rate * g)
+
+
 @pytest.mark.parametrize("method", ["simclr", "supervised"])
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(method, random_images, tiny_simclr_kwargs, tmp_path):
     model = nan_at_step_2(method, tiny_simclr_kwargs)

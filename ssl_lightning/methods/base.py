@@ -67,6 +67,8 @@ class EncoderMethod(LightningModule):
         sgd_momentum: float = 0.9,
         warmup_epochs: float = 1.0,
         final_lr_ratio: float = 0.0,
+        lars_eta: float = 0.001,
+        lars_clip: bool = False,
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
@@ -84,6 +86,8 @@ class EncoderMethod(LightningModule):
                 norm weights).
             warmup_epochs: length of the linear warm-up, before the cosine decay.
             final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
+            lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each
+                layer's rate is clipped at ``lr`` (``ssl_lightning.optim.LARS``).
             channels_last: keep the encoder's convolutions in the channels-last memory layout
                 (faster on CPUs and on GPUs' tensor cores; same results up to rounding).
             compile: ``torch.compile`` the backbones when training starts (the first steps are
@@ -161,7 +165,7 @@ class EncoderMethod(LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs,
-                                       hp.final_lr_ratio)
+                                       hp.final_lr_ratio, hp.lars_eta, hp.lars_clip)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_diverged()  # never a checkpoint of non-finite weights

@@ -161,13 +161,11 @@ class STL10DataModule(ImageDataModule):
         """Where the binary files are: ``root/stl10_binary``, or ``root`` if it holds them itself."""
         return self.root if (self.root / SPLIT_FILES["train"][0]).is_file() else self.root / FOLDER
 
-    @property
-    def needed_files(self) -> list[str]:
-        splits = ["train", "test"] + (["unlabeled"] if self.pretrain_split != "train" else [])
-        return [name for split in splits for name in SPLIT_FILES[split]]
-
     def missing_files(self) -> list[str]:
-        return [name for name in self.needed_files if not (self.folder / name).is_file()]
+        """The files this module's splits need that ``folder`` lacks (the unlabelled images only
+        where ``pretrain_split`` uses them)."""
+        splits = ["train", "test"] + (["unlabeled"] if self.pretrain_split != "train" else [])
+        return [name for split in splits for name in SPLIT_FILES[split] if not (self.folder / name).is_file()]
 
     def prepare_data(self) -> None:
         missing = self.missing_files()
@@ -186,7 +184,8 @@ class STL10DataModule(ImageDataModule):
             f"into {self.root} (it holds the {FOLDER} folder), or set data.init_args.root to the folder that holds {FOLDER}/"
         )
 
-    def _split(self, split: str) -> STL10Images:
+    def split_source(self, split: str) -> STL10Images:
+        """The images and labels of "train", "test" or "unlabeled" (labels -1)."""
         files = [self.folder / name for name in SPLIT_FILES[split]]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
@@ -200,17 +199,18 @@ class STL10DataModule(ImageDataModule):
         names = self.folder / "class_names.txt"
         if names.is_file():
             self.classes = tuple(names.read_text().splitlines())
-        return self._split("train" if train else "test")
+        return self.split_source("train" if train else "test")
 
     @property
     def labelled_set(self) -> Dataset | None:
+        """The labelled train images that are not validation (what label budgets are drawn from)."""
         return self._labelled_set if self.pretrain_split != "train" else self.train_set
 
     def setup(self, stage: str) -> None:
         if stage not in ("fit", "validate") or self.train_set is not None or self.pretrain_split == "train":
             super().setup(stage)
             return
-        labelled, unlabelled = self._split("train"), self._split("unlabeled")
+        labelled, unlabelled = self.split_source("train"), self.split_source("unlabeled")
         # Held in memory or streamed as all the images fit's sets decode together would take.
         self.decide_in_memory(len(labelled) + len(unlabelled))
         super().setup(stage)  # val_set and the labelled rest

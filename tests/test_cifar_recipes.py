@@ -84,6 +84,7 @@ def test_generated_files_read_through_torchvision_are_the_images_written(name, c
 TINY_CIFAR = ["--model.init_args.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=8"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_runs_fast_dev_run_through_the_cli(recipe, cifar, tmp_path, monkeypatch):
     root, _ = cifar

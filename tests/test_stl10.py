@@ -175,6 +175,7 @@ def test_tutorial_config_builds_the_tutorial_model(stl10, monkeypatch):
 TINY_STL10 = ["--model.init_args.width=8", "--data.init_args.batch_size=4", "--data.init_args.val_size=5", "--data.init_args.image_size=32"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["simclr", "supervised"])
 def test_tutorial_configs_run_on_the_labelled_split_through_the_cli(config, stl10, tmp_path, monkeypatch):
     root, _ = stl10

@@ -3,6 +3,7 @@
     python scripts/benchmark.py training [--quick] [--out DIR] [--device cpu|cuda] [--batch-size N] ...
     python scripts/benchmark.py label-efficiency [--checkpoint PATH]
     python scripts/benchmark.py time-to-accuracy [--config YAML] [--minutes 10] [fit overrides ...]
+    python scripts/benchmark.py data [--images 400] [--memory-images 5000] [--skip-memory]
 
 training: for each method, with the same backbone, batch size and image size, in a fresh process
 each (so that peak memory is the method's own):
@@ -23,6 +24,10 @@ probe on all of Fashion-MNIST's labels, scored on its test split; the online kNN
 after each epoch, against minutes of training, from the run's TensorBoard events. Target (issue 7):
 >= 90% within 10 minutes on an H100. Choose --trainer.max_epochs so that the schedule ends inside
 the limit (a run cut by the limit ends with its learning rate still high).
+
+data: decoding (Pillow and torchvision.io), streaming loaders with 0/1/2 workers next to the model
+step, and peak memory of a streaming fit as the dataset grows tenfold (scripts/data_benchmark.py).
+Target: streamed peak memory flat (within 10%) for 10 x the images.
 """
 
 from __future__ import annotations
@@ -265,12 +270,24 @@ def main() -> None:
     ta.add_argument("--config", type=Path, default=REPO / "ssl_lightning/configs/simclr.yaml")
     ta.add_argument("--minutes", type=float, default=10.0, help="the training time limit")
     ta.add_argument("--out", type=Path, default=OUTPUT / "time_to_accuracy", help="folder for results.md and curve.csv")
+    da = sub.add_parser("data", help="decoding, streaming loaders and memory of image folders")
+    da.add_argument("--images", type=int, default=400, help="generated JPEGs per size for the decoding and loader rows")
+    da.add_argument("--width", type=int, default=64, help="ResNet-18 width of the model-step column")
+    da.add_argument("--memory-images", type=int, default=5000, help="the smaller dataset of the memory rows (the other is 10x)")
+    da.add_argument("--skip-memory", action="store_true", help="leave out the memory rows (minutes: they generate and fit)")
+    da.add_argument("--out", type=Path, default=OUTPUT / "data", help="folder for benchmark.md")
     args, fit_args = parser.parse_known_args()
     if fit_args and args.benchmark != "time-to-accuracy":
         parser.error(f"unrecognized arguments: {' '.join(fit_args)}")
     if args.benchmark == "time-to-accuracy":
         report = time_to_accuracy(args.config.resolve(), args.minutes, fit_args, args.out)
         path = args.out / "results.md"
+    elif args.benchmark == "data":
+        from data_benchmark import report as data_report
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = data_report(args)
+        path = args.out / "benchmark.md"
     elif args.benchmark == "training":
         from training_benchmark import METHODS
 

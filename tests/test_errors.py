@@ -1,6 +1,7 @@
 """Bad input through the real CLI (in-process ``main``): each is one line on stderr that names the
 problem and the fix, with a non-zero exit and no traceback."""
 
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,18 @@ def test_gpu_check_input_errors_are_one_line(args, message, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_stl10_offline_says_where_to_put_the_files(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.stl10.download_and_extract_archive", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*SIMCLR, "--data.class_path=STL10DataModule", f"--data.init_args.root={tmp_path / 'data'}"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("ssl-lightning: error: STL-10 is not in "), err[-2000:]
+    assert f"extract it into {tmp_path / 'data'} (it holds the stl10_binary folder)" in last

@@ -121,3 +121,14 @@ def test_a_resumed_run_starts_from_the_saved_queue_and_targets(name, random_imag
     assert trainer.global_step == 4
     if name == "moco":
         assert int(resumed.queue.pointer) == (4 * 16) % 32  # it carried on enqueueing from the saved slot
+
+
+def test_simclr_head_without_batch_norm_is_linear_relu_linear():
+    # The UvA tutorial's head, written out: fc (512 -> 512, with bias), ReLU, Linear (512 -> 128).
+    model = SimCLR(projection_hidden_dim=16, projection_dim=8, projection_batch_norm=False, **DATA)
+    first, second = model.projector.layers[0], model.projector.layers[-1]
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.projector.modules())
+    h = torch.randn(5, model.encoder.out_dim)
+    expected = torch.relu(h @ first.weight.T + first.bias) @ second.weight.T + second.bias  # (5, 8)
+    assert torch.allclose(model.projector(h), expected, atol=1e-6)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA).modules())

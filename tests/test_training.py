@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -76,6 +77,29 @@ def test_warmup_then_cosine_schedule():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
 
 
+def test_cosine_ends_at_the_final_lr_ratio():
+    # The UvA tutorial's CosineAnnealingLR(eta_min=lr/50) over 10 steps, written out by hand:
+    # lr_k = lr/50 + (lr - lr/50) * (1 + cos(pi k / 10)) / 2.
+    expected = [0.02 + 0.98 * (1 + math.cos(math.pi * k / 10)) / 2 for k in range(12)]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup_steps=0, total_steps=10, final_lr_ratio=0.02)
+    lrs = []
+    for _ in range(12):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx(expected[:11] + [0.02])  # and stays there past the end
+    assert lrs[5] == pytest.approx(0.51)
+    with pytest.raises(ConfigError, match="final_lr_ratio"):
+        warmup_cosine(optimizer, warmup_steps=0, total_steps=10, final_lr_ratio=1.5)
+
+
+def test_final_lr_ratio_reaches_the_trainer_schedule(random_images, tiny_simclr_kwargs, tmp_path):
+    model = SimCLR(**tiny_simclr_kwargs, lr=0.1, warmup_epochs=0, final_lr_ratio=0.5)
+    trainer, _ = fit(model, random_images, tmp_path, max_steps=4, limit_val_batches=0)
+    # After the run's 4 of 4 steps the cosine is at its end: 0.5 x lr (without the ratio, 0).
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05)
+
 def test_load_encoder_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_encoder(tmp_path / "missing.ckpt")
@@ -135,6 +159,18 @@ def test_lars_step_matches_the_formula():
     before = b.detach().clone()
     optimizer.step()  # momentum carries the last step on
     assert torch.allclose(b, before - 0.5 * 0.9 * torch.tensor([0.5, 0.5]))
+
+
+def test_lars_clip_caps_each_layers_rate_at_lr():
+    from ssl_lightning.optim import LARS
+
+    for lr, eta in [(0.5, 0.01), (0.001, 0.01)]:  # t/lr = 0.036/0.5 < 1 (kept), then 0.036/0.001 > 1 (clipped)
+        w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ‖w‖ = 5
+        w.grad = torch.tensor([[0.0, 1.0]])
+        LARS([{"params": [w], "weight_decay": 0.1, "lars_adapt": True}], lr=lr, eta=eta, clip=True).step()
+        g = torch.tensor([[0.3, 1.4]])  # grad + 0.1 w
+        rate = min(eta * 5 / g.norm().item(), lr)  # solo-learn's clip_lr: min(lr x t, lr)
+        assert torch.allclose(w, torch.tensor([[3.0, 4.0]]) - rate * g)
 
 
 @pytest.mark.parametrize("method", ["simclr", "supervised"])

@@ -194,8 +194,10 @@ class ImageDataModule(ImageData):
         """The images of ``source`` at ``indices``: decoded now and held (``InMemoryImages``) or
         decoded batch by batch later (``StreamingImages``), as ``decide_in_memory`` chose."""
         if self.decide_in_memory(len(source)):
-            images = source.load_all(description=f"decoding {type(self).__name__}")
-            return InMemoryImages(images[indices], source.labels[indices])
+            images, labels = source.load_all(description=f"decoding {type(self).__name__}"), source.labels
+            if not torch.equal(indices, torch.arange(len(source))):  # an index copies: only where it selects
+                images, labels = images[indices], labels[indices]
+            return InMemoryImages(images, labels)
         return StreamingImages(source, indices)
 
     def check_memory_budget(self) -> None:

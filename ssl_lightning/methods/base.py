@@ -68,6 +68,9 @@ class EncoderMethod(LightningModule):
         weight_decay: float = 1e-4,
         sgd_momentum: float = 0.9,
         warmup_epochs: float = 1.0,
+        final_lr_ratio: float = 0.0,
+        lars_eta: float = 0.001,
+        lars_clip: bool = False,
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
@@ -83,7 +86,10 @@ class EncoderMethod(LightningModule):
             optimizer: "adamw", "sgd" or "lars" (the last two with ``sgd_momentum``).
             lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
                 norm weights).
-            warmup_epochs: length of the linear warm-up, before the cosine decay to 0.
+            warmup_epochs: length of the linear warm-up, before the cosine decay.
+            final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
+            lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each
+                layer's rate is clipped at ``lr`` (``ssl_lightning.optim.LARS``).
             channels_last: keep the encoder's convolutions in the channels-last memory layout
                 (faster on CPUs and on GPUs' tensor cores; same results up to rounding). Ignored
                 at width 8 with ResNet-18/34, whose channels-last CPU backward crashes.
@@ -165,7 +171,8 @@ class EncoderMethod(LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
+        return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs,
+                                       hp.final_lr_ratio, hp.lars_eta, hp.lars_clip)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_diverged()  # never a checkpoint of non-finite weights

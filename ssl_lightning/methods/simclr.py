@@ -20,6 +20,8 @@ class SimCLR(PretrainMethod):
         temperature: NT-Xent temperature T > 0 (the paper uses 0.5 for CIFAR-10, App. B.9).
         projection_hidden_dim, projection_dim: hidden and output sizes of the projection head
             (the paper: hidden = the backbone's feature size, output 128).
+        projection_batch_norm: BatchNorm in the head's hidden layer, as the paper's reference code
+            (False: Linear -> ReLU -> Linear, the UvA tutorial's head).
         **kwargs: the shared arguments of ``PretrainMethod`` (backbone, views, optimizer, ...).
     """
 
@@ -28,12 +30,13 @@ class SimCLR(PretrainMethod):
         temperature: float = 0.5,
         projection_hidden_dim: int = 512,
         projection_dim: int = 128,
+        projection_batch_norm: bool = True,
         **kwargs,
     ) -> None:
         check_temperature(temperature)  # before building anything: fail fast on a bad config
         super().__init__(**kwargs)
         self.temperature = temperature
-        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
+        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim, batch_norm=projection_batch_norm)
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         # Both views in one batch, so BatchNorm statistics cover all 2N views (the paper's global BN).

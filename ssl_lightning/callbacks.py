@@ -13,6 +13,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from ssl_lightning.data.labelled import is_labelled
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.methods.base import ViewBatch
@@ -46,7 +48,7 @@ class LogViewPairs(Callback):
 class EmbeddingProjector(Callback):
     """At the end of training, logs the encoder features of the first ``num_images`` validation
     images to TensorBoard's Projector (PCA, t-SNE, UMAP in the browser), with the images as
-    sprites and their class names as labels.
+    sprites and, where the data has labels, their class names as metadata.
 
     Args:
         num_images: how many validation images to embed (0: none).
@@ -59,12 +61,14 @@ class EmbeddingProjector(Callback):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         data = getattr(trainer, "datamodule", None)
-        val_set = getattr(data, "val_set", None)  # the in-memory data modules' validation images
+        val_set = getattr(data, "val_set", None)  # ssl-lightning's data modules' validation images
         if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
             return
-        images, labels = val_set.images[: self.num_images], val_set.labels[: self.num_images]
+        first = LabelledSubset(val_set, torch.arange(min(self.num_images, len(val_set))))
+        images, labels = (torch.cat(parts) for parts in zip(*data.eval_dataloader(first)))  # (N, C, H, W), (N,)
         features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
-        trainer.logger.experiment.add_embedding(features, metadata=data.class_names(labels), label_img=images.float() / 255,
+        metadata = data.class_names(labels) if is_labelled(data) else None  # unlabelled: the points and their pictures
+        trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=images.float() / 255,
                                                 global_step=trainer.global_step, tag="val_features")
 
 

@@ -25,14 +25,10 @@ from torch import Tensor  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
-from ssl_lightning.data.label_budget import sample_per_class  # noqa: E402
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
 from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
-
-
-def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
 
 
 def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:

@@ -6,6 +6,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_lightning.data import InMemoryDataModule
+from ssl_lightning.data.labelled import UNLABELLED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
@@ -41,6 +42,16 @@ class RandomImages(InMemoryDataModule):
         g = torch.Generator().manual_seed(int(train))
         n = 96 if train else 32
         return torch.randint(0, 256, (n, 1, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 4
+
+
+class UnlabelledRandomImages(RandomImages):
+    """``RandomImages`` without labels, as a data module of unlabelled images has them."""
+
+    num_classes = None
+
+    def load_split(self, train: bool):
+        images, labels = super().load_split(train)
+        return images, torch.full_like(labels, UNLABELLED)
 
 
 @pytest.fixture

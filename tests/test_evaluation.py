@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RandomImages, fit
+from conftest import RandomImages, UnlabelledRandomImages, fit
 from ssl_lightning import load_encoder
-from ssl_lightning.data.label_budget import sample_per_class
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (
     LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
@@ -165,25 +167,84 @@ def test_cache_is_reused_and_invalidated_when_the_checkpoint_changes(random_imag
 
 # --- online evaluation ----------------------------------------------------------------------
 
-def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
-    def train(callbacks):
-        torch.manual_seed(0)
-        model = SimCLR(**tiny_simclr_kwargs)
-        trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, enable_checkpointing=False, max_epochs=2, callbacks=callbacks)
-        trainer.fit(model, datamodule=RandomImages(batch_size=16, val_size=32))
-        return model, trainer
+def train_simclr(kwargs, data, tmp_path, callbacks, **trainer_kwargs):
+    """A seeded tiny SimCLR fit on the CPU, by default without logger or checkpoints: (model, trainer)."""
+    torch.manual_seed(0)
+    model = SimCLR(**kwargs)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=callbacks, **{"max_epochs": 2, "enable_checkpointing": False, **trainer_kwargs})
+    trainer.fit(model, datamodule=data)
+    return model, trainer
 
+
+def assert_same_encoder(a, b):
+    for (name, x), y in zip(a.encoder.state_dict().items(), b.encoder.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
     online = OnlineEvaluation(bank_size=40, knn_k=5)
-    with_callback, trainer = train([online])
-    without_callback, _ = train([])
+    with_callback, trainer = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [online])
+    without_callback, _ = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [])
     # Same seed, same data: the encoder's weights (hence every gradient step) are bit-identical.
-    for (name, a), b in zip(with_callback.encoder.state_dict().items(), without_callback.encoder.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_encoder(with_callback, without_callback)
     metrics = trainer.callback_metrics
     assert 0 <= metrics["val_online_probe_acc"] <= 1 and 0 <= metrics["val_knn_acc"] <= 1
     assert online.classifier.weight.abs().sum() > 0  # the probe trained
     assert 40 <= sum(len(f) for f, _ in online._bank) < 40 + 16  # the bank keeps the last bank_size features
+
+
+def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny_simclr_kwargs, tmp_path, caplog):
+    online = OnlineEvaluation()
+    data = UnlabelledRandomImages(batch_size=16, val_size=32)
+    model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)
+    trainer.validate(model, datamodule=data, verbose=False)  # a second stage: no second line
+    assert online.mode == "off" and online.classifier is None
+    assert "val_acc_top5" in trainer.callback_metrics  # the ranking metrics need no labels
+    assert not {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} & set(trainer.callback_metrics)
+    lines = [record.getMessage() for record in caplog.records if "online evaluation is off" in record.getMessage()]
+    assert len(lines) == 1 and "UnlabelledRandomImages() has no labels" in lines[0] and "--online_eval.eval_data" in lines[0]
+
+
+def test_online_evaluation_on_a_separate_labelled_data_module(tiny_simclr_kwargs, tmp_path):
+    """Pretraining on unlabelled images, evaluated on another module's labelled ones: the logged
+    numbers are those of the final encoder's clean features of that module's images (computed
+    here from its in-memory tensors), and the encoder trains exactly as without the callback."""
+    eval_data = RandomImages(batch_size=16, val_size=32)
+    online = OnlineEvaluation(eval_data=eval_data, eval_images=40, eval_probe_steps=20, knn_k=5)
+    model, trainer = train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, [online], max_epochs=1)
+    without_callback, _ = train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, [], max_epochs=1)
+    assert_same_encoder(model, without_callback)
+
+    bank_set, query_set = eval_data.labelled_set, eval_data.val_set  # 64 and 32 images: the bank capped at 40
+    keep = seeded_subset(len(bank_set), 40).sort().values
+    bank, bank_labels = extract_features(model.encoder, bank_set.images[keep]), bank_set.labels[keep]
+    queries = extract_features(model.encoder, query_set.images)
+    metrics = trainer.callback_metrics
+    expected_knn = knn_accuracy(bank, bank_labels, queries, query_set.labels, 4, k=5, temperature=0.1)
+    assert metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+    with torch.no_grad():
+        expected_probe = accuracy(online.classifier(queries), query_set.labels)
+    assert metrics["val_online_probe_acc"].item() == pytest.approx(expected_probe, abs=1e-6)
+    assert online.classifier.weight.abs().sum() > 0 and "train_online_probe_loss" not in metrics
+
+
+def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, tmp_path):
+    with pytest.raises(ConfigError, match="online evaluation's eval_data needs labelled data, but UnlabelledRandomImages"):
+        train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path,
+                     [OnlineEvaluation(eval_data=UnlabelledRandomImages(batch_size=16, val_size=32))], max_steps=1)
+    three_channels = type("RGBRandomImages", (RandomImages,), {"num_channels": 3})(batch_size=16, val_size=32)
+    with pytest.raises(ConfigError, match="has 3-channel images but the encoder takes 1"):
+        train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path,
+                     [OnlineEvaluation(eval_data=three_channels)], max_steps=1)
+
+
+def test_a_checkpoint_cannot_monitor_online_metrics_that_will_not_exist(tiny_simclr_kwargs, tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_knn_acc", mode="max")
+    with pytest.raises(ConfigError, match="checkpoint.monitor is val_knn_acc.*monitor val_acc_top5"):
+        train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path,
+                     [checkpoint, OnlineEvaluation()], max_steps=1, enable_checkpointing=True)
+    assert not (tmp_path / "ckpt").exists()  # refused before any training step
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer to log to

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ssl_lightning.encoder import Encoder
@@ -38,18 +40,44 @@ def encoder_fingerprint(encoder: Encoder) -> str:
     return digest.hexdigest()
 
 
-@torch.inference_mode()
 def extract_features(
     encoder: Encoder, images: Tensor, batch_size: int = 1024, device: torch.device | None = None, desc: str = "features"
 ) -> Tensor:
     """(N, D) float32 CPU features of uint8 ``images`` (N, C, H, W): the encoder in eval mode, no
     augmentation, batched, on the GPU when there is one. The encoder's mode is restored."""
+    return encode(encoder, images.split(batch_size), device, desc)
+
+
+def loader_features(
+    encoder: Encoder, loader: DataLoader, device: torch.device | None = None, desc: str | None = "features"
+) -> tuple[Tensor, Tensor]:
+    """(N, D) float32 CPU features and (N,) labels of a loader's ``(uint8 images (B, C, H, W),
+    labels (B,))`` batches, as ``extract_features`` computes them: a data module's
+    ``eval_dataloader(dataset)`` gives the clean images of any of its datasets, in memory or
+    streamed. ``desc``: the progress bar's label (None: no bar)."""
+    labels: list[Tensor] = []
+
+    def images() -> Iterator[Tensor]:
+        for batch_images, batch_labels in loader:
+            labels.append(batch_labels)
+            yield batch_images
+
+    features = encode(encoder, images(), device, desc, total=len(loader))
+    return features, torch.cat(labels)
+
+
+@torch.no_grad()  # not inference_mode: callers may train a probe on the features
+def encode(
+    encoder: Encoder, batches: Iterable[Tensor], device: torch.device | None = None, desc: str | None = "features", total: int | None = None
+) -> Tensor:
+    """(N, D) float32 CPU features of uint8 image batches (B, C, H, W), concatenated in order
+    (a progress bar labelled ``desc`` over ``total`` batches; none where ``desc`` is None)."""
     device = device or default_device()
     was_training = encoder.training
     encoder.eval().to(device)
     features = [
         encoder(batch.to(device, non_blocking=True).float() / 255).float().cpu()  # (b, D)
-        for batch in tqdm(images.split(batch_size), desc=desc, unit="batch", leave=False)
+        for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=desc is None)
     ]
     encoder.train(was_training)
     return torch.cat(features)

@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages
 from ssl_lightning import load_encoder
-from ssl_lightning.cli import main
+from ssl_lightning.cli import main, make_cli
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods import SimCLR
 
 pytestmark = pytest.mark.slow
@@ -109,6 +111,33 @@ def test_supervised_baseline_through_the_console_script(tmp_path):
                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test_acc" in result.stdout
+
+
+FIT_CONFIGS = sorted(path.stem for path in CONFIGS.glob("*.yaml") if "model" in yaml.safe_load(path.read_text()))
+RANDOM_DATA = ["--data.init_args.batch_size=16", "--data.init_args.val_size=32"]
+
+
+@pytest.mark.parametrize("labels", ["labelled", "unlabelled"])
+@pytest.mark.parametrize("config", FIT_CONFIGS)
+def test_every_config_monitors_a_metric_its_runs_log(config, labels, tmp_path, monkeypatch):
+    """One step and one validation batch of each config, on labelled and on unlabelled data: the
+    checkpoint's monitored metric is logged (Lightning would stop the run at the first validation
+    otherwise). The supervised baseline refuses unlabelled data before training."""
+    monkeypatch.chdir(tmp_path)
+    data = [f"--data.class_path=conftest.{'RandomImages' if labels == 'labelled' else 'UnlabelledRandomImages'}", *RANDOM_DATA]
+    if config == "supervised":
+        data.append(f"--model.init_args.num_classes={RandomImages.num_classes}")
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), "--model.init_args.width=8", *TINY_HEADS.get(config.removesuffix("_gpu"), []),
+                    *data, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                    "--trainer.num_sanity_val_steps=0", "--projector.num_images=0", "--trainer.enable_progress_bar=false"], run=False)
+    if config == "supervised" and labels == "unlabelled":
+        with pytest.raises(ConfigError, match="the supervised baseline needs labelled data, but UnlabelledRandomImages"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        assert cli.trainer.global_step == 0
+        return
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.checkpoint_callback.monitor in cli.trainer.callback_metrics
+    assert cli.trainer.checkpoint_callback.best_model_path  # a best checkpoint was chosen on it
 
 
 def test_pretraining_logs_online_evaluation(tmp_path):

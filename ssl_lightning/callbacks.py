@@ -14,7 +14,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 from ssl_lightning.data.labelled import is_labelled
-from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.methods.base import ViewBatch
@@ -64,8 +63,7 @@ class EmbeddingProjector(Callback):
         val_set = getattr(data, "val_set", None)  # ssl-lightning's data modules' validation images
         if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
             return
-        first = LabelledSubset(val_set, torch.arange(min(self.num_images, len(val_set))))
-        images, labels = (torch.cat(parts) for parts in zip(*data.eval_dataloader(first)))  # (N, C, H, W), (N,)
+        images, labels = data.take(val_set, self.num_images)
         features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
         metadata = data.class_names(labels) if is_labelled(data) else None  # unlabelled: the points and their pictures
         trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=images.float() / 255,

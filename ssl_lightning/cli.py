@@ -208,7 +208,7 @@ def main(args: list[str] | None = None) -> None:
         cause = _user_error(err)
         if cause is None or verbose:
             raise
-        print(f"ssl-lightning: error: {cause} (run with --verbose for the traceback)", file=sys.stderr)
+        print(f"ssl-lightning: error: {_one_line(cause)} (run with --verbose for the traceback)", file=sys.stderr)
         sys.exit(1)
 
 
@@ -223,6 +223,15 @@ def _argument_error_line(err: ArgumentError) -> str:
     noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
     lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
     return ": ".join(lines) + " (see --help for the accepted options)"
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message; for one raised in a DataLoader worker, which torch re-raises with the
+    worker's traceback in the message, the original message alone."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]  # "ssl_lightning.errors.DataNotFoundError: <message>"
+    return text
 
 
 def _user_error(err: BaseException | None) -> Exception | None:

@@ -6,7 +6,7 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_lightning.data import InMemoryDataModule
-from ssl_lightning.data.labelled import UNLABELLED
+from ssl_lightning.data.source import UNLABELLED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"

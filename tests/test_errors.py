@@ -37,6 +37,30 @@ def image_folder_with_a_broken_file(tmp: Path) -> Path:
     return tmp / "images"
 
 
+def folder_with(tmp: Path, broken: str | None) -> Path:
+    """A flat folder of 40 JPEGs, one of them broken: "garbage" (no JPEG header) or "truncated"
+    (a valid header, the data cut off), or none."""
+    from PIL import Image
+
+    folder = tmp / "photos"
+    folder.mkdir()
+    for n in range(40):
+        Image.new("RGB", (24, 20), (n * 6, 100, 200 - n * 4)).save(folder / f"{n}.jpg", quality=95)
+    if broken == "garbage":
+        (folder / "7.jpg").write_bytes(b"not a jpeg at all")
+    elif broken == "truncated":
+        data = (folder / "7.jpg").read_bytes()
+        (folder / "7.jpg").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def file_list_with_a_missing_file(tmp: Path) -> Path:
+    folder = folder_with(tmp, None)
+    listing = tmp / "images.txt"
+    listing.write_text("".join(f"photos/{n}.jpg\n" for n in range(40)) + "photos/gone.jpg\n")
+    return listing
+
+
 FOLDER = ["--data.class_path=ImageFolderDataModule", "--data.init_args.image_size=16", "--data.init_args.val_size=8",
           "--data.init_args.batch_size=8"]
 SIMCLR = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true"]
@@ -61,10 +85,25 @@ CASES = {
         lambda t, c: [f"--checkpoint.dirpath={t}", "--trainer.fast_dev_run=false", "--trainer.max_steps=1"] if (t / "old.ckpt").touch() is None else [],
         "already holds checkpoints of an earlier run"),
     "a trainer setting Lightning refuses": (lambda t, c: ["--trainer.max_time=00:00:00:600"], "is not a valid duration"),
-    "empty image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t}"], "has no class sub-folders"),
+    "empty image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t}"], "no images in"),
     "missing image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t / 'nowhere'}"], "image folder not found"),
     "unreadable image": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={image_folder_with_a_broken_file(t)}"],
                          "cannot read image"),
+    "corrupt JPEG": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, 'garbage')}"], "cannot read image"),
+    "JPEG corrupt past its header, streamed": (
+        lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, 'truncated')}", "--data.init_args.in_memory=false",
+                      "--data.init_args.num_workers=1"], "cannot read image"),
+    "file list naming missing files": (
+        lambda t, c: [*FOLDER, f"--data.init_args.file_list={file_list_with_a_missing_file(t)}"], "do not exist (first: "),
+    "labels=folders on a flat folder": (
+        lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, None)}", "--data.init_args.labels=folders"],
+        "set data.labels=none to pretrain without labels"),
+    "image size not positive": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, None)}",
+                                              "--data.init_args.image_size=0"], "image_size must be a positive"),
+    "memory budget below one batch": (
+        lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, None)}", "--data.init_args.memory_budget_gb=0.000001"],
+        "cannot hold one batch"),
+    "streaming a dataset read whole": (lambda t, c: ["--data.init_args.in_memory=false"], "always holds it in memory"),
 }
 
 

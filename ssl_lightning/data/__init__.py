@@ -1,6 +1,6 @@
 """LightningDataModules; batches are ``(uint8 images (B, C, H, W), labels (B,))``."""
 
-from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.base import ImageDataModule, InMemoryDataModule
 from ssl_lightning.data.digits import DigitsDataModule
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.image_folder import ImageFolderDataModule
@@ -9,5 +9,5 @@ from ssl_lightning.data.torchvision_datasets import TorchvisionDataModule
 # What `--data.class_path` accepts by its short name.
 DATA_MODULES = ("FashionMNISTDataModule", "ImageFolderDataModule", "TorchvisionDataModule", "DigitsDataModule")
 
-__all__ = ["DATA_MODULES", "DigitsDataModule", "FashionMNISTDataModule", "ImageFolderDataModule", "InMemoryDataModule",
+__all__ = ["DATA_MODULES", "DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "ImageFolderDataModule", "InMemoryDataModule",
            "TorchvisionDataModule"]

@@ -7,14 +7,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.base import ImageDataModule
 from ssl_lightning.errors import ConfigError
 
 
-class DigitsDataModule(InMemoryDataModule):
+class DigitsDataModule(ImageDataModule):
     """The digits as uint8 (N, 1, 8, 8) images. The dataset has no test split of its own: a seeded,
     stratified ``test_size`` share is set aside once (the same for every seed of the train/val
     split), and validation is held out of the rest (``val_size``)."""
+
+    can_stream = False  # read whole from one archive: always held in memory
 
     num_channels = 1
     image_size = 8
@@ -26,7 +28,7 @@ class DigitsDataModule(InMemoryDataModule):
         """
         Args:
             test_size: images set aside for testing (20% by default).
-            val_size, batch_size, drop_last, **kwargs: see ``InMemoryDataModule``.
+            val_size, batch_size, drop_last, **kwargs: see ``ImageDataModule``.
         """
         super().__init__(val_size=val_size, batch_size=batch_size, drop_last=drop_last, **kwargs)
         if not 0 < test_size < 1797 - val_size:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.base import ImageDataModule
 from ssl_lightning.data.idx import read_idx
 from ssl_lightning.errors import DataNotFoundError
 
@@ -18,11 +18,13 @@ FILES = {
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
-class FashionMNISTDataModule(InMemoryDataModule):
+class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST read from the IDX files in ``data_dir`` (by default Debian's package).
 
     Where the files are missing, torchvision downloads the dataset into ``download_dir``.
     """
+
+    can_stream = False  # read whole from one archive: always held in memory
 
     num_channels = 1
     image_size = 28
@@ -41,7 +43,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         Args:
             data_dir: folder with the four ``*-ubyte.gz`` files.
             download_dir: where torchvision downloads the dataset if ``data_dir`` lacks the files.
-            **kwargs: batch size, split sizes and loader settings (see ``InMemoryDataModule``).
+            **kwargs: batch size, split sizes and loader settings (see ``ImageDataModule``).
         """
         super().__init__(**kwargs)
         self.data_dir = Path(data_dir).expanduser()

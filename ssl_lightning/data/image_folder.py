@@ -1,105 +1,116 @@
-"""Any folder of images in torchvision's ``ImageFolder`` layout (``root/<class>/<image>``), decoded
-once, resized and kept in memory as uint8."""
+"""Your own images: a folder (with class folders or without labels) or a file list, held in memory
+or decoded in DataLoader workers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from torch import Tensor
-from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
-from tqdm import tqdm
+from pytorch_lightning.utilities import rank_zero_info
 
-from ssl_lightning.data.base import InMemoryDataModule
-from ssl_lightning.errors import ConfigError, DataNotFoundError
+from ssl_lightning.data.base import ImageDataModule
+from ssl_lightning.data.image_files import CHANNEL_MODES, FileSource, ImageFiles, LabelMode
+from ssl_lightning.data.source import ImageSource
+from ssl_lightning.errors import ConfigError
 
 # Per-channel statistics used when none are given: ImageNet's for colour, mid-grey for grayscale.
 DEFAULT_STATS = {3: ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), 1: ((0.5,), (0.25,))}
+SKIPPED_LIST = "skipped_images.txt"
 
 
-class ImageFolderDataModule(InMemoryDataModule):
-    """Images from ``data_dir/<class>/*.png|jpg|...`` (and optionally a test folder of the same
-    classes). Each image is decoded, converted to ``num_channels``, resized so its shorter side is
-    ``image_size`` and centre-cropped to a square, once, at setup; the data must fit in memory.
+class ImageFolderDataModule(ImageDataModule):
+    """Images from ``data_dir`` (any depth) or a ``file_list``, and optionally a test folder or list.
 
-    The class folders give the labels, which pretraining never uses (they serve online evaluation,
-    the probe and the supervised baseline). Validation is a seeded part of ``data_dir``.
+    Each image is decoded, converted to ``num_channels`` (greyscale, RGBA and palette images
+    included; the log counts the conversions), its shorter side resized to ``image_size`` and
+    centre-cropped to a square: at setup, when held in memory, or batch by batch in DataLoader
+    workers, when streamed (``in_memory``). Validation is a seeded part of the train images.
+
+    Labels (``labels``): "folders" reads ``data_dir/<class>/<image>``; "none" pretrains without
+    labels; "auto" picks "folders" when every image sits in one of at least two class folders one
+    level down (or the file list has a ``label`` column), "none" otherwise, and logs the choice.
     """
 
     def __init__(
         self,
-        data_dir: str,
+        data_dir: str | None = None,
+        labels: LabelMode = "auto",
+        file_list: str | None = None,
         test_dir: str | None = None,
+        test_file_list: str | None = None,
         image_size: int = 32,
         num_channels: int = 3,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        skip_unreadable: bool = False,
         **kwargs,
     ) -> None:
         """
         Args:
-            data_dir: the train folder, one sub-folder per class.
-            test_dir: a test folder with the same class sub-folders (None: no test split).
+            data_dir: the folder of train images; with ``file_list``, where its relative paths start.
+            labels: "auto", "folders" or "none" (see the class docstring).
+            file_list: a ``.txt`` file of image paths (one a line) or a ``.csv`` file with a ``path``
+                column and an optional ``label`` column, instead of reading ``data_dir``.
+            test_dir, test_file_list: the test images, read the same way (None: no test split).
             image_size: side of the square images the model sees.
             num_channels: 3 (RGB) or 1 (grayscale); images are converted to it.
             mean, std: per-channel normalisation the encoder applies (None: ImageNet's for RGB,
                 0.5/0.25 for grayscale).
-            **kwargs: batch size, split sizes and loader settings (see ``InMemoryDataModule``).
+            skip_unreadable: skip files that cannot be read, counting them and listing them in
+                ``skipped_images.txt`` in the run folder (False: stop at the first, naming it).
+            **kwargs: batch size, split sizes, ``in_memory`` and loader settings (see ``ImageDataModule``).
         """
         super().__init__(**kwargs)
         if num_channels not in DEFAULT_STATS:
             raise ConfigError(f"num_channels must be 1 or 3, got {num_channels}")
-        if image_size < 8:
-            raise ConfigError(f"image_size must be at least 8 pixels, got {image_size}")
-        self.data_dir = Path(data_dir).expanduser()
-        self.test_dir = Path(test_dir).expanduser() if test_dir else None
+        if image_size < 1:
+            raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+        if data_dir is None and file_list is None:
+            raise ConfigError("set data.data_dir to a folder of images, or data.file_list to a list of image paths")
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.num_channels = num_channels
         self.image_size = image_size
         default_mean, default_std = DEFAULT_STATS[num_channels]
         self.mean = tuple(mean) if mean is not None else default_mean
         self.std = tuple(std) if std is not None else default_std
-        mean, std = self.mean, self.std  # saved as used: Lightning checks them against the model's
-        self.save_hyperparameters()
-        self.classes, self.class_to_idx = list_classes(self.data_dir)  # fails now, before any training
-        self.num_classes = len(self.classes)
+        self.skip_unreadable = skip_unreadable
+        self.files = list_files(file_list, data_dir, labels)  # fails now, before any training
+        # The test images are labelled like the train images: with the same class names, or not at all.
+        test_labels = labels if self.files.classes is not None else "none"
+        self.test_files = list_files(test_file_list, test_dir, test_labels, self.files.classes) if test_dir or test_file_list else None
+        self.classes = self.files.classes
+        self.num_classes = len(self.classes) if self.classes is not None else None
+        rank_zero_info(f"ImageFolderDataModule: {len(self.files.paths):,} train images, {self.files.how}")
 
-    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
-        folder = self.data_dir if train else self.test_dir
-        if folder is None:
-            raise ConfigError("this ImageFolderDataModule has no test split: set data.test_dir to a folder of the same classes")
-        files = list_images(folder, self.class_to_idx)
-        mode = "RGB" if self.num_channels == 3 else "L"
-        images = torch.empty(len(files), self.num_channels, self.image_size, self.image_size, dtype=torch.uint8)
-        for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {folder}", unit="img", disable=len(files) < 1000)):
-            images[i] = self._decode(Path(path), mode)
-        return images, torch.tensor([label for _, label in files], dtype=torch.long)
+    def source(self, train: bool) -> ImageSource:
+        files = self.files if train else self.test_files
+        if files is None:
+            raise ConfigError("this ImageFolderDataModule has no test split: set data.test_dir (or data.test_file_list) "
+                              "to test images of the same classes")
+        files, unreadable, converted = files.check(self.num_channels, self.skip_unreadable)
+        if converted:
+            counts = ", ".join(f"{n:,} {mode}" for mode, n in converted.most_common())
+            rank_zero_info(f"ImageFolderDataModule: converting to {CHANNEL_MODES[self.num_channels]}: {counts} images")
+        if unreadable:
+            self._report_skipped(unreadable, "train" if train else "test")
+        return FileSource(files, self.num_channels, self.image_size)
 
-    def _decode(self, path: Path, mode: str) -> Tensor:
-        try:
-            with Image.open(path) as file:
-                image = pil_to_tensor(file.convert(mode))  # (C, H, W) uint8
-        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-            raise DataNotFoundError(f"cannot read image {path} ({type(err).__name__}); remove or replace the file") from err
-        image = resize(image, [self.image_size], antialias=True)  # shorter side = image_size
-        return center_crop(image, [self.image_size, self.image_size])
-
-
-def list_classes(folder: Path) -> tuple[list[str], dict[str, int]]:
-    if not folder.is_dir():
-        raise DataNotFoundError(f"image folder not found: {folder}; set data.data_dir to a folder with one sub-folder per class")
-    try:
-        return find_classes(str(folder))
-    except FileNotFoundError as err:
-        raise DataNotFoundError(f"{folder} has no class sub-folders; put the images in {folder}/<class name>/") from err
+    def _report_skipped(self, unreadable: list[Path], split: str) -> None:
+        """Logs the count, and lists the files in the run folder (where there is a run)."""
+        run_folder = getattr(self.trainer, "log_dir", None) if self.trainer is not None else None
+        where = "no run folder to list them in"
+        if run_folder:
+            listing = Path(run_folder) / SKIPPED_LIST
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            with open(listing, "a") as file:
+                file.writelines(f"{split}\t{path}\n" for path in unreadable)
+            where = f"listed in {listing}"
+        rank_zero_info(f"ImageFolderDataModule: skipped {len(unreadable):,} unreadable {split} image(s) "
+                       f"(skip_unreadable=true; {where}; first: {unreadable[0]})")
 
 
-def list_images(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    if not folder.is_dir():
-        raise DataNotFoundError(f"image folder not found: {folder}")
-    try:
-        return make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as err:  # no image at all, or a class folder without images
-        raise DataNotFoundError(f"{folder}: {err}; image files end in {', '.join(IMG_EXTENSIONS)}") from err
+def list_files(file_list: str | None, folder: str | None, labels: LabelMode, classes: list[str] | None = None) -> ImageFiles:
+    """The images of ``file_list`` (relative to ``folder``), or else of ``folder``."""
+    if file_list:
+        return ImageFiles.from_list(Path(file_list).expanduser(), Path(folder).expanduser() if folder else None, labels, classes)
+    return ImageFiles.from_folder(Path(folder).expanduser(), labels, classes)

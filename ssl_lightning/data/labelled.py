@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import Tensor
 
+from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.errors import ConfigError
 
-UNLABELLED = -1  # the label of an image that has none (the data modules' batches carry it)
 LABELLED_EXAMPLE = "e.g. an ImageFolderDataModule with one sub-folder per class"
 # Constructor arguments that tell data modules of one class apart in a message.
 _DESCRIBING_ARGS = ("name", "split", "labels", "data_dir")

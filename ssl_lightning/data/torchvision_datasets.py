@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.base import ImageDataModule
 from ssl_lightning.errors import DataNotFoundError
 
 
@@ -31,17 +31,19 @@ DATASETS: dict[str, DatasetFacts] = {
 DatasetName = Literal["CIFAR10", "CIFAR100", "MNIST", "KMNIST", "FashionMNIST"]
 
 
-class TorchvisionDataModule(InMemoryDataModule):
+class TorchvisionDataModule(ImageDataModule):
     """One of ``DATASETS`` through ``torchvision.datasets``: its train split (minus a seeded
     validation hold-out) and its test split. Offline, a dataset that is not in ``root`` yet fails
     with one line that says where to put it."""
+
+    can_stream = False  # read whole from one archive: always held in memory
 
     def __init__(self, name: DatasetName = "CIFAR10", root: str = "~/.cache/ssl-lightning/datasets", **kwargs) -> None:
         """
         Args:
             name: the torchvision dataset class.
             root: torchvision's folder for it (downloaded there when missing).
-            **kwargs: batch size, split sizes and loader settings (see ``InMemoryDataModule``).
+            **kwargs: batch size, split sizes and loader settings (see ``ImageDataModule``).
         """
         super().__init__(**kwargs)
         self.name = name
@@ -54,6 +56,7 @@ class TorchvisionDataModule(InMemoryDataModule):
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         dataset = self._dataset(train)
+        self.classes = list(dataset.classes)
         images = torch.as_tensor(dataset.data)
         images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
         return images.contiguous(), torch.as_tensor(dataset.targets).long()

@@ -10,8 +10,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from conftest import RandomImages, UnlabelledRandomImages, fit
 from ssl_lightning import load_encoder
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import accuracy
+from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (
     LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
@@ -142,27 +144,46 @@ def test_draws_repeat_all_only_once():
 
 # --- feature cache --------------------------------------------------------------------------
 
-def test_cache_is_reused_and_invalidated_when_the_checkpoint_changes(random_images, tiny_simclr_kwargs, tmp_path, monkeypatch):
+def test_cache_is_reused_and_invalidated_when_the_images_or_the_checkpoint_change(random_images, tiny_simclr_kwargs, tmp_path, monkeypatch):
     _, checkpoint = fit(SimCLR(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
     path = checkpoint.last_model_path
-    images = torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8)
+    data = RandomImages(batch_size=16, val_size=32)
+    data.setup("fit")
     calls = []
-    real_extract = features_module.extract_features
-    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    real_features = features_module.loader_features
+    monkeypatch.setattr(features_module, "loader_features", lambda *a, **k: calls.append(1) or real_features(*a, **k))
 
-    first = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
-    again = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
+    first = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
+    again = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
     assert len(calls) == 1 and torch.equal(first, again)
-    cached_features(load_encoder(path), images[:5], "random", "train", tmp_path / "cache")
+    assert torch.allclose(first, extract_features(load_encoder(path), data.val_set.images), atol=1e-6)  # batch by batch = all at once
+    cached_features(load_encoder(path), data, LabelledSubset(data.val_set, torch.arange(5)), "val", tmp_path / "cache")
     assert len(calls) == 2  # other images: other features
+    other_split = RandomImages(batch_size=16, val_size=32, seed=1)
+    other_split.setup("fit")
+    cached_features(load_encoder(path), other_split, other_split.val_set, "val", tmp_path / "cache")
+    assert len(calls) == 3  # another seed holds out other images
 
     state = torch.load(path, weights_only=False)
     name = next(k for k in state["state_dict"] if k.startswith("encoder.") and k.endswith("conv1.weight"))
     state["state_dict"][name] = state["state_dict"][name] * 2
     torch.save(state, path)
-    changed = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
-    assert len(calls) == 3 and not torch.allclose(changed, first)
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3 and not list((tmp_path / "cache").glob("*.tmp"))
+    changed = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
+    assert len(calls) == 4 and not torch.allclose(changed, first)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4 and not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_streamed_and_in_memory_images_give_the_same_features(tiny_simclr_kwargs):
+    encoder = SimCLR(**tiny_simclr_kwargs).encoder
+    features = {}
+    for in_memory in (True, False):
+        data = RandomImages(batch_size=16, val_size=32, in_memory=in_memory)
+        data.setup("fit")
+        subset = LabelledSubset(data.val_set, torch.tensor([3, 0, 17, 31]))
+        features[in_memory] = loader_features(encoder, data.eval_dataloader(subset), desc=None)
+    assert type(data.val_set).__name__ == "StreamingImages"
+    assert torch.allclose(features[True][0], features[False][0], atol=1e-6) and torch.equal(features[True][1], features[False][1])
+    assert torch.equal(features[False][1], data.val_set.labels[[3, 0, 17, 31]])
 
 
 # --- online evaluation ----------------------------------------------------------------------

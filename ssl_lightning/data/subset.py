@@ -1,9 +1,13 @@
-"""Part of a data module's dataset, for evaluating on fewer images than it holds."""
+"""Parts of a data module's datasets: for evaluating on fewer images than it holds, and for
+training a classifier on a draw of its labelled images."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 class LabelledSubset(Dataset):
@@ -24,3 +28,14 @@ class LabelledSubset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.dataset[self.indices[index]]
+
+
+def shuffled_loader(data: Any, dataset: Dataset, indices: Tensor, seed: int) -> DataLoader:
+    """Shuffled batches of ``dataset`` (one of ``data``'s) at ``indices``, for training a
+    classifier: ``data``'s batch size (at most the number of images) and workers, reshuffled
+    every epoch by a generator of its own seeded with ``seed`` (the global RNG is not drawn from)."""
+    subset = LabelledSubset(dataset, indices)
+    batch_size = min(data.batch_size, len(subset))
+    return DataLoader(subset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                      num_workers=data.num_workers,
+                      drop_last=len(subset) % batch_size == 1)  # batch norm cannot train on a last batch of one image

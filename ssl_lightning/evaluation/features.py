@@ -1,8 +1,8 @@
-"""Frozen-encoder features of a dataset split, computed once and cached on disk.
+"""Frozen-encoder features of a data module's images, computed batch by batch and cached on disk.
 
-The cache key is the hash of the encoder (its config and every weight), the dataset's name, the
-split and a hash of the images themselves: a changed checkpoint or a different subset gets new
-features, and a sweep encodes each image once.
+The cache key is the hash of the encoder (its config and every weight) and of what picks the
+images (the data module's arguments, the split, the images' labels and positions): a changed
+checkpoint or a different subset gets new features, and a sweep encodes each image once.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ssl_lightning.encoder import Encoder
@@ -85,24 +86,43 @@ def encode(
 
 def cached_features(
     encoder: Encoder,
-    images: Tensor,
-    dataset: str,
+    data: Any,
+    dataset: Dataset,
     split: str,
     cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-    batch_size: int = 1024,
     device: torch.device | None = None,
 ) -> Tensor:
-    """``extract_features``, read from ``cache_dir`` when the same encoder has seen the same
-    dataset split before (``cache_dir=None``: no cache). Files are written atomically."""
+    """(N, D) features of ``dataset``, one of the data module ``data``'s (or part of one): those of
+    ``loader_features`` over ``data.eval_dataloader(dataset)``, read from ``cache_dir`` when the
+    same encoder has encoded the same images before (``cache_dir=None``: no cache). Files are
+    written atomically.
+
+    The images are known by ``dataset_fingerprint``, without decoding them: image files replaced
+    under the same names and labels are not noticed (clear the cache then).
+    """
+    description = f"{type(data).__name__} {split}"
     if cache_dir is None:
-        return extract_features(encoder, images, batch_size, device, desc=f"{dataset} {split}")
-    images_hash = hashlib.sha256(_tensor_bytes(images)).hexdigest()[:12]
-    path = Path(cache_dir).expanduser() / f"{encoder_fingerprint(encoder)[:24]}-{dataset}-{split}-{images_hash}.pt"
+        return loader_features(encoder, data.eval_dataloader(dataset), device, desc=description)[0]
+    key = f"{encoder_fingerprint(encoder)[:24]}-{type(data).__name__}-{split}-{dataset_fingerprint(data, dataset)[:12]}"
+    path = Path(cache_dir).expanduser() / f"{key}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    features = extract_features(encoder, images, batch_size, device, desc=f"{dataset} {split}")
+    features = loader_features(encoder, data.eval_dataloader(dataset), device, desc=description)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(features, partial)
     partial.replace(path)  # atomic: a killed run never leaves a half-written cache file
     return features
+
+
+def dataset_fingerprint(data: Any, dataset: Dataset) -> str:
+    """SHA-256 of what picks ``dataset``'s images: the data module's class and arguments (files,
+    size, split seeds), the dataset's length, labels and positions in its source, where it has them."""
+    digest = hashlib.sha256(type(data).__name__.encode())
+    digest.update(json.dumps(dict(getattr(data, "hparams", {})), sort_keys=True, default=str).encode())
+    digest.update(str(len(dataset)).encode())
+    digest.update(_tensor_bytes(dataset.labels))
+    indices = getattr(dataset, "indices", None)  # LabelledSubset's and StreamingImages' positions
+    if indices is not None:
+        digest.update(_tensor_bytes(torch.as_tensor(indices)))
+    return digest.hexdigest()

@@ -7,9 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig
-from ssl_lightning.data.labelled import require_labels
-from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import classification_step
+from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
 from ssl_lightning.methods.base import EncoderMethod
 
 
@@ -33,13 +31,7 @@ class Supervised(EncoderMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        data = getattr(self.trainer, "datamodule", None)
-        if data is None:  # plain loaders: their labels are the caller's business
-            return
-        require_labels(data, "the supervised baseline")  # before any training step
-        if data.num_classes != self.hparams.num_classes:
-            raise ConfigError(f"the data has {data.num_classes} classes but the model num_classes={self.hparams.num_classes}; "
-                              f"set model num_classes to {data.num_classes}")
+        check_classifier_data(self, "the supervised baseline")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from ssl_lightning.data.base import ImageDataModule  # noqa: E402
+from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule  # noqa: E402
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
 from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import LabelledSubset  # noqa: E402
@@ -112,9 +113,10 @@ def output_folder(output_dir: Path | None, data: ImageDataModule, name: str) -> 
     return folder
 
 
-def embeddings(source: str, data: ImageDataModule, num_images: int = 2000, output_dir: Path | None = None,
+def embeddings(source: str, data: ImageDataModule | None = None, num_images: int = 2000, output_dir: Path | None = None,
                cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
+    data = data or FashionMNISTDataModule()
     require_labels(data, "visualize embeddings (it colours the points by class)")
     encoder = load_encoder(source)
     data.prepare_data()
@@ -125,9 +127,10 @@ def embeddings(source: str, data: ImageDataModule, num_images: int = 2000, outpu
                            f"{source_name(source)}, {len(test)} test images")
 
 
-def neighbours(source: str, data: ImageDataModule, queries: int = 10, k: int = 8, gallery_size: int = 10000,
+def neighbours(source: str, data: ImageDataModule | None = None, queries: int = 10, k: int = 8, gallery_size: int = 10000,
                output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
     """Test images (one per class, up to ``queries``) and their ``k`` nearest labelled train images."""
+    data = data or FashionMNISTDataModule()
     require_labels(data, "visualize neighbours (it marks the neighbours of another class)")
     encoder = load_encoder(source)
     data.prepare_data()
@@ -171,8 +174,8 @@ def main(args: list[str]) -> None:
     elif args[:1] and args[0] in commands:
         command = commands[args[0]]
         parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
-        parser.add_function_arguments(command, as_positional=True)
-        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})
+        parser.add_function_arguments(command, as_positional=True)  # SOURCE; the data module is --data
+        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
         result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
         written = result if isinstance(result, list) else [result]
     else:

@@ -10,8 +10,9 @@ from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.errors import ConfigError
 
 LABELLED_EXAMPLE = "e.g. an ImageFolderDataModule with one sub-folder per class"
-# Constructor arguments that tell data modules of one class apart in a message.
-_DESCRIBING_ARGS = ("name", "split", "labels", "data_dir")
+# Attributes that tell data modules of one class apart in a message (not ``hparams``: LightningCLI
+# gives every data module it builds the hyperparameters of the run's ``data``).
+_DESCRIBING_ATTRIBUTES = ("name", "split", "data_dir")
 
 
 def is_labelled(data: Any) -> bool:
@@ -20,10 +21,9 @@ def is_labelled(data: Any) -> bool:
 
 
 def describe(data: Any) -> str:
-    """``ImageFolderDataModule(labels='none', data_dir='/x')``: the class and what tells it apart."""
-    hparams = getattr(data, "hparams", {}) or {}
-    args = ", ".join(f"{key}={str(hparams[key]) if key == 'data_dir' else hparams[key]!r}" for key in _DESCRIBING_ARGS if key in hparams)
-    return f"{type(data).__name__}({args})"
+    """``ImageFolderDataModule(data_dir='/x')``: the class and what tells it apart."""
+    values = {key: getattr(data, key, None) for key in _DESCRIBING_ATTRIBUTES}
+    return f"{type(data).__name__}({', '.join(f'{key}={str(value)!r}' for key, value in values.items() if value is not None)})"
 
 
 def require_labels(data: Any, needed_by: str, option: str = "--data") -> None:

@@ -38,10 +38,10 @@ def data_name(data: Any) -> str:
     (``cifar10``), any other module by its class (``DigitsDataModule`` -> ``digits``)."""
     name = getattr(data, "name", None) or type(data).__name__.removesuffix("DataModule")
     if isinstance(data, ImageFolderDataModule):
-        hparams = data.hparams
-        if hparams.get("file_list"):
-            name = Path(hparams["file_list"]).stem
-        elif hparams.get("data_dir"):
-            folder = Path(hparams["data_dir"]).expanduser().resolve()
+        file_list = data.hparams.get("file_list")
+        if file_list:
+            name = Path(file_list).stem
+        elif data.data_dir is not None:
+            folder = data.data_dir.resolve()
             name = (folder.parent if folder.name.lower() in SPLIT_FOLDERS else folder).name or name
     return re.sub(r"[^\w.-]+", "-", str(name)).lower()

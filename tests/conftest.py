@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_lightning.data import InMemoryDataModule
@@ -52,6 +53,19 @@ class UnlabelledRandomImages(RandomImages):
     def load_split(self, train: bool):
         images, labels = super().load_split(train)
         return images, torch.full_like(labels, UNLABELLED)
+
+
+def write_colour_squares(root, size=20):
+    """root/{train,val}/{red,blue}/*.png: two classes of noisy colour squares."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 16), ("val", 6)):
+        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / ("red", "blue")[label]
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(-30, 30, (size, size, 3), generator=generator)
+                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
 
 
 @pytest.fixture

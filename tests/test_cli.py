@@ -13,7 +13,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages, write_colour_squares
 from ssl_lightning import load_encoder
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.errors import ConfigError
@@ -145,6 +145,44 @@ def test_pretraining_logs_online_evaluation(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     events = EventAccumulator(str(tmp_path / "checkpoints" / "simclr" / "version_0"), size_guidance={"scalars": 0}).Reload()
     assert {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} <= set(events.Tags()["scalars"])
+
+
+def test_pretraining_on_unlabelled_images_with_a_labelled_eval_data_module_from_yaml(tmp_path):
+    """Unlabelled RGB photos (a flat folder) pretrain; a labelled image folder given in YAML as
+    online_eval.eval_data is what online evaluation scores. The view grid and the projector need
+    no labels (the projector then has no metadata)."""
+    from PIL import Image
+
+    photos = tmp_path / "photos" / "2026"
+    photos.mkdir(parents=True)
+    for n in range(48):
+        Image.new("RGB", (24, 20), (n * 5, 100, 240 - n * 5)).save(photos / f"{n}.jpg")
+    write_colour_squares(tmp_path / "bees")
+    (tmp_path / "eval.yaml").write_text(f"""
+online_eval:
+  eval_data:
+    class_path: ImageFolderDataModule
+    init_args:
+      data_dir: {tmp_path / 'bees' / 'train'}
+      image_size: 16
+      val_size: 8
+      batch_size: 8
+""")
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.width=8",
+                     *TINY_HEADS["simclr"], "--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'photos'}",
+                     "--data.init_args.labels=none", "--data.init_args.image_size=16", "--data.init_args.val_size=16",
+                     "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "checkpoints" / "simclr" / "version_0"
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert {"val_acc_top5", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val_knn_acc")) == 1 and all(0 <= p.value <= 1 for p in events.Scalars("val_knn_acc"))
+    assert "train_online_probe_loss" not in events.Tags()["scalars"]  # no labels in the training batches
+    assert "views/pairs" in events.Tags()["images"]
+    projector = (run / "projector_config.pbtxt").read_text()
+    assert "val_features" in projector and "sprite" in projector and "metadata" not in projector
+    assert "online evaluation is off" not in result.stderr
+    assert list((run / "checkpoints").glob("best-*.ckpt"))  # selected on val_acc_top5
 
 
 def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):

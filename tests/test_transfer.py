@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RandomImages, fit
+from conftest import RandomImages, fit, write_colour_squares
 from ssl_lightning import Encoder, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
 from ssl_lightning.errors import CheckpointError, DataNotFoundError
@@ -197,22 +197,9 @@ def test_torchvision_dataset_offline_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(error.value) and "CIFAR10 is not in" in str(error.value)
 
 
-def write_image_folder(root, size=20):
-    """root/{train,val}/{red,blue}/*.png: two classes of noisy colour squares."""
-    generator = torch.Generator().manual_seed(0)
-    for split, count in (("train", 16), ("val", 6)):
-        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
-            folder = root / split / ("red", "blue")[label]
-            folder.mkdir(parents=True)
-            for i in range(count):
-                noise = torch.randint(-30, 30, (size, size, 3), generator=generator)
-                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-
-
 @pytest.mark.slow
 def test_comparison_command_on_a_generated_image_folder(encoder_file, tmp_path):
-    write_image_folder(tmp_path / "bees")
+    write_colour_squares(tmp_path / "bees")
     config = tmp_path / "transfer.yaml"
     config.write_text(f"""
 sources: [{encoder_file}]

@@ -5,11 +5,10 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, write_colour_squares
 from ssl_lightning import Encoder
 from ssl_lightning.cli import main
 from test_cli import run_cli
-from test_transfer import write_image_folder
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_embeddings_and_neighbours_of_an_rgb_image_folder_named_by_the_data(tmp_
     """Any labelled data module: class names and the output folder come from it (bees/train -> bees)."""
     from ssl_lightning import visualize
 
-    write_image_folder(tmp_path / "bees")
+    write_colour_squares(tmp_path / "bees")
     torch.manual_seed(0)
     encoder = Encoder(width=8, in_channels=3, input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     source = tmp_path / "rgb.pt"

@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RandomImages, UnlabelledRandomImages, fit
+from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
 from ssl_lightning.data.subset import LabelledSubset
@@ -18,7 +18,8 @@ from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (
     LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
 )
-from ssl_lightning.evaluation.label_efficiency import draws
+from ssl_lightning.data import ImageFolderDataModule
+from ssl_lightning.evaluation.label_efficiency import draws, evaluate
 from ssl_lightning.evaluation.linear_probe import feature_loader, quiet_trainer
 from ssl_lightning.methods import SimCLR, Supervised
 from ssl_lightning.methods.base import ViewBatch
@@ -135,6 +136,35 @@ def test_budget_draws_come_from_the_train_part_only():
         assert torch.equal(expected.split_indices(labels)[0], RandomImages(val_size=32).split_indices(labels)[0][idx])
     test_images = {img.numpy().tobytes() for img in data.test_set.images}
     assert not any(img.numpy().tobytes() in test_images for img in data.train_set.images)
+
+
+SWEEP_DATA = {
+    # case: (data module and encoder config given a folder; budgets; supervised steps)
+    # Like STL-10, the labels are drawn from other images than those it pretrains on: the
+    # supervised baseline must train on those too.
+    "labels apart": (lambda root: (LabelsApart(batch_size=16, val_size=32), dict(in_channels=1)), [2], 1),
+    "RGB image folder, streamed": (lambda root: (
+        ImageFolderDataModule(data_dir=str(write_colour_squares(root) or root / "train"), test_dir=str(root / "val"), image_size=16,
+                              val_size=8, batch_size=8, in_memory=False),
+        dict(in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)), [2, "all"], 0),
+}
+
+
+@pytest.mark.slow  # up to half a minute on 2 busy CPU cores
+@pytest.mark.parametrize("case", sorted(SWEEP_DATA))
+def test_sweep_on_any_labelled_data_module(case, tmp_path):
+    make, budgets, supervised_steps = SWEEP_DATA[case]
+    data, encoder_config = make(tmp_path / "bees")
+    checkpoint = save_encoder(tmp_path / "encoder.pt", width=8, input_size=16, **encoder_config)
+    table = evaluate([checkpoint], data=data, budgets=budgets, seeds=1, weight_decays=[1e-3], knn_k=5,
+                     supervised_steps=supervised_steps, output_dir=tmp_path / "out", cache_dir=None)
+    labelled = len(data.labelled_set)
+    assert labelled == (64 if case == "labels apart" else 24)  # the pool is the labelled set (train_set has no labels there)
+    assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels"} | ({"supervised"} if supervised_steps else set())
+    assert len(table) == 3 * 2 * len(budgets) + (len(budgets) if supervised_steps else 0)
+    assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) <= {labelled}
+    assert set(table.loc[table["labels_per_class"] == 2, "train_images"]) == {2 * data.num_classes}
+    assert table["test_acc"].between(0, 1).all() and (tmp_path / "out" / "results.md").is_file()
 
 
 def test_draws_repeat_all_only_once():

@@ -1,12 +1,10 @@
 """Pictures: the visualize commands write PNGs, and a run's TensorBoard gets projector and HParams data."""
 
 import pytest
-import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, write_colour_squares
-from ssl_lightning import Encoder
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, save_encoder, write_colour_squares
 from ssl_lightning.cli import main
 from test_cli import run_cli
 
@@ -14,12 +12,7 @@ from test_cli import run_cli
 @pytest.fixture
 def fashion_encoder(tmp_path):
     """A random width-8 encoder for 28x28 Fashion-MNIST, saved as an encoder-only checkpoint."""
-    torch.manual_seed(0)
-    encoder = Encoder(width=8, in_channels=1, input_size=28)
-    path = tmp_path / "tiny.pt"
-    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
-                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
-    return path
+    return save_encoder(tmp_path / "tiny.pt", width=8, in_channels=1, input_size=28)
 
 
 def assert_png(path, min_side=100):
@@ -48,11 +41,7 @@ def test_embeddings_and_neighbours_of_an_rgb_image_folder_named_by_the_data(tmp_
     from ssl_lightning import visualize
 
     write_colour_squares(tmp_path / "bees")
-    torch.manual_seed(0)
-    encoder = Encoder(width=8, in_channels=3, input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
-    source = tmp_path / "rgb.pt"
-    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
-                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, source)
+    source = save_encoder(tmp_path / "rgb.pt", width=8, in_channels=3, input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     plotted = {}
     real_plots, real_grid = visualize.embedding_plots, visualize.retrieval_grid
     monkeypatch.setattr(visualize, "embedding_plots", lambda features, names, *a: plotted.update(names=names) or real_plots(features, names, *a))

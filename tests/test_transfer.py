@@ -10,11 +10,13 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RandomImages, fit, write_colour_squares
+from conftest import LabelsApart, RandomImages, fit, write_colour_squares
 from ssl_lightning import Encoder, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
+from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.errors import CheckpointError, DataNotFoundError
 from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
+from ssl_lightning.evaluation.transfer_comparison import compare
 from test_cli import run_cli
 
 DATA = dict(num_classes=4, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
@@ -225,3 +227,14 @@ log_dir: {tmp_path / 'logs'}
         events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()
         assert {"val_acc", "train_loss", "test_acc"} <= set(events.Tags()["scalars"])
         assert list((tmp_path / "logs" / "bees" / "run_0" / run / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.slow
+def test_comparison_trains_on_the_labelled_images_of_a_module_that_pretrains_apart(encoder_file, tmp_path):
+    """Like STL-10: ``train_set`` has no labels, ``labelled_set`` has; transfer fits on the latter."""
+    data = LabelsApart(batch_size=16, val_size=32)
+    table = compare([str(encoder_file)], data, max_epochs=1, scratch=False, output_dir=tmp_path / "results", log_dir=tmp_path / "logs",
+                    accelerator="cpu")
+    assert list(table["run"]) == ["simclr finetune", "simclr feature_extract"] and table["test_acc"].between(0, 1).all()
+    assert (tmp_path / "results" / "labelsapart" / "results.md").is_file()  # the folder is named by the data module
+    assert (data.train_set.labels == UNLABELLED).all() and (data.labelled_set.labels >= 0).all()

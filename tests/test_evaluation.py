@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import accuracy
@@ -77,6 +78,14 @@ def test_probe_only_trains_the_linear_layer_and_the_encoder_is_unchanged(random_
 def test_probe_rejects_an_unknown_optimizer():
     with pytest.raises(ConfigError, match="lbfgs"):
         LinearProbe(4, 2, optimizer="sgd")
+
+
+def test_probe_without_labels_says_so_in_one_line():
+    features, labels = blobs(20)
+    with pytest.raises(ConfigError, match=r"the linear probe needs labelled images, but 20 of the 20 it got have no label \(-1\)"):
+        fit_linear_probe((features, torch.full_like(labels, UNLABELLED)), (features, labels), num_classes=4, weight_decay=1e-3)
+    with pytest.raises(ConfigError, match="the linear probe needs labelled data, but num_classes is None"):
+        LinearProbe(16, None)
 
 
 # --- kNN ------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import LabelsApart, RandomImages, fit, write_colour_squares
+from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, write_colour_squares
 from ssl_lightning import Encoder, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
 from ssl_lightning.data.source import UNLABELLED
-from ssl_lightning.errors import CheckpointError, DataNotFoundError
+from ssl_lightning.errors import CheckpointError, ConfigError, DataNotFoundError
 from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
 from ssl_lightning.evaluation.transfer_comparison import compare
 from test_cli import run_cli
@@ -113,6 +113,15 @@ def test_channel_adapter_against_hand_computed_pixels():
     x = torch.rand(2, 1, 5, 5)
     assert torch.equal(ChannelAdapter(1, 3)(x), x.repeat(1, 3, 1, 1))
     assert ChannelAdapter(1, 1)(x) is x
+
+
+def test_transfer_without_labels_says_so_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="transfer needs labelled data, but num_classes is None"):
+        TransferClassifier(source="random", width=8, **{**DATA, "num_classes": None})
+    model = TransferClassifier(source="random", width=8, **DATA)
+    with pytest.raises(ConfigError, match=r"transfer needs labelled data, but UnlabelledRandomImages\(\) has none"):
+        fit(model, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, max_steps=1)
+    assert not (tmp_path / "ckpt").exists()
 
 
 def test_random_source_is_untrained_with_the_target_normalisation():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -50,7 +50,7 @@ def extract_features(
 
 
 def loader_features(
-    encoder: Encoder, loader: DataLoader, device: torch.device | None = None, desc: str | None = "features"
+    encoder: nn.Module, loader: DataLoader, device: torch.device | None = None, desc: str | None = "features"
 ) -> tuple[Tensor, Tensor]:
     """(N, D) float32 CPU features and (N,) labels of a loader's ``(uint8 images (B, C, H, W),
     labels (B,))`` batches, as ``extract_features`` computes them: a data module's
@@ -69,10 +69,11 @@ def loader_features(
 
 @torch.no_grad()  # not inference_mode: callers may train a probe on the features
 def encode(
-    encoder: Encoder, batches: Iterable[Tensor], device: torch.device | None = None, desc: str | None = "features", total: int | None = None
+    encoder: nn.Module, batches: Iterable[Tensor], device: torch.device | None = None, desc: str | None = "features", total: int | None = None
 ) -> Tensor:
     """(N, D) float32 CPU features of uint8 image batches (B, C, H, W), concatenated in order
-    (a progress bar labelled ``desc`` over ``total`` batches; none where ``desc`` is None)."""
+    (a progress bar labelled ``desc`` over ``total`` batches; none where ``desc`` is None).
+    ``encoder``: an ``Encoder``, or any module of float images in [0, 1] (``nn.Flatten()``: raw pixels)."""
     device = device or default_device()
     was_training = encoder.training
     encoder.eval().to(device)

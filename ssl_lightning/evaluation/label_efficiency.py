@@ -72,7 +72,6 @@ class Split:
     pool: Dataset
     val: Dataset
     test: Dataset
-    test_name: str  # "test", or "test-<n>" for a seeded subset of n test images
 
     @classmethod
     def from_data(cls, data: ImageDataModule, test_size: int | None = None) -> Split:
@@ -80,14 +79,13 @@ class Split:
         data.prepare_data()
         data.setup("fit")  # validation is held out of the labelled images before any draw
         data.setup("test")
-        test, test_name = data.test_set, "test"
+        test = data.test_set
         if test_size is not None:
-            test, test_name = LabelledSubset(test, seeded_subset(len(test), test_size).sort().values), f"test-{test_size}"
-        return cls(data.labelled_set, data.val_set, test, test_name)
+            test = LabelledSubset(test, seeded_subset(len(test), test_size).sort().values)
+        return cls(data.labelled_set, data.val_set, test)
 
-    def parts(self) -> dict[str, tuple[Dataset, str]]:
-        """{"pool", "val", "test"}: (dataset, the name its features are cached under)."""
-        return {"pool": (self.pool, "pool"), "val": (self.val, "val"), "test": (self.test, self.test_name)}
+    def parts(self) -> dict[str, Dataset]:
+        return {"pool": self.pool, "val": self.val, "test": self.test}
 
 
 def draws(labels: Tensor, budgets: list[Budget], seeds: int) -> Iterator[tuple[Budget, int, Tensor]]:
@@ -224,11 +222,11 @@ def evaluate(
 
     rows: list[Result] = []
     parts = split.parts()
-    feature_sets = {name: {part: cached_features(encoder, data, dataset, cache_name, cache_dir) for part, (dataset, cache_name) in parts.items()}
+    feature_sets = {name: {part: cached_features(encoder, data, dataset, part, cache_dir) for part, dataset in parts.items()}
                     for name, encoder in encoders.items()}
     if references:  # each image's pixels in [0, 1], flattened: (N, C*H*W)
         feature_sets[RAW_PIXELS] = {part: loader_features(nn.Flatten(), data.eval_dataloader(dataset), desc=f"{RAW_PIXELS} {part}")[0]
-                                    for part, (dataset, _) in parts.items()}
+                                    for part, dataset in parts.items()}
     for name, features in feature_sets.items():
         rows += evaluate_features(name, features, split, budgets, seeds, weight_decays, knn_k, knn_temperature, data.num_classes)
     if supervised_steps > 0:

@@ -3,6 +3,7 @@
     python scripts/benchmark.py training [--quick] [--out DIR] [--device cpu|cuda] [--batch-size N] ...
     python scripts/benchmark.py label-efficiency [--checkpoint PATH]
     python scripts/benchmark.py time-to-accuracy [--config YAML] [--minutes 10] [fit overrides ...]
+    python scripts/benchmark.py data [--images 400] [--memory-images 5000] [--skip-memory]
 
 training: for each method, with the same backbone, batch size and image size, in a fresh process
 each (so that peak memory is the method's own):
@@ -19,10 +20,16 @@ linear probe with its weight-decay selection, and kNN) with the features cached;
 2 CPU cores (issue 5). Feature extraction (once per checkpoint) is timed apart.
 
 time-to-accuracy: `ssl-lightning fit` with a wall-clock limit (Lightning's max_time), then the linear
-probe on all of Fashion-MNIST's labels, scored on its test split; the online kNN and probe accuracy
-after each epoch, against minutes of training, from the run's TensorBoard events. Target (issue 7):
+probe on all the labels of the fit's training images (its data module, read back from the checkpoint:
+the same folder and split), scored on the test split; the online kNN and probe accuracy after each
+epoch, against minutes of training, from the run's TensorBoard events. Writes DIR/results.md,
+DIR/results.csv (the same numbers) and DIR/curve.csv. Target (issue 7):
 >= 90% within 10 minutes on an H100. Choose --trainer.max_epochs so that the schedule ends inside
 the limit (a run cut by the limit ends with its learning rate still high).
+
+data: decoding (Pillow and torchvision.io), streaming loaders with 0/1/2 workers next to the model
+step, and peak memory of a streaming fit as the dataset grows tenfold (scripts/data_benchmark.py).
+Target: streamed peak memory flat (within 10%) for 10 x the images.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from ssl_lightning.evaluation.label_efficiency import DEFAULT_BUDGETS, Split, ev
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "benchmarks"
+CSV_COLUMNS = ["method", "device", "batch_size", "image_size", "pipeline_images_per_s", "model_only_images_per_s",
+               "fit_images_per_s", "peer_images_per_s", "peak_mem_mb", "peer_peak_mem_mb"]  # benchmark.csv
 
 
 def hardware() -> str:
@@ -120,12 +129,11 @@ def training(args: argparse.Namespace) -> str:
             raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
         rows.setdefault(spec.method, {}).update(json.loads(result.stdout.strip().splitlines()[-1]))
     table = pd.DataFrame(rows.values())
-    if "peer_images_per_s" not in table:
-        table["peer_images_per_s"] = float("nan")
-    columns = ["method", "device", "batch_size", "image_size", "pipeline_images_per_s", "model_only_images_per_s",
-               "peer_images_per_s", "peak_mem_mb"]
+    for column in ("peer_images_per_s", "peer_peak_mem_mb"):
+        if column not in table:
+            table[column] = float("nan")
     args.out.mkdir(parents=True, exist_ok=True)
-    table[columns].to_csv(args.out / "benchmark.csv", index=False, float_format="%.1f")
+    table[CSV_COLUMNS].to_csv(args.out / "benchmark.csv", index=False, float_format="%.1f")
 
     first = specs[0]
     stem = "ImageNet stem" if args.imagenet_stem else "small-image stem"
@@ -142,6 +150,15 @@ def training(args: argparse.Namespace) -> str:
         f"Hardware: {hardware()}.",
         f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
         "",
+        *throughput_tables(table, first.workers),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def throughput_tables(table: pd.DataFrame, workers: int) -> list[str]:
+    """Markdown lines of the per-method table and, where SimCLR's peer was measured, the table of
+    SimCLR against lightly's pipeline; ``table`` has benchmark.csv's columns, a row per method."""
+    lines = [
         "| method | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | `ssl-lightning fit` img/s | fit / model-only | peak memory MB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -154,7 +171,7 @@ def training(args: argparse.Namespace) -> str:
     if simclr is not None and pd.notna(simclr["peer_images_per_s"]):
         lines += [
             "",
-            f"SimCLR fed by lightly's pipeline (SimCLRTransform in {first.workers} DataLoader workers, NTXentLoss; the same "
+            f"SimCLR fed by lightly's pipeline (SimCLRTransform in {workers} DataLoader workers, NTXentLoss; the same "
             "model, optimizer and view parameters):",
             "",
             "| pipeline | img/s | peak memory MB (main process + largest worker) |",
@@ -163,7 +180,7 @@ def training(args: argparse.Namespace) -> str:
             f"| lightly | {simclr['peer_images_per_s']:.0f} | {simclr['peer_peak_mem_mb']:.0f} |",
             f"| **ratio ssl-lightning / lightly** | **{simclr['pipeline_images_per_s'] / simclr['peer_images_per_s']:.2f}** | |",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def max_time(minutes: float) -> str:
@@ -173,16 +190,18 @@ def max_time(minutes: float) -> str:
 
 
 def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Path) -> str:
-    """Trains with `ssl-lightning fit` for at most ``minutes``, probes the last checkpoint, and
-    writes ``out/curve.csv`` (online accuracy per epoch against minutes); returns the markdown."""
+    """Trains with `ssl-lightning fit` for at most ``minutes``, probes the last checkpoint on the
+    fit's own data (its folder and validation split), and writes ``out/curve.csv`` (online accuracy
+    per epoch against minutes) and ``out/results.csv`` (the table's numbers); returns the markdown."""
+    from pytorch_lightning import LightningDataModule
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ssl_lightning.checkpoint import read_checkpoint
     from ssl_lightning.evaluation.label_efficiency import evaluate
 
-    console = Path(sys.executable).with_name("ssl-lightning")
     with tempfile.TemporaryDirectory() as runs:
-        command = [str(console), "fit", "--config", str(config), f"--trainer.max_time={max_time(minutes)}",
+        # This interpreter, whether or not the console script is installed (a PYTHONPATH checkout).
+        command = [sys.executable, "-m", "ssl_lightning.cli", "fit", "--config", str(config), f"--trainer.max_time={max_time(minutes)}",
                    f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}", *fit_args]
         print(" ".join(command), flush=True)
         started = time.time()  # the events' wall_time is on this clock
@@ -191,8 +210,9 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
         last = next(Path(runs).rglob("last.ckpt"))
         state = read_checkpoint(last)
         events = EventAccumulator(str(last.parents[1]), size_guidance={"scalars": 0}).Reload()
+        data = LightningDataModule.load_from_checkpoint(last)  # the fit's data module, as its config made it
         start = time.perf_counter()
-        table = evaluate([last], names=["trained"], budgets=["all"], seeds=1, references=False,
+        table = evaluate([last], names=["trained"], data=data, budgets=["all"], seeds=1, references=False,
                          output_dir=Path(runs) / "evaluation", cache_dir=None)
         probe_s = time.perf_counter() - start
 
@@ -204,15 +224,21 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
     out.mkdir(parents=True, exist_ok=True)
     curve.to_csv(out / "curve.csv", float_format="%.4f")
     accuracy = table.set_index("evaluator")["test_acc"]
+    train_images = int(table.set_index("evaluator").loc["linear probe", "train_images"])
+    test_images = len(data.load_split(train=False)[1])
     epochs = state["global_step"] / (curve.index[0] + 1)  # the first validation ends the first epoch
     images = state["global_step"] * int(state["datamodule_hyper_parameters"]["batch_size"])
+    results = {"minutes_limit": minutes, "fit_minutes": process_s / 60, "epochs": epochs, "steps": state["global_step"],
+               "images": images, "linear_probe_test_acc": accuracy["linear probe"], "knn_test_acc": accuracy["kNN"],
+               "evaluation_minutes": probe_s / 60}
+    pd.DataFrame([results]).to_csv(out / "results.csv", index=False, float_format="%.4f")
     lines = [
         "# Time to accuracy",
         "",
         f"`ssl-lightning fit --config {config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
         f"{' '.join(fit_args)} with a limit of {minutes:g} minutes of training, then a linear probe on the "
-        "frozen features of all 55,000 training images (weight decay chosen on the 5,000 validation images), "
-        "scored on the 10,000 test images.",
+        f"frozen features of all {train_images:,} training images of the fit (weight decay chosen on its "
+        f"{data.val_size:,} validation images), scored on the {test_images:,} test images.",
         f"Hardware: {hardware()}.",
         f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
         "",
@@ -224,7 +250,7 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
         f"| optimizer steps | {state['global_step']} ({images:,} images) |",
         f"| **linear probe, test accuracy (target >= 90% in 10 min on an H100)** | **{100 * accuracy['linear probe']:.1f}%** |",
         f"| kNN (k=200), test accuracy | {100 * accuracy['kNN']:.1f}% |",
-        f"| probe + kNN evaluation (features of 70,000 images, not counted above) | {probe_s / 60:.1f} min |",
+        f"| probe + kNN evaluation (features of {train_images + data.val_size + test_images:,} images, not counted above) | {probe_s / 60:.1f} min |",
         "",
         "Online accuracy on the validation images after each epoch (minutes since the fit command started):",
         "",
@@ -265,12 +291,24 @@ def main() -> None:
     ta.add_argument("--config", type=Path, default=REPO / "ssl_lightning/configs/simclr.yaml")
     ta.add_argument("--minutes", type=float, default=10.0, help="the training time limit")
     ta.add_argument("--out", type=Path, default=OUTPUT / "time_to_accuracy", help="folder for results.md and curve.csv")
+    da = sub.add_parser("data", help="decoding, streaming loaders and memory of image folders")
+    da.add_argument("--images", type=int, default=400, help="generated JPEGs per size for the decoding and loader rows")
+    da.add_argument("--width", type=int, default=64, help="ResNet-18 width of the model-step column")
+    da.add_argument("--memory-images", type=int, default=5000, help="the smaller dataset of the memory rows (the other is 10x)")
+    da.add_argument("--skip-memory", action="store_true", help="leave out the memory rows (minutes: they generate and fit)")
+    da.add_argument("--out", type=Path, default=OUTPUT / "data", help="folder for benchmark.md")
     args, fit_args = parser.parse_known_args()
     if fit_args and args.benchmark != "time-to-accuracy":
         parser.error(f"unrecognized arguments: {' '.join(fit_args)}")
     if args.benchmark == "time-to-accuracy":
         report = time_to_accuracy(args.config.resolve(), args.minutes, fit_args, args.out)
         path = args.out / "results.md"
+    elif args.benchmark == "data":
+        from data_benchmark import report as data_report
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = data_report(args)
+        path = args.out / "benchmark.md"
     elif args.benchmark == "training":
         from training_benchmark import METHODS
 

@@ -68,3 +68,17 @@ def build_backbone(
     net.fc = nn.Identity()
     return net
 
+
+def channels_last_is_safe(module: nn.Module) -> bool:
+    """False where ``module`` holds a strided 1x1 convolution with fewer than 16 input channels
+    (the downsample of a width-8 ResNet-18/34): its channels-last CPU backward corrupts the heap.
+
+    oneDNN's jit_1x1 backward-weights kernel writes past its reduce-to-unit-stride buffer when the
+    input channels fill less than one 16-channel block (uxlfoundation/oneDNN#6035, open; crashes
+    with SIGSEGV in torch 2.14.1 / oneDNN 3.12 on AVX-512 from 52-pixel inputs up).
+    """
+    return not any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 16
+        for m in module.modules()
+    )
+

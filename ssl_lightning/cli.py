@@ -4,6 +4,7 @@
     ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
     ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
+    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N   (litdata shards for ShardedDataModule)
     ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
     ssl-lightning visualize embeddings|neighbours|views ...   (PNGs; see ssl_lightning/visualize.py)
 
@@ -180,6 +181,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
     warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose
+    # litdata's StreamingDataset (ShardedDataModule) knows its length; Lightning warns about any that does.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     try:
@@ -191,6 +194,10 @@ def main(args: list[str] | None = None) -> None:
             from ssl_lightning.evaluation.transfer_comparison import main as transfer
 
             transfer(args[1:])
+        elif args[:1] == ["prepare"]:
+            from ssl_lightning.data.prepare import main as prepare
+
+            prepare(args[1:])
         elif args[:1] == ["checkpoints"]:
             print(describe())
         elif args[:1] == ["visualize"]:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssl_lightning.backbones import build_backbone
+from ssl_lightning.backbones import build_backbone, channels_last_is_safe
 from ssl_lightning.errors import ConfigError
 
 
@@ -33,3 +33,9 @@ def test_small_image_stem_keeps_resolution():
 def test_unknown_backbone_lists_the_valid_names():
     with pytest.raises(ConfigError, match="resnet18"):
         build_backbone("resnet19")
+
+
+@pytest.mark.parametrize("name, width, safe", [("resnet18", 8, False), ("resnet34", 8, False), ("resnet18", 16, True), ("resnet50", 8, True)])
+def test_channels_last_is_unsafe_only_with_a_strided_1x1_conv_of_fewer_than_16_channels(name, width, safe):
+    # resnet18/34 at width 8: layer2's downsample is a stride-2 1x1 conv on 8 channels; resnet50's sees 4 x width
+    assert channels_last_is_safe(build_backbone(name, in_channels=1, small_images=True, width=width)) is safe

@@ -233,10 +233,13 @@ def test_training_benchmark_writes_its_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "benchmark.csv")
     assert list(table.columns) == ["method", "device", "batch_size", "image_size", "pipeline_images_per_s",
-                                   "model_only_images_per_s", "peer_images_per_s", "peak_mem_mb"]
+                                   "model_only_images_per_s", "fit_images_per_s", "peer_images_per_s", "peak_mem_mb",
+                                   "peer_peak_mem_mb"]
     assert list(table["method"]) == ["simclr", "byol"]
     assert (table[["pipeline_images_per_s", "model_only_images_per_s", "peak_mem_mb"]] > 0).all().all()
+    assert (table["fit_images_per_s"] > 0).all()
     assert table.loc[0, "peer_images_per_s"] > 0 and pd.isna(table.loc[1, "peer_images_per_s"])  # the peer: SimCLR only
+    assert table.loc[0, "peer_peak_mem_mb"] > 0
     report = (out / "benchmark.md").read_text()
     assert "ratio ssl-lightning / lightly" in report and "`ssl-lightning fit` img/s" in report
 
@@ -264,5 +267,8 @@ def test_time_to_accuracy_benchmark_trains_probes_and_writes_the_curve(tmp_path)
     assert curve["val_knn_acc"].between(0.1, 1).all()
     report = (out / "results.md").read_text()
     assert "| epochs | 2.0 |" in report and "| optimizer steps | 8 (2,048 images) |" in report
+    assert "all 1,024 training images of the fit (weight decay chosen on its 256 validation images)" in report  # the fit's data
     probe = float(re.search(r"linear probe, test accuracy .*\*\*(\d+\.\d)%\*\*", report).group(1))
     assert 30 < probe < 100  # 10 classes: chance is 10%
+    results = pd.read_csv(out / "results.csv").iloc[0]
+    assert results["steps"] == 8 and results["linear_probe_test_acc"] == pytest.approx(probe / 100, abs=0.0006)

@@ -104,6 +104,8 @@ CASES = {
         lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, None)}", "--data.init_args.memory_budget_gb=0.000001"],
         "cannot hold one batch"),
     "streaming a dataset read whole": (lambda t, c: ["--data.init_args.in_memory=false"], "always holds it in memory"),
+    "missing shard folder": (lambda t, c: ["--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={t / 'shards'}"],
+                             "shards (metadata.json is missing); write one with ssl-lightning prepare --data_dir FOLDER --output_dir"),
 }
 
 
@@ -119,6 +121,55 @@ def test_bad_input_is_one_line(case, simclr_checkpoint, tmp_path, monkeypatch, c
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("ssl-lightning: error: ") and expected in last, err[-2000:]
+
+
+def non_empty_folder(tmp: Path) -> Path:
+    (tmp / "shards").mkdir()
+    (tmp / "shards" / "notes.txt").write_text("mine")
+    return tmp / "shards"
+
+
+PREPARE_CASES = {
+    # case: (arguments after --data_dir, given tmp_path; what the line says)
+    "image size not positive": (lambda t: ["--output_dir", str(t / "shards"), "--image_size", "0"],
+                                "--image_size must be a positive number of pixels, got 0"),
+    "output folder not empty": (lambda t: ["--output_dir", str(non_empty_folder(t)), "--image_size", "16"],
+                                "shards already exists and is not empty; choose another --output_dir"),
+    "val_size as large as the folder": (lambda t: ["--output_dir", str(t / "shards"), "--image_size", "16", "--val_size", "40"],
+                                        "val_size must be between 1 and 39 (the train split's size), got 40"),
+    "JPEG corrupt past its header": (lambda t: ["--output_dir", str(t / "shards"), "--image_size", "16", "--val_size", "4",
+                                                "--num_workers", "2"], "cannot read image"),  # met in a litdata worker
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREPARE_CASES))
+def test_bad_prepare_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
+    extra, expected = PREPARE_CASES[case]
+    photos = folder_with(tmp_path, "truncated" if case.startswith("JPEG") else None)
+    args = ["prepare", "--data_dir", str(photos), *extra(tmp_path)]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ssl-lightning: error: ") and expected in last, err[-2000:]
+    # no output folder, no temporary folder, nothing changed in an existing one
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--merge", "missing.csv"], "missing.csv not found; give --merge the gpu_check.csv that a run wrote"),
+    (["--out", "out", "--data-dir", "."], "lacks Fashion-MNIST; give --data-dir a folder with its four *-ubyte.gz files"),
+])
+def test_gpu_check_input_errors_are_one_line(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def unlabelled_folder(tmp: Path) -> list[str]:

@@ -76,6 +76,29 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_end(method, tmp_pat
     assert not list((tmp_path / "killed" / "checkpoints").glob("*/version_1"))  # resumed in the same run folder
 
 
+def test_a_streamed_run_with_two_workers_resumes_to_the_uninterrupted_end(tmp_path):
+    """The same, on an image folder decoded in 2 DataLoader workers: torchdata's loader restores
+    its position (and each worker's) from the checkpoint."""
+    from test_image_folder import write_images
+
+    for cls, start in (("a", 0), ("b", 500)):
+        write_images(tmp_path / "photos" / cls, 160, size=(20, 18), ext="jpg", start=start)
+    args = ["fit", "--config", *METHOD_ARGS["simclr"], *RUN, "--data.class_path=ImageFolderDataModule",
+            f"--data.init_args.data_dir={tmp_path / 'photos'}", "--data.init_args.image_size=16", "--data.init_args.num_channels=1",
+            "--data.init_args.in_memory=false", "--data.init_args.num_workers=2"]
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "killed").mkdir()
+    reference = run_cli(*args, cwd=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "streamed (decoded in 2 DataLoader worker(s))" in reference.stderr
+    kill_at(args, tmp_path / "killed", step=5)
+    resumed = run_cli(*args, "--ckpt_path", "last", cwd=tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    end = torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)
+    assert end["global_step"] == 16
+    assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
+
+
 def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_whole(tmp_path):
     args = ["fit", "--config", *METHOD_ARGS["moco"], *RUN]
     kill_at(args, tmp_path, step=11, in_save=True)  # half of step 11's last.ckpt written

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from pytorch_lightning import Trainer
@@ -221,10 +224,28 @@ def test_compiled_backbones_train_and_keep_their_checkpoint_keys(random_images, 
 
 
 def test_channels_last_is_the_default_layout_and_gives_the_same_features(tiny_simclr_kwargs):
-    fast = SimCLR(**tiny_simclr_kwargs).eval()
-    plain = SimCLR(**tiny_simclr_kwargs, channels_last=False).eval()
+    kwargs = {**tiny_simclr_kwargs, "width": 16}  # width 8 keeps the contiguous layout (next test)
+    fast = SimCLR(**kwargs).eval()
+    plain = SimCLR(**kwargs, channels_last=False).eval()
     plain.load_state_dict(fast.state_dict())
-    assert fast.encoder.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    conv = lambda model: model.encoder.backbone.layer1[0].conv1.weight  # noqa: E731  (3x3: the layouts differ)
+    assert conv(fast).is_contiguous(memory_format=torch.channels_last) and not conv(plain).is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(4, 1, 16, 16)
     with torch.no_grad():
         assert torch.allclose(fast(x), plain(x), atol=1e-5)
+
+
+CHANNELS_LAST_WIDTH_8_STEP = """
+import torch
+from ssl_lightning.methods import SimCLR
+model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=1, image_size=64, channels_last=True)
+x = torch.rand(2, 1, 64, 64)
+model.compute_loss(x, x.flip(-1)).loss.backward()
+assert not model.encoder.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+"""
+
+
+def test_channels_last_at_width_8_keeps_the_contiguous_layout_and_trains():
+    # In channels-last this step crashes the process (SIGSEGV in oneDNN's 1x1 backward), hence the subprocess.
+    result = subprocess.run([sys.executable, "-c", CHANNELS_LAST_WIDTH_8_STEP], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"exit code {result.returncode}: {result.stderr[-2000:]}"

@@ -4,10 +4,12 @@ from ssl_lightning.data.base import ImageDataModule, InMemoryDataModule
 from ssl_lightning.data.digits import DigitsDataModule
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.image_folder import ImageFolderDataModule
+from ssl_lightning.data.shards import ShardedDataModule
 from ssl_lightning.data.torchvision_datasets import TorchvisionDataModule
 
 # What `--data.class_path` accepts by its short name.
-DATA_MODULES = ("FashionMNISTDataModule", "ImageFolderDataModule", "TorchvisionDataModule", "DigitsDataModule")
+DATA_MODULES = ("FashionMNISTDataModule", "ImageFolderDataModule", "TorchvisionDataModule", "DigitsDataModule",
+                "ShardedDataModule")
 
 __all__ = ["DATA_MODULES", "DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "ImageFolderDataModule", "InMemoryDataModule",
-           "TorchvisionDataModule"]
+           "ShardedDataModule", "TorchvisionDataModule"]

@@ -4,6 +4,7 @@ images that a model needs (channels, size, normalisation, classes)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -11,7 +12,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import RandomSampler
 
@@ -24,7 +25,47 @@ from ssl_lightning.errors import ConfigError
 GB = 1e9
 
 
-class ImageDataModule(LightningDataModule):
+class ImageData(LightningDataModule, ABC):
+    """What every data module of ours tells a model and downstream code: the images' channels,
+    size and normalisation, the classes (``num_classes`` None: no labels), and the datasets
+    ``train_set``, ``val_set``, ``test_set`` (each with ``.labels``) that ``eval_dataloader`` reads."""
+
+    num_channels: int
+    image_size: int
+    num_classes: int | None  # None: the data has no labels
+    classes: Sequence[str] | None = None  # class names, where the dataset has them
+    mean: tuple[float, ...]  # per-channel mean and std of the train split, in [0, 1] units
+    std: tuple[float, ...]
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    test_set: Dataset | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes is not None
+
+    @property
+    def labelled_set(self) -> Dataset | None:
+        """The labelled training images that label budgets are drawn from (``train_set`` unless
+        the module pretrains on other images than it has labels for)."""
+        return self.train_set
+
+    def class_names(self, labels: Tensor) -> list[str]:
+        """The name of each label's class (its number where the dataset has no ``classes``)."""
+        names = self.classes
+        return [names[i] if names else str(i) for i in labels.tolist()]
+
+    @abstractmethod
+    def eval_dataloader(self, dataset: Dataset) -> DataLoader:
+        """Sequential batches of any of this module's datasets, none dropped: for feature extraction."""
+
+    def take(self, dataset: Dataset, count: int) -> tuple[Tensor, Tensor]:
+        """The first ``count`` images (uint8 (n, C, H, W)) and labels (n,) of one of this module's datasets."""
+        images, labels = zip(*self.eval_dataloader(Subset(dataset, range(min(count, len(dataset))))))
+        return torch.cat(images), torch.cat(labels)
+
+
+class ImageDataModule(ImageData):
     """Batches of ``(uint8 images (B, C, H, W), int64 labels (B,))``; labels are ``UNLABELLED``
     (-1) where the data has none (``num_classes`` None). The loaders do no augmentation: methods
     make their views on the device (see ``ssl_lightning.augment``).
@@ -34,16 +75,10 @@ class ImageDataModule(LightningDataModule):
     DataLoader workers batch by batch (``in_memory``); either way every image is decoded the same
     way, with no randomness.
 
-    A subclass sets the facts below and implements ``source`` (images decodable one at a time, e.g.
-    files) or, for a dataset read whole from one archive, ``load_split``.
+    A subclass sets the facts of ``ImageData`` and implements ``source`` (images decodable one at a
+    time, e.g. files) or, for a dataset read whole from one archive, ``load_split``.
     """
 
-    num_channels: int
-    image_size: int
-    num_classes: int | None  # None: the data has no labels
-    classes: Sequence[str] | None = None  # class names, where the dataset has them
-    mean: tuple[float, ...]  # per-channel mean and std of the train split, in [0, 1] units
-    std: tuple[float, ...]
     can_stream: ClassVar[bool] = True  # False where the dataset is one archive read whole
 
     def __init__(
@@ -109,24 +144,6 @@ class ImageDataModule(LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.seed = seed
         self.holds_in_memory: bool | None = None  # decided at the first setup
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
-
-    @property
-    def labelled(self) -> bool:
-        return self.num_classes is not None
-
-    @property
-    def labelled_set(self) -> Dataset | None:
-        """The labelled training images that label budgets are drawn from (``train_set`` unless
-        the module pretrains on other images than it has labels for)."""
-        return self.train_set
-
-    def class_names(self, labels: Tensor) -> list[str]:
-        """The name of each label's class (its number where the dataset has no ``classes``)."""
-        names = self.classes
-        return [names[i] if names else str(i) for i in labels.tolist()]
 
     def source(self, train: bool) -> ImageSource:
         """The images of the train or the test split (default: from ``load_split``)."""
@@ -238,16 +255,12 @@ class ImageDataModule(LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def eval_dataloader(self, dataset: Dataset) -> StatefulDataLoader:
-        """Sequential batches of any of this module's datasets, none dropped: for feature extraction."""
         return self._loader(dataset, train=False)
 
     def take(self, dataset: Dataset, count: int) -> tuple[Tensor, Tensor]:
-        """The first ``count`` images (uint8 (n, C, H, W)) and labels (n,) of one of this module's datasets."""
-        count = min(count, len(dataset))
-        if isinstance(dataset, InMemoryImages):
+        if isinstance(dataset, InMemoryImages):  # already one tensor: a slice
             return dataset.images[:count], dataset.labels[:count]
-        images, labels = zip(*self.eval_dataloader(Subset(dataset, range(count))))
-        return torch.cat(images), torch.cat(labels)
+        return super().take(dataset, count)
 
 
 # The name under which the in-memory-only version of this class was known.

@@ -126,7 +126,7 @@ class ImageFiles:
 
 def unreadable_error(path: Path, err: BaseException) -> DataNotFoundError:
     return DataNotFoundError(f"cannot read image {path} ({type(err).__name__}); remove or replace the file, "
-                             "or set data.skip_unreadable=true to skip such files")
+                             "or skip such files with skip_unreadable=true (data.skip_unreadable in a fit, --skip_unreadable in prepare)")
 
 
 class FileSource(ImageSource):

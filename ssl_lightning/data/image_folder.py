@@ -80,7 +80,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.test_files = list_files(test_file_list, test_dir, test_labels, self.files.classes) if test_dir or test_file_list else None
         self.classes = self.files.classes
         self.num_classes = len(self.classes) if self.classes is not None else None
-        rank_zero_info(f"ImageFolderDataModule: {len(self.files.paths):,} train images, {self.files.how}")
+        chosen = ("labels=auto chose " if labels == "auto" else f"labels={labels}: ") + self.files.how
+        rank_zero_info(f"ImageFolderDataModule: {len(self.files.paths):,} train images; {chosen}")
 
     def source(self, train: bool) -> ImageSource:
         files = self.files if train else self.test_files

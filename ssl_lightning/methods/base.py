@@ -12,9 +12,11 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.trainer.states import RunningStage
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
+from ssl_lightning.backbones import channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
 from ssl_lightning.encoder import Encoder
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
@@ -83,7 +85,8 @@ class EncoderMethod(LightningModule):
                 norm weights).
             warmup_epochs: length of the linear warm-up, before the cosine decay to 0.
             channels_last: keep the encoder's convolutions in the channels-last memory layout
-                (faster on CPUs and on GPUs' tensor cores; same results up to rounding).
+                (faster on CPUs and on GPUs' tensor cores; same results up to rounding). Ignored
+                at width 8 with ResNet-18/34, whose channels-last CPU backward crashes.
             compile: ``torch.compile`` the backbones when training starts (the first steps are
                 slow while it compiles; it pays off on long runs).
         """
@@ -101,8 +104,12 @@ class EncoderMethod(LightningModule):
             std=std,
         )
         self._first_nonfinite: Tensor | None = None  # (step, epoch, loss) of the first non-finite loss
-        if channels_last:  # before subclasses copy the encoder (EMA targets): the copies keep the layout
+        # Before subclasses copy the encoder (EMA targets): the copies keep the layout.
+        if channels_last and channels_last_is_safe(self.encoder):
             self.encoder.to(memory_format=torch.channels_last)
+        elif channels_last:
+            rank_zero_info(f"channels_last ignored: its CPU backward crashes at backbone width {width} (strided 1x1 "
+                           "convolutions of fewer than 16 channels); the encoder keeps the contiguous layout")
 
     def configure_model(self) -> None:
         if self.hparams.compile:  # here, after the targets are made: a deep copy of a compiled module is not one

@@ -26,7 +26,7 @@ from torch import Tensor  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from ssl_lightning.data.base import ImageDataModule  # noqa: E402
+from ssl_lightning.data.base import ImageData  # noqa: E402
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule  # noqa: E402
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
 from ssl_lightning.data.labelled import require_labels  # noqa: E402
@@ -106,14 +106,14 @@ def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path
     return path
 
 
-def output_folder(output_dir: Path | None, data: ImageDataModule, name: str) -> Path:
+def output_folder(output_dir: Path | None, data: ImageData, name: str) -> Path:
     """``output_dir``, by default ``results/visualize/<data>/<name>/`` (see ``data_name``)."""
     folder = Path(output_dir) if output_dir else Path("results") / "visualize" / data_name(data) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def embeddings(source: str, data: ImageDataModule | None = None, num_images: int = 2000, output_dir: Path | None = None,
+def embeddings(source: str, data: ImageData | None = None, num_images: int = 2000, output_dir: Path | None = None,
                cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
     data = data or FashionMNISTDataModule()
@@ -127,7 +127,7 @@ def embeddings(source: str, data: ImageDataModule | None = None, num_images: int
                            f"{source_name(source)}, {len(test)} test images")
 
 
-def neighbours(source: str, data: ImageDataModule | None = None, queries: int = 10, k: int = 8, gallery_size: int = 10000,
+def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k: int = 8, gallery_size: int = 10000,
                output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
     """Test images (one per class, up to ``queries``) and their ``k`` nearest labelled train images."""
     data = data or FashionMNISTDataModule()

@@ -1,5 +1,6 @@
 """Linear probe, kNN, feature cache, label budgets, online evaluation and the supervised baseline."""
 
+import logging
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
-from ssl_lightning.data.source import UNLABELLED
+from ssl_lightning.data.source import UNLABELLED, TensorSource
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import accuracy
@@ -19,7 +20,7 @@ from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (
     LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
 )
-from ssl_lightning.data import ImageFolderDataModule
+from ssl_lightning.data import ImageFolderDataModule, ShardedDataModule
 from ssl_lightning.evaluation.label_efficiency import draws, evaluate
 from ssl_lightning.evaluation.linear_probe import feature_loader, quiet_trainer
 from ssl_lightning.methods import SimCLR, Supervised
@@ -156,10 +157,22 @@ SWEEP_DATA = {
         ImageFolderDataModule(data_dir=str(write_colour_squares(root) or root / "train"), test_dir=str(root / "val"), image_size=16,
                               val_size=8, batch_size=8, in_memory=False),
         dict(in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)), [2, "all"], 0),
+    "shards": (lambda root: (ShardedDataModule(str(write_labelled_shards(root)), batch_size=8), dict(in_channels=1)), [2, "all"], 0),
 }
 
 
-@pytest.mark.slow  # up to half a minute on 2 busy CPU cores
+def write_labelled_shards(root):
+    """A sharded dataset of 4 classes: 48 train, 16 val and 16 test images of RandomImages' kind."""
+    from ssl_lightning.data.prepare import write_shards
+
+    images = RandomImages(val_size=32).source(train=True)
+    test = RandomImages(val_size=32).source(train=False)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    write_shards(images, root, train=order[16:64], val=order[:16], test_source=TensorSource(test.images[:16], test.labels[:16]),
+                 classes=["a", "b", "c", "d"], chunk_bytes="2KB")
+    return root
+
+
 @pytest.mark.parametrize("case", sorted(SWEEP_DATA))
 def test_sweep_on_any_labelled_data_module(case, tmp_path):
     make, budgets, supervised_steps = SWEEP_DATA[case]
@@ -168,7 +181,7 @@ def test_sweep_on_any_labelled_data_module(case, tmp_path):
     table = evaluate([checkpoint], data=data, budgets=budgets, seeds=1, weight_decays=[1e-3], knn_k=5,
                      supervised_steps=supervised_steps, output_dir=tmp_path / "out", cache_dir=None)
     labelled = len(data.labelled_set)
-    assert labelled == (64 if case == "labels apart" else 24)  # the pool is the labelled set (train_set has no labels there)
+    assert labelled == {"labels apart": 64, "shards": 48}.get(case, 24)  # the pool is the labelled set (train_set has none there)
     assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels"} | ({"supervised"} if supervised_steps else set())
     assert len(table) == 3 * 2 * len(budgets) + (len(budgets) if supervised_steps else 0)
     assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) <= {labelled}
@@ -255,6 +268,7 @@ def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs
 
 
 def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny_simclr_kwargs, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")  # evaluate() quiets Lightning's logger
     online = OnlineEvaluation()
     data = UnlabelledRandomImages(batch_size=16, val_size=32)
     model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)

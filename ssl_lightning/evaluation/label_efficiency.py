@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ssl_lightning.data.base import ImageDataModule
+from ssl_lightning.data.base import ImageData
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
 from ssl_lightning.data.labelled import require_labels
@@ -74,7 +74,7 @@ class Split:
     test: Dataset
 
     @classmethod
-    def from_data(cls, data: ImageDataModule, test_size: int | None = None) -> Split:
+    def from_data(cls, data: ImageData, test_size: int | None = None) -> Split:
         require_labels(data, "evaluate")
         data.prepare_data()
         data.setup("fit")  # validation is held out of the labelled images before any draw
@@ -130,7 +130,7 @@ def evaluate_features(
 
 
 def train_supervised(
-    data: ImageDataModule,
+    data: ImageData,
     split: Split,
     encoder_config: dict,
     budgets: list[Budget],
@@ -165,7 +165,7 @@ def train_supervised(
 def evaluate(
     checkpoints: list[Path],
     names: list[str] | None = None,
-    data: ImageDataModule | None = None,
+    data: ImageData | None = None,
     test_size: int | None = None,
     budgets: list[Budget] | None = None,
     seeds: int = 3,

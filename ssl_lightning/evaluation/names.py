@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ssl_lightning.data.image_folder import ImageFolderDataModule
+from ssl_lightning.data.shards import ShardedDataModule
 
 # Folder names that say which split a folder holds, not what it holds: root/train is named after root.
 SPLIT_FOLDERS = ("train", "training", "val", "valid", "validation", "test", "unlabeled", "unlabelled", "images")
@@ -34,10 +35,13 @@ def checkpoint_name(path: Path) -> str:
 
 def data_name(data: Any) -> str:
     """How folders name a data module's images, in lower case: an image folder by its folder
-    (``bees/train`` -> ``bees``) or a file list by its file, a torchvision dataset by its name
-    (``cifar10``), any other module by its class (``DigitsDataModule`` -> ``digits``)."""
+    (``bees/train`` -> ``bees``) or a file list by its file, sharded data by its folder, a
+    torchvision dataset by its name (``cifar10``), any other module by its class
+    (``DigitsDataModule`` -> ``digits``)."""
     name = getattr(data, "name", None) or type(data).__name__.removesuffix("DataModule")
-    if isinstance(data, ImageFolderDataModule):
+    if isinstance(data, ShardedDataModule):
+        name = data.input_dir.rstrip("/").rsplit("/", 1)[-1] or name
+    elif isinstance(data, ImageFolderDataModule):
         file_list = data.hparams.get("file_list")
         if file_list:
             name = Path(file_list).stem

@@ -29,7 +29,7 @@ from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
 from ssl_lightning.augment import ViewConfig  # noqa: E402
 from ssl_lightning.callbacks import HParamsSummary  # noqa: E402
-from ssl_lightning.data.base import ImageDataModule  # noqa: E402
+from ssl_lightning.data.base import ImageData  # noqa: E402
 from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
@@ -63,7 +63,7 @@ def plan(sources: list[str], scratch: bool) -> list[tuple[str, str, str]]:
 
 def compare(
     sources: list[str],
-    data: ImageDataModule,
+    data: ImageData,
     max_epochs: int = 30,
     lr: float = 1e-3,
     backbone_lr: float = 1e-4,

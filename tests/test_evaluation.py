@@ -303,6 +303,19 @@ def test_online_evaluation_on_a_separate_labelled_data_module(tiny_simclr_kwargs
     assert online.classifier.weight.abs().sum() > 0 and "train_online_probe_loss" not in metrics
 
 
+def test_online_evaluation_of_a_module_that_pretrains_apart_from_its_labels(tiny_simclr_kwargs, tmp_path):
+    """Like STL-10 (train_set unlabelled, labelled_set labelled), with no eval_data: the module's own
+    labelled images are the bank and the probe's training set, as an eval_data module's would be."""
+    online = OnlineEvaluation(eval_images=40, eval_probe_steps=20, knn_k=5)
+    data = LabelsApart(batch_size=16, val_size=32)
+    model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)
+    keep = seeded_subset(len(data.labelled_set), 40).sort().values
+    bank = extract_features(model.encoder, data.labelled_set.images[keep])
+    queries = extract_features(model.encoder, data.val_set.images)
+    expected_knn = knn_accuracy(bank, data.labelled_set.labels[keep], queries, data.val_set.labels, 4, k=5, temperature=0.1)
+    assert online.mode == "eval data" and trainer.callback_metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+
+
 def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, tmp_path):
     with pytest.raises(ConfigError, match="online evaluation's eval_data needs labelled data, but UnlabelledRandomImages"):
         train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path,

@@ -41,9 +41,11 @@ class OnlineEvaluation(Callback):
       ``validation_step`` return ``{"loss", "features", "labels"}`` (``EncoderMethod``). Under DDP
       the features of all processes are gathered, so every process trains the same classifier.
     - ``eval_data``, a separate labelled data module (for instance STL-10's labelled train split
-      while pretraining on its unlabelled split): at each validation epoch end the encoder (in
-      eval mode, no gradients) encodes up to ``eval_images`` of its labelled training images, the
-      kNN bank and the classifier's training set (``eval_probe_steps`` full-batch Adam steps,
+      while pretraining on its unlabelled split), or, without one, the training data module
+      itself where it pretrains on other images than its labelled ones (its ``labelled_set`` is
+      not its ``train_set``): at each validation epoch end the encoder (in eval mode, no
+      gradients) encodes up to ``eval_images`` of the module's labelled training images, the kNN
+      bank and the classifier's training set (``eval_probe_steps`` full-batch Adam steps,
       continuing from the last validation), and up to ``eval_images`` of its validation images,
       the queries. Every process computes the same features, hence the same classifier.
     - unlabelled training data and no ``eval_data``: online evaluation turns itself off and says
@@ -95,15 +97,19 @@ class OnlineEvaluation(Callback):
         encoder = getattr(pl_module, "encoder", None)
         if encoder is None:
             raise ConfigError("online evaluation needs a model with an `encoder` (ssl-lightning's methods have one)")
-        if self.eval_data is not None:
-            require_labels(self.eval_data, "online evaluation's eval_data", option="--online_eval.eval_data")
-            self.mode, num_classes = "eval data", self.eval_data.num_classes
-            self._eval_loaders = self._eval_loaders or self._prepare_eval_data(trainer, encoder.config["in_channels"])
-        elif is_labelled(trainer.datamodule):
-            self.mode, num_classes = "training batches", trainer.datamodule.num_classes
-        else:
+        data, evaluated = trainer.datamodule, self.eval_data
+        if evaluated is not None:
+            require_labels(evaluated, "online evaluation's eval_data", option="--online_eval.eval_data")
+        elif is_labelled(data) and getattr(data, "labelled_set", data.train_set) is not data.train_set:
+            evaluated = data  # it pretrains on other images than its labelled ones (like STL-10): evaluate on those
+        elif not is_labelled(data):
             self._turn_off(trainer)
             return
+        if evaluated is None:
+            self.mode, num_classes = "training batches", data.num_classes
+        else:
+            self.mode, num_classes = "eval data", evaluated.num_classes
+            self._eval_loaders = self._eval_loaders or self._prepare_eval_data(trainer, evaluated, encoder.config["in_channels"])
         if self.classifier is None:
             # No random numbers drawn: a run with this callback trains the encoder exactly as without.
             self.classifier = zero_linear(encoder.out_dim, num_classes)
@@ -127,21 +133,22 @@ class OnlineEvaluation(Callback):
                            f"--online_eval.eval_data to a labelled data module for {PROBE_METRIC} and {KNN_METRIC}")
         self.mode = "off"
 
-    def _prepare_eval_data(self, trainer: Trainer, channels: int) -> tuple[DataLoader, DataLoader]:
-        data = self.eval_data
+    def _prepare_eval_data(self, trainer: Trainer, data: LightningDataModule, channels: int) -> tuple[DataLoader, DataLoader]:
+        """Loaders of up to ``eval_images`` of ``data``'s labelled training images and of its validation images."""
         if data.num_channels != channels:
             raise ConfigError(f"online_eval.eval_data {describe(data)} has {data.num_channels}-channel images but the encoder "
                               f"takes {channels}; give evaluation images with the training data's channels")
-        if trainer.local_rank == 0:
-            data.prepare_data()
-        trainer.strategy.barrier()
-        data.setup("fit")
-        return self._capped_loader(data.labelled_set), self._capped_loader(data.val_set)
+        if data is not trainer.datamodule:  # Lightning prepares and sets up the training data itself
+            if trainer.local_rank == 0:
+                data.prepare_data()
+            trainer.strategy.barrier()
+            data.setup("fit")
+        return tuple(data.eval_dataloader(self._capped(dataset)) for dataset in (data.labelled_set, data.val_set))
 
-    def _capped_loader(self, dataset: Dataset) -> DataLoader:
-        if len(dataset) > self.eval_images:
-            dataset = LabelledSubset(dataset, seeded_subset(len(dataset), self.eval_images).sort().values)
-        return self.eval_data.eval_dataloader(dataset)
+    def _capped(self, dataset: Dataset) -> Dataset:
+        if len(dataset) <= self.eval_images:
+            return dataset
+        return LabelledSubset(dataset, seeded_subset(len(dataset), self.eval_images).sort().values)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.mode != "training batches":

@@ -70,14 +70,14 @@ def label_efficiency(checkpoint: str, seeds: int = 3) -> str:
     data = FashionMNISTDataModule()
     split = Split.from_data(data)
     encoder = load_encoder(checkpoint)
-    parts = {"pool": split.pool, "val": split.val, "test": split.test}
+    parts = split.parts()
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        for part, (images, _) in parts.items():
-            cached_features(encoder, images, "FashionMNIST", part, cache)
+        for part, dataset in parts.items():
+            cached_features(encoder, data, dataset, part, cache)
         extract_s = time.perf_counter() - start
         start = time.perf_counter()
-        features = {part: cached_features(encoder, images, "FashionMNIST", part, cache) for part, (images, _) in parts.items()}
+        features = {part: cached_features(encoder, data, dataset, part, cache) for part, dataset in parts.items()}
         load_s = time.perf_counter() - start
     start = time.perf_counter()
     rows = evaluate_features("checkpoint", features, split, DEFAULT_BUDGETS, seeds, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 200, 0.1, data.num_classes)
@@ -93,7 +93,7 @@ def label_efficiency(checkpoint: str, seeds: int = 3) -> str:
         "",
         "| step | seconds |",
         "|---|---:|",
-        f"| feature extraction, {sum(len(p[1]) for p in parts.values())} images (once per checkpoint) | {extract_s:.1f} |",
+        f"| feature extraction, {sum(len(dataset) for dataset in parts.values())} images (once per checkpoint) | {extract_s:.1f} |",
         f"| reading the cached features | {load_s:.2f} |",
         f"| **sweep: {len(DEFAULT_BUDGETS)} budgets x {seeds} seeds, probe + kNN (target <= 60)** | **{sweep_s:.1f}** |",
         "",

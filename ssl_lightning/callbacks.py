@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from ssl_lightning.data.labelled import is_labelled
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.methods.base import ViewBatch
@@ -46,7 +47,7 @@ class LogViewPairs(Callback):
 class EmbeddingProjector(Callback):
     """At the end of training, logs the encoder features of the first ``num_images`` validation
     images to TensorBoard's Projector (PCA, t-SNE, UMAP in the browser), with the images as
-    sprites and their class names as labels.
+    sprites and, where the data has labels, their class names as metadata.
 
     Args:
         num_images: how many validation images to embed (0: none).
@@ -64,7 +65,8 @@ class EmbeddingProjector(Callback):
             return
         images, labels = data.take(val_set, self.num_images)
         features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
-        trainer.logger.experiment.add_embedding(features, metadata=data.class_names(labels), label_img=images.float() / 255,
+        metadata = data.class_names(labels) if is_labelled(data) else None  # unlabelled: the points and their pictures
+        trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=images.float() / 255,
                                                 global_step=trainer.global_step, tag="val_features")
 
 

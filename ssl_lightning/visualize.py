@@ -5,8 +5,9 @@
     ssl-lightning visualize views --config CONFIG.yaml [overrides]   augmentation preview of any config
 
 SOURCE is a checkpoint path or a shipped name; the images are Fashion-MNIST's unless ``--data``
-names another data module. Each command writes PNGs to a folder (``--output_dir``, default
-``results/visualize/<name>/``) and prints it.
+names another labelled data module (embeddings and neighbours need labels; views do not). Each
+command writes PNGs to a folder (``--output_dir``, default ``results/visualize/<data>/<source or
+method>/``) and prints it.
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
-from ssl_lightning.data.label_budget import sample_per_class  # noqa: E402
+from ssl_lightning.data.base import ImageData  # noqa: E402
+from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule  # noqa: E402
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
+from ssl_lightning.data.labelled import require_labels  # noqa: E402
+from ssl_lightning.data.subset import LabelledSubset  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
-from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
-
-
-def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
+from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
 
 
 def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
@@ -59,21 +60,22 @@ def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: st
 
 
 def retrieval_grid(
-    queries: tuple[Tensor, Tensor], gallery: tuple[Tensor, Tensor], query_features: Tensor, gallery_features: Tensor,
+    queries: tuple[Tensor, Tensor], gallery: Dataset, query_features: Tensor, gallery_features: Tensor,
     names: list[str], k: int, path: Path, title: str,
 ) -> Path:
-    """A row per query: the query image, then its ``k`` nearest gallery images by cosine
-    similarity; a neighbour of another class has a red frame and its class written under it."""
+    """A row per query (uint8 images (Q, C, H, W), labels (Q,)): the query image, then its ``k``
+    nearest ``gallery`` images (a dataset with ``.labels``) by cosine similarity; a neighbour of
+    another class has a red frame and its class written under it."""
     similarity = F.normalize(query_features, dim=1) @ F.normalize(gallery_features, dim=1).T  # (Q, G)
     neighbours = similarity.topk(k, dim=1).indices  # (Q, k)
-    (query_images, query_labels), (gallery_images, gallery_labels) = queries, gallery
+    query_images, query_labels = queries
     figure, axes = plt.subplots(len(query_images), k + 1, figsize=(1.3 * (k + 1), 1.45 * len(query_images)), squeeze=False)
     for row, (image, label) in enumerate(zip(query_images, query_labels)):
-        hits = gallery_labels[neighbours[row]] == label
+        hits = gallery.labels[neighbours[row]] == label
         show(axes[row, 0], image, edge="black", caption=f"{names[label]}\n{int(hits.sum())}/{k} same class")
         for col, (index, hit) in enumerate(zip(neighbours[row].tolist(), hits.tolist()), start=1):
-            wrong = names[gallery_labels[index]]
-            show(axes[row, col], gallery_images[index], edge="tab:green" if hit else "red", caption="" if hit else f"✗ {wrong}")
+            wrong = names[gallery.labels[index]]
+            show(axes[row, col], gallery[index][0], edge="tab:green" if hit else "red", caption="" if hit else f"✗ {wrong}")
     figure.suptitle(f"Nearest neighbours in feature space ({title}); red: another class", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -104,41 +106,44 @@ def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path
     return path
 
 
-def output_folder(output_dir: Path | None, name: str) -> Path:
-    folder = Path(output_dir) if output_dir else Path("results") / "visualize" / name
+def output_folder(output_dir: Path | None, data: ImageData, name: str) -> Path:
+    """``output_dir``, by default ``results/visualize/<data>/<name>/`` (see ``data_name``)."""
+    folder = Path(output_dir) if output_dir else Path("results") / "visualize" / data_name(data) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def embeddings(source: str, data: InMemoryDataModule, num_images: int = 2000, output_dir: Path | None = None,
+def embeddings(source: str, data: ImageData | None = None, num_images: int = 2000, output_dir: Path | None = None,
                cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
-    encoder = load_encoder(source)
-    images, labels = data.load_split(train=False)
-    keep = seeded_subset(len(labels), num_images)
-    features = cached_features(encoder, images[keep], type(data).__name__, f"test-{num_images}", cache_dir)
-    return embedding_plots(features, data.class_names(labels[keep]), output_folder(output_dir, source_name(source)),
-                           f"{source_name(source)}, {len(keep)} test images")
-
-
-def neighbours(source: str, data: InMemoryDataModule, queries: int = 10, k: int = 8, gallery_size: int = 10000,
-               output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
-    """Test images (one per class, up to ``queries``) and their ``k`` nearest train images."""
+    data = data or FashionMNISTDataModule()
+    require_labels(data, "visualize embeddings (it colours the points by class)")
     encoder = load_encoder(source)
     data.prepare_data()
-    gallery_images, gallery_labels = data.load_split(train=True)
-    keep = seeded_subset(len(gallery_labels), gallery_size)
-    gallery = gallery_images[keep], gallery_labels[keep]
-    test_images, test_labels = data.load_split(train=False)
-    picked = sample_per_class(test_labels, 1, seed=0)[:queries]
-    query = test_images[picked], test_labels[picked]
-    dataset = type(data).__name__
-    gallery_features = cached_features(encoder, gallery[0], dataset, f"train-{gallery_size}", cache_dir)
-    query_features = cached_features(encoder, query[0], dataset, f"queries-{queries}", cache_dir)
+    data.setup("test")
+    test = LabelledSubset(data.test_set, seeded_subset(len(data.test_set), num_images).sort().values)
+    features = cached_features(encoder, data, test, f"test-{num_images}", cache_dir)
+    return embedding_plots(features, data.class_names(test.labels), output_folder(output_dir, data, source_name(source)),
+                           f"{source_name(source)}, {len(test)} test images")
+
+
+def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k: int = 8, gallery_size: int = 10000,
+               output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
+    """Test images (one per class, up to ``queries``) and their ``k`` nearest labelled train images."""
+    data = data or FashionMNISTDataModule()
+    require_labels(data, "visualize neighbours (it marks the neighbours of another class)")
+    encoder = load_encoder(source)
+    data.prepare_data()
+    data.setup("fit")
+    data.setup("test")
+    gallery = LabelledSubset(data.labelled_set, seeded_subset(len(data.labelled_set), gallery_size).sort().values)
+    query = LabelledSubset(data.test_set, sample_per_class(data.test_set.labels, 1, seed=0)[:queries])
+    gallery_features = cached_features(encoder, data, gallery, f"train-{gallery_size}", cache_dir)
+    query_features = cached_features(encoder, data, query, f"queries-{queries}", cache_dir)
     names = data.class_names(torch.arange(data.num_classes))  # by label
-    path = output_folder(output_dir, source_name(source)) / "neighbours.png"
-    return retrieval_grid(query, gallery, query_features, gallery_features, names, k, path,
-                          f"{source_name(source)}, {len(keep)} train images")
+    path = output_folder(output_dir, data, source_name(source)) / "neighbours.png"
+    return retrieval_grid(data.take(query, len(query)), gallery, query_features, gallery_features, names, k, path,
+                          f"{source_name(source)}, {len(gallery)} train images")
 
 
 def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_dir: Path | None = None) -> Path:
@@ -150,9 +155,9 @@ def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_d
     data.prepare_data()
     data.setup("fit")
     torch.manual_seed(0)
-    images = data.val_set.images[:num_images].float() / 255  # (N, C, H, W)
+    images = data.take(data.val_set, num_images)[0].float() / 255  # (N, C, H, W)
     name = type(model).__name__.lower()
-    return view_grid(images, model.views, num_views, output_folder(output_dir, name) / "views.png")
+    return view_grid(images, model.views, num_views, output_folder(output_dir, data, name) / "views.png")
 
 
 def main(args: list[str]) -> None:
@@ -169,8 +174,8 @@ def main(args: list[str]) -> None:
     elif args[:1] and args[0] in commands:
         command = commands[args[0]]
         parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
-        parser.add_function_arguments(command, as_positional=True)
-        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})
+        parser.add_function_arguments(command, as_positional=True)  # SOURCE; the data module is --data
+        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
         result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
         written = result if isinstance(result, list) else [result]
     else:

@@ -3,9 +3,12 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_lightning.data import InMemoryDataModule
+from ssl_lightning.data.in_memory import InMemoryImages
+from ssl_lightning.data.source import UNLABELLED
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
@@ -41,6 +44,58 @@ class RandomImages(InMemoryDataModule):
         g = torch.Generator().manual_seed(int(train))
         n = 96 if train else 32
         return torch.randint(0, 256, (n, 1, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 4
+
+
+class UnlabelledRandomImages(RandomImages):
+    """``RandomImages`` without labels, as a data module of unlabelled images has them."""
+
+    num_classes = None
+
+    def load_split(self, train: bool):
+        images, labels = super().load_split(train)
+        return images, torch.full_like(labels, UNLABELLED)
+
+
+class LabelsApart(RandomImages):
+    """Like STL-10: pretrains on images without labels (``train_set``) and draws labels from other
+    images (``labelled_set``); here the same pixels, marked ``UNLABELLED`` for pretraining."""
+
+    _labelled = None
+
+    @property
+    def labelled_set(self):
+        return self._labelled
+
+    def setup(self, stage: str) -> None:
+        fresh = stage in ("fit", "validate") and self.train_set is None
+        super().setup(stage)
+        if fresh:
+            self._labelled = self.train_set
+            self.train_set = InMemoryImages(self._labelled.images, torch.full_like(self._labelled.labels, UNLABELLED))
+
+
+def write_colour_squares(root, size=20):
+    """root/{train,val}/{red,blue}/*.png: two classes of noisy colour squares."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 16), ("val", 6)):
+        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / ("red", "blue")[label]
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(-30, 30, (size, size, 3), generator=generator)
+                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def save_encoder(path: Path, **config) -> Path:
+    """A seeded random ``Encoder(**config)`` saved as an encoder-only checkpoint (the shipped format) of "SimCLR"."""
+    from ssl_lightning import Encoder
+
+    torch.manual_seed(0)
+    encoder = Encoder(**config)
+    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
+                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
+    return path
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages, write_colour_squares
 from ssl_lightning import load_encoder
-from ssl_lightning.cli import main
+from ssl_lightning.cli import main, make_cli
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods import SimCLR
 
 pytestmark = pytest.mark.slow
@@ -111,11 +113,76 @@ def test_supervised_baseline_through_the_console_script(tmp_path):
     assert "test_acc" in result.stdout
 
 
+FIT_CONFIGS = sorted(path.stem for path in CONFIGS.glob("*.yaml") if "model" in yaml.safe_load(path.read_text()))
+RANDOM_DATA = ["--data.init_args.batch_size=16", "--data.init_args.val_size=32"]
+
+
+@pytest.mark.parametrize("labels", ["labelled", "unlabelled"])
+@pytest.mark.parametrize("config", FIT_CONFIGS)
+def test_every_config_monitors_a_metric_its_runs_log(config, labels, tmp_path, monkeypatch):
+    """One step and one validation batch of each config, on labelled and on unlabelled data: the
+    checkpoint's monitored metric is logged (Lightning would stop the run at the first validation
+    otherwise). The supervised baseline refuses unlabelled data before training."""
+    monkeypatch.chdir(tmp_path)
+    data = [f"--data.class_path=conftest.{'RandomImages' if labels == 'labelled' else 'UnlabelledRandomImages'}", *RANDOM_DATA]
+    if config == "supervised":
+        data.append(f"--model.init_args.num_classes={RandomImages.num_classes}")
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), "--model.init_args.width=8", *TINY_HEADS.get(config.removesuffix("_gpu"), []),
+                    *data, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+                    "--trainer.num_sanity_val_steps=0", "--projector.num_images=0", "--trainer.enable_progress_bar=false"], run=False)
+    if config == "supervised" and labels == "unlabelled":
+        with pytest.raises(ConfigError, match="the supervised baseline needs labelled data, but UnlabelledRandomImages"):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        assert cli.trainer.global_step == 0
+        return
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.checkpoint_callback.monitor in cli.trainer.callback_metrics
+    assert cli.trainer.checkpoint_callback.best_model_path  # a best checkpoint was chosen on it
+
+
 def test_pretraining_logs_online_evaluation(tmp_path):
     result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     events = EventAccumulator(str(tmp_path / "checkpoints" / "simclr" / "version_0"), size_guidance={"scalars": 0}).Reload()
     assert {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} <= set(events.Tags()["scalars"])
+
+
+def test_pretraining_on_unlabelled_images_with_a_labelled_eval_data_module_from_yaml(tmp_path):
+    """Unlabelled RGB photos (a flat folder) pretrain; a labelled image folder given in YAML as
+    online_eval.eval_data is what online evaluation scores. The view grid and the projector need
+    no labels (the projector then has no metadata)."""
+    from PIL import Image
+
+    photos = tmp_path / "photos" / "2026"
+    photos.mkdir(parents=True)
+    for n in range(48):
+        Image.new("RGB", (24, 20), (n * 5, 100, 240 - n * 5)).save(photos / f"{n}.jpg")
+    write_colour_squares(tmp_path / "bees")
+    (tmp_path / "eval.yaml").write_text(f"""
+online_eval:
+  eval_data:
+    class_path: ImageFolderDataModule
+    init_args:
+      data_dir: {tmp_path / 'bees' / 'train'}
+      image_size: 16
+      val_size: 8
+      batch_size: 8
+""")
+    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.width=8",
+                     *TINY_HEADS["simclr"], "--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'photos'}",
+                     "--data.init_args.labels=none", "--data.init_args.image_size=16", "--data.init_args.val_size=16",
+                     "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "checkpoints" / "simclr" / "version_0"
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
+    assert {"val_acc_top5", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val_knn_acc")) == 1 and all(0 <= p.value <= 1 for p in events.Scalars("val_knn_acc"))
+    assert "train_online_probe_loss" not in events.Tags()["scalars"]  # no labels in the training batches
+    assert "views/pairs" in events.Tags()["images"]
+    projector = (run / "projector_config.pbtxt").read_text()
+    assert "val_features" in projector and "sprite" in projector and "metadata" not in projector
+    assert "online evaluation is off" not in result.stderr
+    assert list((run / "checkpoints").glob("best-*.ckpt"))  # selected on val_acc_top5
 
 
 def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):

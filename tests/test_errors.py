@@ -186,3 +186,41 @@ def test_stl10_offline_says_where_to_put_the_files(tmp_path, monkeypatch, capsys
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("ssl-lightning: error: STL-10 is not in "), err[-2000:]
     assert f"extract it into {tmp_path / 'data'} (it holds the stl10_binary folder)" in last
+
+
+def unlabelled_folder(tmp: Path) -> list[str]:
+    """Data arguments of an ImageFolderDataModule without labels (a flat folder of 40 JPEGs)."""
+    return [*FOLDER, f"--data.init_args.data_dir={folder_with(tmp, None)}", "--data.init_args.labels=none"]
+
+
+def with_prefix(prefix: str, args: list[str]) -> list[str]:
+    return [arg.replace("--data.", f"--{prefix}.", 1) for arg in args]
+
+
+NO_LABELS = "needs labelled data, but ImageFolderDataModule(data_dir="
+NEEDS_LABELS = {
+    # case: (command line, given tmp_path and the SimCLR checkpoint; what the line says)
+    "evaluate": (lambda t, c: ["evaluate", str(c), *unlabelled_folder(t), f"--output_dir={t / 'out'}"], f"evaluate {NO_LABELS}"),
+    "transfer": (lambda t, c: ["transfer", "--sources", str(c), *unlabelled_folder(t), f"--output_dir={t / 'out'}",
+                               f"--log_dir={t / 'out'}"], f"transfer {NO_LABELS}"),
+    "supervised baseline": (lambda t, c: ["fit", "--config", str(CONFIGS / "supervised.yaml"), "--model.init_args.width=8",
+                                          *unlabelled_folder(t), "--trainer.fast_dev_run=true"], f"the supervised baseline {NO_LABELS}"),
+    "online evaluation's eval_data": (lambda t, c: [*SIMCLR, *with_prefix("online_eval.eval_data", unlabelled_folder(t))],
+                                      f"online evaluation's eval_data {NO_LABELS}"),
+    "visualize embeddings": (lambda t, c: ["visualize", "embeddings", str(c), *unlabelled_folder(t), f"--output_dir={t / 'out'}"],
+                             f"visualize embeddings (it colours the points by class) {NO_LABELS}"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEEDS_LABELS))
+def test_what_needs_labels_says_so_in_one_line(case, simclr_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command, expected = NEEDS_LABELS[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command(tmp_path, simclr_checkpoint))
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("ssl-lightning: error: ") and expected in last, err[-2000:]
+    assert "--data ...), e.g. an ImageFolderDataModule with one sub-folder per class" in last or "--online_eval.eval_data ...)" in last
+    assert not [path for path in tmp_path.rglob("*") if path.is_file() and "photos" not in path.parts]  # nothing half-written

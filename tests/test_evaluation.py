@@ -1,20 +1,27 @@
 """Linear probe, kNN, feature cache, label budgets, online evaluation and the supervised baseline."""
 
+import logging
 import math
 
 import pytest
 import torch
 from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import RandomImages, fit
+from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
-from ssl_lightning.data.label_budget import sample_per_class
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.source import UNLABELLED, TensorSource
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import accuracy
+from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (
     LinearProbe, OnlineEvaluation, cached_features, extract_features, fit_linear_probe, knn_accuracy, knn_scores,
 )
-from ssl_lightning.evaluation.label_efficiency import draws
+from ssl_lightning.data import ImageFolderDataModule, ShardedDataModule
+from ssl_lightning.evaluation.label_efficiency import draws, evaluate
 from ssl_lightning.evaluation.linear_probe import feature_loader, quiet_trainer
 from ssl_lightning.methods import SimCLR, Supervised
 from ssl_lightning.methods.base import ViewBatch
@@ -72,6 +79,14 @@ def test_probe_only_trains_the_linear_layer_and_the_encoder_is_unchanged(random_
 def test_probe_rejects_an_unknown_optimizer():
     with pytest.raises(ConfigError, match="lbfgs"):
         LinearProbe(4, 2, optimizer="sgd")
+
+
+def test_probe_without_labels_says_so_in_one_line():
+    features, labels = blobs(20)
+    with pytest.raises(ConfigError, match=r"the linear probe needs labelled images, but 20 of the 20 it got have no label \(-1\)"):
+        fit_linear_probe((features, torch.full_like(labels, UNLABELLED)), (features, labels), num_classes=4, weight_decay=1e-3)
+    with pytest.raises(ConfigError, match="the linear probe needs labelled data, but num_classes is None"):
+        LinearProbe(16, None)
 
 
 # --- kNN ------------------------------------------------------------------------------------
@@ -133,6 +148,47 @@ def test_budget_draws_come_from_the_train_part_only():
     assert not any(img.numpy().tobytes() in test_images for img in data.train_set.images)
 
 
+SWEEP_DATA = {
+    # case: (data module and encoder config given a folder; budgets; supervised steps)
+    # Like STL-10, the labels are drawn from other images than those it pretrains on: the
+    # supervised baseline must train on those too.
+    "labels apart": (lambda root: (LabelsApart(batch_size=16, val_size=32), dict(in_channels=1)), [2], 1),
+    "RGB image folder, streamed": (lambda root: (
+        ImageFolderDataModule(data_dir=str(write_colour_squares(root) or root / "train"), test_dir=str(root / "val"), image_size=16,
+                              val_size=8, batch_size=8, in_memory=False),
+        dict(in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)), [2, "all"], 0),
+    "shards": (lambda root: (ShardedDataModule(str(write_labelled_shards(root)), batch_size=8), dict(in_channels=1)), [2, "all"], 0),
+}
+
+
+def write_labelled_shards(root):
+    """A sharded dataset of 4 classes: 48 train, 16 val and 16 test images of RandomImages' kind."""
+    from ssl_lightning.data.prepare import write_shards
+
+    images = RandomImages(val_size=32).source(train=True)
+    test = RandomImages(val_size=32).source(train=False)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    write_shards(images, root, train=order[16:64], val=order[:16], test_source=TensorSource(test.images[:16], test.labels[:16]),
+                 classes=["a", "b", "c", "d"], chunk_bytes="2KB")
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(SWEEP_DATA))
+def test_sweep_on_any_labelled_data_module(case, tmp_path):
+    make, budgets, supervised_steps = SWEEP_DATA[case]
+    data, encoder_config = make(tmp_path / "bees")
+    checkpoint = save_encoder(tmp_path / "encoder.pt", width=8, input_size=16, **encoder_config)
+    table = evaluate([checkpoint], data=data, budgets=budgets, seeds=1, weight_decays=[1e-3], knn_k=5,
+                     supervised_steps=supervised_steps, output_dir=tmp_path / "out", cache_dir=None)
+    labelled = len(data.labelled_set)
+    assert labelled == {"labels apart": 64, "shards": 48}.get(case, 24)  # the pool is the labelled set (train_set has none there)
+    assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels"} | ({"supervised"} if supervised_steps else set())
+    assert len(table) == 3 * 2 * len(budgets) + (len(budgets) if supervised_steps else 0)
+    assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) <= {labelled}
+    assert set(table.loc[table["labels_per_class"] == 2, "train_images"]) == {2 * data.num_classes}
+    assert table["test_acc"].between(0, 1).all() and (tmp_path / "out" / "results.md").is_file()
+
+
 def test_draws_repeat_all_only_once():
     seen = [(budget, seed) for budget, seed, _ in draws(torch.arange(40) % 4, [2, "all"], seeds=3)]
     assert seen == [(2, 0), (2, 1), (2, 2), ("all", 0)]
@@ -140,50 +196,142 @@ def test_draws_repeat_all_only_once():
 
 # --- feature cache --------------------------------------------------------------------------
 
-def test_cache_is_reused_and_invalidated_when_the_checkpoint_changes(random_images, tiny_simclr_kwargs, tmp_path, monkeypatch):
+def test_cache_is_reused_and_invalidated_when_the_images_or_the_checkpoint_change(random_images, tiny_simclr_kwargs, tmp_path, monkeypatch):
     _, checkpoint = fit(SimCLR(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
     path = checkpoint.last_model_path
-    images = torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8)
+    data = RandomImages(batch_size=16, val_size=32)
+    data.setup("fit")
     calls = []
-    real_extract = features_module.extract_features
-    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    real_features = features_module.loader_features
+    monkeypatch.setattr(features_module, "loader_features", lambda *a, **k: calls.append(1) or real_features(*a, **k))
 
-    first = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
-    again = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
+    first = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
+    again = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
     assert len(calls) == 1 and torch.equal(first, again)
-    cached_features(load_encoder(path), images[:5], "random", "train", tmp_path / "cache")
+    assert torch.allclose(first, extract_features(load_encoder(path), data.val_set.images), atol=1e-6)  # batch by batch = all at once
+    cached_features(load_encoder(path), data, LabelledSubset(data.val_set, torch.arange(5)), "val", tmp_path / "cache")
     assert len(calls) == 2  # other images: other features
+    other_split = RandomImages(batch_size=16, val_size=32, seed=1)
+    other_split.setup("fit")
+    cached_features(load_encoder(path), other_split, other_split.val_set, "val", tmp_path / "cache")
+    assert len(calls) == 3  # another seed holds out other images
 
     state = torch.load(path, weights_only=False)
     name = next(k for k in state["state_dict"] if k.startswith("encoder.") and k.endswith("conv1.weight"))
     state["state_dict"][name] = state["state_dict"][name] * 2
     torch.save(state, path)
-    changed = cached_features(load_encoder(path), images, "random", "train", tmp_path / "cache")
-    assert len(calls) == 3 and not torch.allclose(changed, first)
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3 and not list((tmp_path / "cache").glob("*.tmp"))
+    changed = cached_features(load_encoder(path), data, data.val_set, "val", tmp_path / "cache")
+    assert len(calls) == 4 and not torch.allclose(changed, first)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4 and not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_streamed_and_in_memory_images_give_the_same_features(tiny_simclr_kwargs):
+    encoder = SimCLR(**tiny_simclr_kwargs).encoder
+    features = {}
+    for in_memory in (True, False):
+        data = RandomImages(batch_size=16, val_size=32, in_memory=in_memory)
+        data.setup("fit")
+        subset = LabelledSubset(data.val_set, torch.tensor([3, 0, 17, 31]))
+        features[in_memory] = loader_features(encoder, data.eval_dataloader(subset), desc=None)
+    assert type(data.val_set).__name__ == "StreamingImages"
+    assert torch.allclose(features[True][0], features[False][0], atol=1e-6) and torch.equal(features[True][1], features[False][1])
+    assert torch.equal(features[False][1], data.val_set.labels[[3, 0, 17, 31]])
 
 
 # --- online evaluation ----------------------------------------------------------------------
 
-def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
-    def train(callbacks):
-        torch.manual_seed(0)
-        model = SimCLR(**tiny_simclr_kwargs)
-        trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, enable_checkpointing=False, max_epochs=2, callbacks=callbacks)
-        trainer.fit(model, datamodule=RandomImages(batch_size=16, val_size=32))
-        return model, trainer
+def train_simclr(kwargs, data, tmp_path, callbacks, **trainer_kwargs):
+    """A seeded tiny SimCLR fit on the CPU, by default without logger or checkpoints: (model, trainer)."""
+    torch.manual_seed(0)
+    model = SimCLR(**kwargs)
+    trainer = Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=callbacks, **{"max_epochs": 2, "enable_checkpointing": False, **trainer_kwargs})
+    trainer.fit(model, datamodule=data)
+    return model, trainer
 
+
+def assert_same_encoder(a, b):
+    for (name, x), y in zip(a.encoder.state_dict().items(), b.encoder.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
     online = OnlineEvaluation(bank_size=40, knn_k=5)
-    with_callback, trainer = train([online])
-    without_callback, _ = train([])
+    with_callback, trainer = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [online])
+    without_callback, _ = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [])
     # Same seed, same data: the encoder's weights (hence every gradient step) are bit-identical.
-    for (name, a), b in zip(with_callback.encoder.state_dict().items(), without_callback.encoder.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_encoder(with_callback, without_callback)
     metrics = trainer.callback_metrics
     assert 0 <= metrics["val_online_probe_acc"] <= 1 and 0 <= metrics["val_knn_acc"] <= 1
     assert online.classifier.weight.abs().sum() > 0  # the probe trained
     assert 40 <= sum(len(f) for f, _ in online._bank) < 40 + 16  # the bank keeps the last bank_size features
+
+
+def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny_simclr_kwargs, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")  # evaluate() quiets Lightning's logger
+    online = OnlineEvaluation()
+    data = UnlabelledRandomImages(batch_size=16, val_size=32)
+    model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)
+    trainer.validate(model, datamodule=data, verbose=False)  # a second stage: no second line
+    assert online.mode == "off" and online.classifier is None
+    assert "val_acc_top5" in trainer.callback_metrics  # the ranking metrics need no labels
+    assert not {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} & set(trainer.callback_metrics)
+    lines = [record.getMessage() for record in caplog.records if "online evaluation is off" in record.getMessage()]
+    assert len(lines) == 1 and "UnlabelledRandomImages() has no labels" in lines[0] and "--online_eval.eval_data" in lines[0]
+
+
+def test_online_evaluation_on_a_separate_labelled_data_module(tiny_simclr_kwargs, tmp_path):
+    """Pretraining on unlabelled images, evaluated on another module's labelled ones: the logged
+    numbers are those of the final encoder's clean features of that module's images (computed
+    here from its in-memory tensors), and the encoder trains exactly as without the callback."""
+    eval_data = RandomImages(batch_size=16, val_size=32)
+    online = OnlineEvaluation(eval_data=eval_data, eval_images=40, eval_probe_steps=20, knn_k=5)
+    model, trainer = train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, [online], max_epochs=1)
+    without_callback, _ = train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, [], max_epochs=1)
+    assert_same_encoder(model, without_callback)
+
+    bank_set, query_set = eval_data.labelled_set, eval_data.val_set  # 64 and 32 images: the bank capped at 40
+    keep = seeded_subset(len(bank_set), 40).sort().values
+    bank, bank_labels = extract_features(model.encoder, bank_set.images[keep]), bank_set.labels[keep]
+    queries = extract_features(model.encoder, query_set.images)
+    metrics = trainer.callback_metrics
+    expected_knn = knn_accuracy(bank, bank_labels, queries, query_set.labels, 4, k=5, temperature=0.1)
+    assert metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+    with torch.no_grad():
+        expected_probe = accuracy(online.classifier(queries), query_set.labels)
+    assert metrics["val_online_probe_acc"].item() == pytest.approx(expected_probe, abs=1e-6)
+    assert online.classifier.weight.abs().sum() > 0 and "train_online_probe_loss" not in metrics
+
+
+def test_online_evaluation_of_a_module_that_pretrains_apart_from_its_labels(tiny_simclr_kwargs, tmp_path):
+    """Like STL-10 (train_set unlabelled, labelled_set labelled), with no eval_data: the module's own
+    labelled images are the bank and the probe's training set, as an eval_data module's would be."""
+    online = OnlineEvaluation(eval_images=40, eval_probe_steps=20, knn_k=5)
+    data = LabelsApart(batch_size=16, val_size=32)
+    model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)
+    keep = seeded_subset(len(data.labelled_set), 40).sort().values
+    bank = extract_features(model.encoder, data.labelled_set.images[keep])
+    queries = extract_features(model.encoder, data.val_set.images)
+    expected_knn = knn_accuracy(bank, data.labelled_set.labels[keep], queries, data.val_set.labels, 4, k=5, temperature=0.1)
+    assert online.mode == "eval data" and trainer.callback_metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+
+
+def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, tmp_path):
+    with pytest.raises(ConfigError, match="online evaluation's eval_data needs labelled data, but UnlabelledRandomImages"):
+        train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path,
+                     [OnlineEvaluation(eval_data=UnlabelledRandomImages(batch_size=16, val_size=32))], max_steps=1)
+    three_channels = type("RGBRandomImages", (RandomImages,), {"num_channels": 3})(batch_size=16, val_size=32)
+    with pytest.raises(ConfigError, match="has 3-channel images but the encoder takes 1"):
+        train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path,
+                     [OnlineEvaluation(eval_data=three_channels)], max_steps=1)
+
+
+def test_a_checkpoint_cannot_monitor_online_metrics_that_will_not_exist(tiny_simclr_kwargs, tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_knn_acc", mode="max")
+    with pytest.raises(ConfigError, match="checkpoint.monitor is val_knn_acc.*monitor val_acc_top5"):
+        train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path,
+                     [checkpoint, OnlineEvaluation()], max_steps=1, enable_checkpointing=True)
+    assert not (tmp_path / "ckpt").exists()  # refused before any training step
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # a bare step, no Trainer to log to

@@ -17,7 +17,8 @@ from ssl_lightning.cli import main
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.errors import CheckpointError
 from ssl_lightning.data.label_budget import sample_per_class
-from ssl_lightning.evaluation import extract_features, fit_linear_probe
+from ssl_lightning.data.subset import LabelledSubset
+from ssl_lightning.evaluation import extract_features, fit_linear_probe, loader_features
 from ssl_lightning.evaluation.label_efficiency import Split, evaluate_features
 
 RELEASE = ["simclr", "moco", "byol", "barlow-twins", "supervised"]
@@ -142,11 +143,10 @@ def test_model_card_accuracy_is_what_a_user_gets(name):
     row = cards[(cards["model"] == name) & (cards["evaluator"] == "linear probe") & (cards["labels_per_class"] == "10")
                 & (cards["seed"] == 0)]
     assert len(row) == 1
-    split = Split.from_data(FashionMNISTDataModule())
-    idx = sample_per_class(split.pool[1], 10, seed=0)
-    drawn = Split((split.pool[0][idx], split.pool[1][idx]), split.val, split.test)  # budget "all" of the drawn images = the draw
+    data = FashionMNISTDataModule()
+    split = Split.from_data(data)
+    drawn = Split(LabelledSubset(split.pool, sample_per_class(split.pool.labels, 10, seed=0)), split.val, split.test)  # "all" of a draw = the draw
     encoder = load_encoder(name)
-    features = {part: extract_features(encoder, images) for part, (images, _) in
-                {"pool": drawn.pool, "val": drawn.val, "test": drawn.test}.items()}
+    features = {part: loader_features(encoder, data.eval_dataloader(dataset), desc=None)[0] for part, dataset in drawn.parts().items()}
     [result] = evaluate_features(name, features, drawn, ["all"], 1, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], 200, 0.1, 10)[:1]
     assert result.test_acc == pytest.approx(float(row["test_acc"].iloc[0]), abs=0.002)

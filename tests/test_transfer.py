@@ -10,11 +10,13 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import RandomImages, fit
+from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, write_colour_squares
 from ssl_lightning import Encoder, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
-from ssl_lightning.errors import CheckpointError, DataNotFoundError
+from ssl_lightning.data.source import UNLABELLED
+from ssl_lightning.errors import CheckpointError, ConfigError, DataNotFoundError
 from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
+from ssl_lightning.evaluation.transfer_comparison import compare
 from test_cli import run_cli
 
 DATA = dict(num_classes=4, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
@@ -113,6 +115,15 @@ def test_channel_adapter_against_hand_computed_pixels():
     assert ChannelAdapter(1, 1)(x) is x
 
 
+def test_transfer_without_labels_says_so_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="transfer needs labelled data, but num_classes is None"):
+        TransferClassifier(source="random", width=8, **{**DATA, "num_classes": None})
+    model = TransferClassifier(source="random", width=8, **DATA)
+    with pytest.raises(ConfigError, match=r"transfer needs labelled data, but UnlabelledRandomImages\(\) has none"):
+        fit(model, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, max_steps=1)
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_random_source_is_untrained_with_the_target_normalisation():
     model = TransferClassifier(source="random", width=8, **DATA)
     assert model.encoder.config["mean"] == [0.5] and model.encoder.config["input_size"] == 16
@@ -197,22 +208,9 @@ def test_torchvision_dataset_offline_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(error.value) and "CIFAR10 is not in" in str(error.value)
 
 
-def write_image_folder(root, size=20):
-    """root/{train,val}/{red,blue}/*.png: two classes of noisy colour squares."""
-    generator = torch.Generator().manual_seed(0)
-    for split, count in (("train", 16), ("val", 6)):
-        for label, colour in enumerate(((200, 30, 30), (30, 30, 200))):
-            folder = root / split / ("red", "blue")[label]
-            folder.mkdir(parents=True)
-            for i in range(count):
-                noise = torch.randint(-30, 30, (size, size, 3), generator=generator)
-                pixels = (torch.tensor(colour) + noise).clamp(0, 255).to(torch.uint8).numpy()
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-
-
 @pytest.mark.slow
 def test_comparison_command_on_a_generated_image_folder(encoder_file, tmp_path):
-    write_image_folder(tmp_path / "bees")
+    write_colour_squares(tmp_path / "bees")
     config = tmp_path / "transfer.yaml"
     config.write_text(f"""
 sources: [{encoder_file}]
@@ -238,3 +236,14 @@ log_dir: {tmp_path / 'logs'}
         events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()
         assert {"val_acc", "train_loss", "test_acc"} <= set(events.Tags()["scalars"])
         assert list((tmp_path / "logs" / "bees" / "run_0" / run / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.slow
+def test_comparison_trains_on_the_labelled_images_of_a_module_that_pretrains_apart(encoder_file, tmp_path):
+    """Like STL-10: ``train_set`` has no labels, ``labelled_set`` has; transfer fits on the latter."""
+    data = LabelsApart(batch_size=16, val_size=32)
+    table = compare([str(encoder_file)], data, max_epochs=1, scratch=False, output_dir=tmp_path / "results", log_dir=tmp_path / "logs",
+                    accelerator="cpu")
+    assert list(table["run"]) == ["simclr finetune", "simclr feature_extract"] and table["test_acc"].between(0, 1).all()
+    assert (tmp_path / "results" / "labelsapart" / "results.md").is_file()  # the folder is named by the data module
+    assert (data.train_set.labels == UNLABELLED).all() and (data.labelled_set.labels >= 0).all()

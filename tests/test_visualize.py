@@ -1,12 +1,10 @@
 """Pictures: the visualize commands write PNGs, and a run's TensorBoard gets projector and HParams data."""
 
 import pytest
-import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA
-from ssl_lightning import Encoder
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, save_encoder, write_colour_squares
 from ssl_lightning.cli import main
 from test_cli import run_cli
 
@@ -14,12 +12,7 @@ from test_cli import run_cli
 @pytest.fixture
 def fashion_encoder(tmp_path):
     """A random width-8 encoder for 28x28 Fashion-MNIST, saved as an encoder-only checkpoint."""
-    torch.manual_seed(0)
-    encoder = Encoder(width=8, in_channels=1, input_size=28)
-    path = tmp_path / "tiny.pt"
-    torch.save({"encoder_config": encoder.config, "method": "SimCLR",
-                "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
-    return path
+    return save_encoder(tmp_path / "tiny.pt", width=8, in_channels=1, input_size=28)
 
 
 def assert_png(path, min_side=100):
@@ -43,14 +36,37 @@ def test_neighbours_grid_marks_wrong_classes(fashion_encoder, tmp_path):
     assert_png(out / "neighbours.png")
 
 
+def test_embeddings_and_neighbours_of_an_rgb_image_folder_named_by_the_data(tmp_path, monkeypatch):
+    """Any labelled data module: class names and the output folder come from it (bees/train -> bees)."""
+    from ssl_lightning import visualize
+
+    write_colour_squares(tmp_path / "bees")
+    source = save_encoder(tmp_path / "rgb.pt", width=8, in_channels=3, input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    plotted = {}
+    real_plots, real_grid = visualize.embedding_plots, visualize.retrieval_grid
+    monkeypatch.setattr(visualize, "embedding_plots", lambda features, names, *a: plotted.update(names=names) or real_plots(features, names, *a))
+    monkeypatch.setattr(visualize, "retrieval_grid", lambda *a: plotted.update(grid_names=a[4], queries=a[0][1]) or real_grid(*a))
+    monkeypatch.chdir(tmp_path)
+    data = ["--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'bees' / 'train'}",
+            f"--data.init_args.test_dir={tmp_path / 'bees' / 'val'}", "--data.init_args.image_size=16", "--data.init_args.val_size=8",
+            "--data.init_args.batch_size=8", "--cache_dir=null"]
+    main(["visualize", "embeddings", str(source), "--num_images=10", *data])
+    main(["visualize", "neighbours", str(source), "--queries=2", "--k=3", *data])
+    out = tmp_path / "results" / "visualize" / "bees" / "simclr"
+    assert_png(out / "pca.png")
+    assert_png(out / "neighbours.png")
+    assert len(plotted["names"]) == 10 and set(plotted["names"]) == {"red", "blue"}
+    assert plotted["grid_names"] == ["blue", "red"] and sorted(plotted["queries"].tolist()) == [0, 1]  # one query per class
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["simclr", "supervised"])
 def test_views_preview_of_a_config_through_the_console_script(config, tmp_path):
     result = run_cli("visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3",
                      "--num_views=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    path = tmp_path / "results" / "visualize" / config / "views.png"
-    assert f"results/visualize/{config}" in result.stdout
+    path = tmp_path / "results" / "visualize" / "fashionmnist" / config / "views.png"
+    assert f"results/visualize/fashionmnist/{config}" in result.stdout
     with Image.open(path) as image:
         assert image.size == (5 * 84 + 6 * 2, 3 * 84 + 4 * 2)  # 3 rows of the image + 4 views, 28 px shown at 84
 

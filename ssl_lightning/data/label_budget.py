@@ -1,4 +1,4 @@
-"""Few-label subsets: k labelled images per class, drawn stratified and seeded."""
+"""Subsets: k labelled images per class, drawn stratified and seeded; and plain seeded subsets."""
 
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def sample_per_class(labels: Tensor, per_class: int, seed: int) -> Tensor:
             )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(chosen).sort().values
+
+
+def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
+    """``size`` distinct positions in ``range(count)`` (all of them where ``size >= count``), in a seeded random order."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]

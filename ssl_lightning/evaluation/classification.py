@@ -1,4 +1,5 @@
-"""The step every classifier shares (linear probe, supervised baseline): cross-entropy and accuracy."""
+"""What every classifier shares (linear probe, supervised baseline, transfer): cross-entropy and
+accuracy, and the check that its data has its labels."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_accuracy
+
+from ssl_lightning.data.labelled import require_labels
+from ssl_lightning.errors import ConfigError
 
 
 def accuracy(scores: Tensor, labels: Tensor) -> float:
@@ -21,3 +25,15 @@ def classification_step(module: LightningModule, logits: Tensor, labels: Tensor,
     for name, value in (("loss", loss.detach()), ("acc", accuracy)):
         module.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
     return loss
+
+
+def check_classifier_data(module: LightningModule, needed_by: str) -> None:
+    """At a classifier's ``setup``, before any step: its data module (where it has one; plain
+    loaders are the caller's business) has labels, of ``hparams.num_classes`` classes."""
+    data = getattr(module.trainer, "datamodule", None)
+    if data is None:
+        return
+    require_labels(data, needed_by)
+    if data.num_classes != module.hparams.num_classes:
+        raise ConfigError(f"the data has {data.num_classes} classes but the model num_classes={module.hparams.num_classes}; "
+                          f"set model num_classes to {data.num_classes}")

@@ -1,8 +1,8 @@
-"""Frozen-encoder features of a dataset split, computed once and cached on disk.
+"""Frozen-encoder features of a data module's images, computed batch by batch and cached on disk.
 
-The cache key is the hash of the encoder (its config and every weight), the dataset's name, the
-split and a hash of the images themselves: a changed checkpoint or a different subset gets new
-features, and a sweep encodes each image once.
+The cache key is the hash of the encoder (its config and every weight) and of what picks the
+images (the data module's arguments, the split, the images' labels and positions): a changed
+checkpoint or a different subset gets new features, and a sweep encodes each image once.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ssl_lightning.encoder import Encoder
@@ -38,18 +41,45 @@ def encoder_fingerprint(encoder: Encoder) -> str:
     return digest.hexdigest()
 
 
-@torch.inference_mode()
 def extract_features(
     encoder: Encoder, images: Tensor, batch_size: int = 1024, device: torch.device | None = None, desc: str = "features"
 ) -> Tensor:
     """(N, D) float32 CPU features of uint8 ``images`` (N, C, H, W): the encoder in eval mode, no
     augmentation, batched, on the GPU when there is one. The encoder's mode is restored."""
+    return encode(encoder, images.split(batch_size), device, desc)
+
+
+def loader_features(
+    encoder: nn.Module, loader: DataLoader, device: torch.device | None = None, desc: str | None = "features"
+) -> tuple[Tensor, Tensor]:
+    """(N, D) float32 CPU features and (N,) labels of a loader's ``(uint8 images (B, C, H, W),
+    labels (B,))`` batches, as ``extract_features`` computes them: a data module's
+    ``eval_dataloader(dataset)`` gives the clean images of any of its datasets, in memory or
+    streamed. ``desc``: the progress bar's label (None: no bar)."""
+    labels: list[Tensor] = []
+
+    def images() -> Iterator[Tensor]:
+        for batch_images, batch_labels in loader:
+            labels.append(batch_labels)
+            yield batch_images
+
+    features = encode(encoder, images(), device, desc, total=len(loader))
+    return features, torch.cat(labels)
+
+
+@torch.no_grad()  # not inference_mode: callers may train a probe on the features
+def encode(
+    encoder: nn.Module, batches: Iterable[Tensor], device: torch.device | None = None, desc: str | None = "features", total: int | None = None
+) -> Tensor:
+    """(N, D) float32 CPU features of uint8 image batches (B, C, H, W), concatenated in order
+    (a progress bar labelled ``desc`` over ``total`` batches; none where ``desc`` is None).
+    ``encoder``: an ``Encoder``, or any module of float images in [0, 1] (``nn.Flatten()``: raw pixels)."""
     device = device or default_device()
     was_training = encoder.training
     encoder.eval().to(device)
     features = [
         encoder(batch.to(device, non_blocking=True).float() / 255).float().cpu()  # (b, D)
-        for batch in tqdm(images.split(batch_size), desc=desc, unit="batch", leave=False)
+        for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=desc is None)
     ]
     encoder.train(was_training)
     return torch.cat(features)
@@ -57,24 +87,43 @@ def extract_features(
 
 def cached_features(
     encoder: Encoder,
-    images: Tensor,
-    dataset: str,
+    data: Any,
+    dataset: Dataset,
     split: str,
     cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-    batch_size: int = 1024,
     device: torch.device | None = None,
 ) -> Tensor:
-    """``extract_features``, read from ``cache_dir`` when the same encoder has seen the same
-    dataset split before (``cache_dir=None``: no cache). Files are written atomically."""
+    """(N, D) features of ``dataset``, one of the data module ``data``'s (or part of one): those of
+    ``loader_features`` over ``data.eval_dataloader(dataset)``, read from ``cache_dir`` when the
+    same encoder has encoded the same images before (``cache_dir=None``: no cache). Files are
+    written atomically.
+
+    The images are known by ``dataset_fingerprint``, without decoding them: image files replaced
+    under the same names and labels are not noticed (clear the cache then).
+    """
+    description = f"{type(data).__name__} {split}"
     if cache_dir is None:
-        return extract_features(encoder, images, batch_size, device, desc=f"{dataset} {split}")
-    images_hash = hashlib.sha256(_tensor_bytes(images)).hexdigest()[:12]
-    path = Path(cache_dir).expanduser() / f"{encoder_fingerprint(encoder)[:24]}-{dataset}-{split}-{images_hash}.pt"
+        return loader_features(encoder, data.eval_dataloader(dataset), device, desc=description)[0]
+    key = f"{encoder_fingerprint(encoder)[:24]}-{type(data).__name__}-{split}-{dataset_fingerprint(data, dataset)[:12]}"
+    path = Path(cache_dir).expanduser() / f"{key}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    features = extract_features(encoder, images, batch_size, device, desc=f"{dataset} {split}")
+    features = loader_features(encoder, data.eval_dataloader(dataset), device, desc=description)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(features, partial)
     partial.replace(path)  # atomic: a killed run never leaves a half-written cache file
     return features
+
+
+def dataset_fingerprint(data: Any, dataset: Dataset) -> str:
+    """SHA-256 of what picks ``dataset``'s images: the data module's class and arguments (files,
+    size, split seeds), the dataset's length, labels and positions in its source, where it has them."""
+    digest = hashlib.sha256(type(data).__name__.encode())
+    digest.update(json.dumps(dict(getattr(data, "hparams", {})), sort_keys=True, default=str).encode())
+    digest.update(str(len(dataset)).encode())
+    digest.update(_tensor_bytes(dataset.labels))
+    indices = getattr(dataset, "indices", None)  # LabelledSubset's and StreamingImages' positions
+    if indices is not None:
+        digest.update(_tensor_bytes(torch.as_tensor(indices)))
+    return digest.hexdigest()

@@ -24,18 +24,22 @@ import pandas as pd
 import torch
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ssl_lightning.data.base import InMemoryDataModule
+from ssl_lightning.data.base import ImageData
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
-from ssl_lightning.data.label_budget import sample_per_class
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.labelled import require_labels
+from ssl_lightning.data.subset import LabelledSubset, shuffled_loader
 from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import accuracy
-from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, extract_features
+from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer
+from ssl_lightning.evaluation.names import checkpoint_name
 from ssl_lightning.evaluation.report import write_report
 from ssl_lightning.methods.supervised import Supervised
 
@@ -62,21 +66,26 @@ class Result:
 
 @dataclass
 class Split:
-    """The images of one sweep: the labelled pool budgets draw from, validation and test."""
+    """The images of one sweep, datasets of one data module (each with ``.labels``): the labelled
+    pool budgets draw from, validation and test."""
 
-    pool: tuple[Tensor, Tensor]  # uint8 images (N, C, H, W), labels (N,)
-    val: tuple[Tensor, Tensor]
-    test: tuple[Tensor, Tensor]
+    pool: Dataset
+    val: Dataset
+    test: Dataset
 
     @classmethod
-    def from_data(cls, data: InMemoryDataModule, test_size: int | None = None) -> Split:
-        images, labels = data.load_split(train=True)
-        train_idx, val_idx = data.split_indices(labels)  # val is held out before any draw
-        test_images, test_labels = data.load_split(train=False)
+    def from_data(cls, data: ImageData, test_size: int | None = None) -> Split:
+        require_labels(data, "evaluate")
+        data.prepare_data()
+        data.setup("fit")  # validation is held out of the labelled images before any draw
+        data.setup("test")
+        test = data.test_set
         if test_size is not None:
-            keep = torch.randperm(len(test_labels), generator=torch.Generator().manual_seed(0))[:test_size]
-            test_images, test_labels = test_images[keep], test_labels[keep]
-        return cls((images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx]), (test_images, test_labels))
+            test = LabelledSubset(test, seeded_subset(len(test), test_size).sort().values)
+        return cls(data.labelled_set, data.val_set, test)
+
+    def parts(self) -> dict[str, Dataset]:
+        return {"pool": self.pool, "val": self.val, "test": self.test}
 
 
 def draws(labels: Tensor, budgets: list[Budget], seeds: int) -> Iterator[tuple[Budget, int, Tensor]]:
@@ -101,7 +110,7 @@ def evaluate_features(
     num_classes: int,
 ) -> list[Result]:
     """Probe and kNN rows for one encoder's features {"pool", "val", "test"} (N, D) each."""
-    pool_labels, val_labels, test_labels = split.pool[1], split.val[1], split.test[1]
+    pool_labels, val_labels, test_labels = split.pool.labels, split.val.labels, split.test.labels
     rows = []
     for budget, seed, idx in tqdm(list(draws(pool_labels, budgets, seeds)), desc=name, unit="draw", leave=False):
         train = (features["pool"][idx], pool_labels[idx])
@@ -121,7 +130,7 @@ def evaluate_features(
 
 
 def train_supervised(
-    data: InMemoryDataModule,
+    data: ImageData,
     split: Split,
     encoder_config: dict,
     budgets: list[Budget],
@@ -129,55 +138,34 @@ def train_supervised(
     steps: int,
     config: Path,
 ) -> list[Result]:
-    """The supervised baseline on the same draws as the probes (the data module's ``labels_per_class``
-    and ``label_seed`` repeat them): ``steps`` optimizer steps each, validated three times; the
-    weights with the best ``val_acc`` are tested."""
+    """The supervised baseline on the same draws as the probes: ``steps`` optimizer steps each,
+    validated three times; the weights with the best ``val_acc`` are tested."""
     model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
     model_args.update({key: encoder_config[key] for key in ("backbone", "width", "small_images")})
     model_args.update(num_classes=data.num_classes, in_channels=data.num_channels, image_size=data.image_size, mean=data.mean, std=data.std)
     rows = []
-    for budget, seed, idx in tqdm(list(draws(split.pool[1], budgets, seeds)), desc=SUPERVISED, unit="run", leave=False):
+    for budget, seed, idx in tqdm(list(draws(split.pool.labels, budgets, seeds)), desc=SUPERVISED, unit="run", leave=False):
         start = time.perf_counter()
-        run_data = type(data)(**{**data.hparams, "labels_per_class": None if budget == "all" else budget, "label_seed": seed,
-                                 "batch_size": min(data.batch_size, len(idx)), "drop_last": False})
         torch.manual_seed(seed)
         model = Supervised(**model_args)
         with tempfile.TemporaryDirectory() as tmp:
             best = ModelCheckpoint(dirpath=tmp, monitor="val_acc", mode="max")
             trainer = quiet_trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None, enable_checkpointing=True,
                                     val_check_interval=max(1, steps // 3), callbacks=[best], num_sanity_val_steps=0)
-            trainer.fit(model, datamodule=run_data)
+            trainer.fit(model, shuffled_loader(data, split.pool, idx, seed), data.eval_dataloader(split.val))
             model = Supervised.load_from_checkpoint(best.best_model_path, map_location="cpu")
         val_acc = best.best_model_score.item()
+        features, test_labels = loader_features(model.encoder, data.eval_dataloader(split.test), desc="supervised test")
         with torch.no_grad():
-            logits = model.classifier(extract_features(model.encoder, split.test[0], desc="supervised test"))  # (N, C)
-        test_acc = accuracy(logits, split.test[1])
+            test_acc = accuracy(model.classifier(features), test_labels)  # (N, C) logits
         rows.append(Result(SUPERVISED, SUPERVISED, budget, len(idx), seed, val_acc, test_acc, None, time.perf_counter() - start))
     return rows
-
-
-def source_name(source: str) -> str:
-    """How tables and folders name a source: a checkpoint file by its method (lower case), a
-    shipped or torchvision weights name as it is."""
-    return checkpoint_name(Path(source)).lower() if Path(source).is_file() else str(source)
-
-
-def checkpoint_name(path: Path) -> str:
-    """A shipped checkpoint's name, else the method's name stored in the checkpoint, else the run
-    folder's (checkpoints/<name>/version_N/...)."""
-    if not path.is_file():
-        return str(path)  # a shipped name (load_encoder has checked it)
-    method = torch.load(path, map_location="cpu", weights_only=True).get("method")
-    if method:
-        return method
-    parts = path.resolve().parts
-    return parts[-4] if len(parts) >= 4 and parts[-2] == "checkpoints" else path.stem
 
 
 def evaluate(
     checkpoints: list[Path],
     names: list[str] | None = None,
-    data: InMemoryDataModule | None = None,
+    data: ImageData | None = None,
     test_size: int | None = None,
     budgets: list[Budget] | None = None,
     seeds: int = 3,
@@ -189,14 +177,15 @@ def evaluate(
     supervised_config: Path = SUPERVISED_CONFIG,
     output_dir: Path = Path("results/label_efficiency"),
     cache_dir: Path | None = Path(DEFAULT_CACHE_DIR),
-    batch_size: int = 1024,
 ) -> pd.DataFrame:
     """Runs the label-budget sweep and writes ``results.csv``, ``results.md`` and ``label_efficiency.png``.
 
     Args:
         checkpoints: ssl-lightning checkpoints (.ckpt) to evaluate.
         names: a name per checkpoint for the table (default: the method stored in the checkpoint).
-        data: the labelled dataset (default: Fashion-MNIST with a 5000-image validation split).
+        data: the labelled data module (default: Fashion-MNIST with a 5000-image validation split):
+            budgets are drawn from its labelled training images, validation selects, its test
+            split is scored; features are computed batch by batch (``--data.batch_size``).
         test_size: evaluate on a seeded random subset of this many test images (default: all).
         budgets: labelled images per class; "all" uses the whole train split.
         seeds: draws per budget; results are mean ± std over them.
@@ -208,7 +197,6 @@ def evaluate(
             backbone, width and stem are taken from the first checkpoint.
         output_dir: where the CSV, markdown table and plot go.
         cache_dir: feature cache (None: no cache).
-        batch_size: images per batch when computing features.
     """
     start = time.perf_counter()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # one Trainer per fit: no banners
@@ -219,7 +207,6 @@ def evaluate(
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     weight_decays = weight_decays or [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
     data = data or FashionMNISTDataModule()
-    data.prepare_data()
     split = Split.from_data(data, test_size)
     encoders = {}
     for name, path in zip(names or [None] * len(checkpoints), checkpoints):
@@ -233,20 +220,20 @@ def evaluate(
             torch.manual_seed(0)
             encoders[RANDOM_ENCODER] = Encoder(**first_config).eval()
 
-    dataset = type(data).__name__
     rows: list[Result] = []
-    parts = {"pool": split.pool, "val": split.val, "test": split.test}
-    feature_sets = {name: {part: cached_features(encoder, images, dataset, part, cache_dir, batch_size) for part, (images, _) in parts.items()}
+    parts = split.parts()
+    feature_sets = {name: {part: cached_features(encoder, data, dataset, part, cache_dir) for part, dataset in parts.items()}
                     for name, encoder in encoders.items()}
-    if references:
-        feature_sets[RAW_PIXELS] = {part: images.flatten(1).float() / 255 for part, (images, _) in parts.items()}
+    if references:  # each image's pixels in [0, 1], flattened: (N, C*H*W)
+        feature_sets[RAW_PIXELS] = {part: loader_features(nn.Flatten(), data.eval_dataloader(dataset), desc=f"{RAW_PIXELS} {part}")[0]
+                                    for part, dataset in parts.items()}
     for name, features in feature_sets.items():
         rows += evaluate_features(name, features, split, budgets, seeds, weight_decays, knn_k, knn_temperature, data.num_classes)
     if supervised_steps > 0:
         rows += train_supervised(data, split, first_config, budgets, seeds, supervised_steps, supervised_config)
 
     table = pd.DataFrame([asdict(row) for row in rows])
-    write_report(table, Path(output_dir), per_class_all=len(split.pool[1]) / data.num_classes)
+    write_report(table, Path(output_dir), per_class_all=len(split.pool) / data.num_classes)
     print(f"label-efficiency sweep: {len(rows)} results in {time.perf_counter() - start:.0f} s -> {output_dir}/results.md")
     return table
 

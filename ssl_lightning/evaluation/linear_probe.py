@@ -15,6 +15,7 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ssl_lightning.data.labelled import LABELLED_EXAMPLE, require_label_values
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.classification import classification_step
 
@@ -55,6 +56,9 @@ class LinearProbe(LightningModule):
             max_iter: L-BFGS iterations per training step.
         """
         super().__init__()
+        if num_classes is None:
+            raise ConfigError("the linear probe needs labelled data, but num_classes is None (the data has no labels); "
+                              f"probe the features of a labelled data module, {LABELLED_EXAMPLE}")
         if optimizer not in ("lbfgs", "adamw"):
             raise ConfigError(f"probe optimizer must be 'lbfgs' or 'adamw', got {optimizer!r}")
         self.save_hyperparameters()
@@ -131,6 +135,8 @@ def fit_linear_probe(
     L-BFGS runs full-batch for ``max_epochs`` steps (default 3, i.e. up to 300 iterations); AdamW
     runs ``max_epochs`` epochs (default 100) of shuffled ``batch_size`` batches.
     """
+    for _, labels in (train, val):
+        require_label_values(labels, "the linear probe")
     probe = LinearProbe(train[0].shape[1], num_classes, optimizer=optimizer, weight_decay=weight_decay).standardize_with(train[0])
     full_batch = optimizer == "lbfgs"
     trainer = quiet_trainer(max_epochs=max_epochs or (3 if full_batch else 100))

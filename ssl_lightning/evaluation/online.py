@@ -2,59 +2,114 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback, LightningDataModule, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_lightning.data.label_budget import seeded_subset
+from ssl_lightning.data.labelled import describe, is_labelled, require_labels
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.distributed import gather
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.classification import accuracy
+from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import zero_linear
 
+PROBE_METRIC, KNN_METRIC = "val_online_probe_acc", "val_knn_acc"
+
 
 class OnlineEvaluation(Callback):
-    """Trains a linear classifier on the detached encoder features of every training batch (so
-    it never changes the encoder's gradients), and at the end of each validation epoch logs
+    """Trains a linear classifier on encoder features (detached: it never changes the encoder's
+    gradients), and at the end of each validation epoch logs
 
     - ``val_online_probe_acc``: that classifier's accuracy on the validation images;
-    - ``val_knn_acc``: weighted kNN (``knn.py``) of the validation images' features among the
-      features of the last ``bank_size`` training images, as InstDisc's memory bank does.
+    - ``val_knn_acc``: weighted kNN (``knn.py``) of the validation images' features among
+      labelled features, as InstDisc's memory bank does.
 
-    The method's ``training_step``/``validation_step`` return ``{"loss", "features", "labels"}``
-    (``EncoderMethod``); training features are of the augmented view, validation features of the
-    unaugmented images. Labels reach only this callback, never the method's loss. Under DDP the
-    features of all processes are gathered, so every process trains the same classifier.
+    Where the labels come from:
+
+    - labelled training data, no ``eval_data``: the classifier trains on the features of every
+      training batch (of the augmented view) and the kNN votes among the last ``bank_size`` of
+      them; queries are the validation images (unaugmented). The method's ``training_step`` and
+      ``validation_step`` return ``{"loss", "features", "labels"}`` (``EncoderMethod``). Under DDP
+      the features of all processes are gathered, so every process trains the same classifier.
+    - ``eval_data``, a separate labelled data module (for instance STL-10's labelled train split
+      while pretraining on its unlabelled split), or, without one, the training data module
+      itself where it pretrains on other images than its labelled ones (its ``labelled_set`` is
+      not its ``train_set``): at each validation epoch end the encoder (in eval mode, no
+      gradients) encodes up to ``eval_images`` of the module's labelled training images, the kNN
+      bank and the classifier's training set (``eval_probe_steps`` full-batch Adam steps,
+      continuing from the last validation), and up to ``eval_images`` of its validation images,
+      the queries. Every process computes the same features, hence the same classifier.
+    - unlabelled training data and no ``eval_data``: online evaluation turns itself off and says
+      so in one logged line.
+
+    Labels reach only this callback, never the method's loss.
 
     Args:
         lr: learning rate of the classifier's Adam optimizer.
-        bank_size: how many recent training features the kNN votes among.
+        bank_size: how many recent training features the kNN votes among (training-batch mode).
         knn_k, knn_temperature: the kNN's neighbours and vote temperature (InstDisc: 200, 0.1).
+        eval_data: a labelled data module to evaluate on instead of the training data's labels;
+            its images need the training data's channels (the encoder resizes them to its size).
+        eval_images: at most this many of ``eval_data``'s labelled training images and as many of
+            its validation images (a seeded subset, the same all run): the cost of each validation.
+        eval_probe_steps: the classifier's full-batch Adam steps on ``eval_data``'s features per validation.
     """
 
-    def __init__(self, lr: float = 1e-3, bank_size: int = 20000, knn_k: int = 200, knn_temperature: float = 0.1) -> None:
-        if bank_size < 1:
-            raise ConfigError(f"online evaluation bank_size must be >= 1, got {bank_size}")
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        bank_size: int = 20000,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        eval_data: LightningDataModule | None = None,
+        eval_images: int = 5000,
+        eval_probe_steps: int = 100,
+    ) -> None:
+        for name, value in (("bank_size", bank_size), ("eval_images", eval_images), ("eval_probe_steps", eval_probe_steps)):
+            if value < 1:
+                raise ConfigError(f"online evaluation {name} must be >= 1, got {value}")
         self.lr = lr
         self.bank_size = bank_size
         self.knn_k = knn_k
         self.knn_temperature = knn_temperature
+        self.eval_data = eval_data
+        self.eval_images = eval_images
+        self.eval_probe_steps = eval_probe_steps
+        self.mode: Literal["training batches", "eval data", "off"] | None = None  # chosen at setup
         self.classifier: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.val_accuracy: MulticlassAccuracy | None = None
         self._pending_state: dict[str, Any] | None = None
         self._bank: list[tuple[Tensor, Tensor]] = []  # (features, labels) of recent training batches
         self._val: list[tuple[Tensor, Tensor]] = []
+        self._eval_loaders: tuple[DataLoader, DataLoader] | None = None  # eval_data's (bank, queries)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        num_classes = getattr(trainer.datamodule, "num_classes", None)
         encoder = getattr(pl_module, "encoder", None)
-        if num_classes is None or encoder is None:
-            raise ConfigError("online evaluation needs a data module with `num_classes` and a model with an `encoder` "
-                              "(ssl-lightning's data modules and methods have both)")
+        if encoder is None:
+            raise ConfigError("online evaluation needs a model with an `encoder` (ssl-lightning's methods have one)")
+        data, evaluated = trainer.datamodule, self.eval_data
+        if evaluated is not None:
+            require_labels(evaluated, "online evaluation's eval_data", option="--online_eval.eval_data")
+        elif is_labelled(data) and getattr(data, "labelled_set", data.train_set) is not data.train_set:
+            evaluated = data  # it pretrains on other images than its labelled ones (like STL-10): evaluate on those
+        elif not is_labelled(data):
+            self._turn_off(trainer)
+            return
+        if evaluated is None:
+            self.mode, num_classes = "training batches", data.num_classes
+        else:
+            self.mode, num_classes = "eval data", evaluated.num_classes
+            self._eval_loaders = self._eval_loaders or self._prepare_eval_data(trainer, evaluated, encoder.config["in_channels"])
         if self.classifier is None:
             # No random numbers drawn: a run with this callback trains the encoder exactly as without.
             self.classifier = zero_linear(encoder.out_dim, num_classes)
@@ -67,38 +122,94 @@ class OnlineEvaluation(Callback):
             self._apply_state(self._pending_state)
             self._pending_state = None
 
+    def _turn_off(self, trainer: Trainer) -> None:
+        for checkpoint in trainer.checkpoint_callbacks:
+            if getattr(checkpoint, "monitor", None) in (PROBE_METRIC, KNN_METRIC):
+                raise ConfigError(f"checkpoint.monitor is {checkpoint.monitor}, which online evaluation logs, but the training data "
+                                  f"has no labels and online_eval.eval_data is not set; monitor val_acc_top5, or set "
+                                  f"--online_eval.eval_data to a labelled data module")
+        if self.mode != "off":  # one line per run, not per stage
+            rank_zero_info(f"online evaluation is off: the training data {describe(trainer.datamodule)} has no labels; set "
+                           f"--online_eval.eval_data to a labelled data module for {PROBE_METRIC} and {KNN_METRIC}")
+        self.mode = "off"
+
+    def _prepare_eval_data(self, trainer: Trainer, data: LightningDataModule, channels: int) -> tuple[DataLoader, DataLoader]:
+        """Loaders of up to ``eval_images`` of ``data``'s labelled training images and of its validation images."""
+        if data.num_channels != channels:
+            raise ConfigError(f"online_eval.eval_data {describe(data)} has {data.num_channels}-channel images but the encoder "
+                              f"takes {channels}; give evaluation images with the training data's channels")
+        if data is not trainer.datamodule:  # Lightning prepares and sets up the training data itself
+            if trainer.local_rank == 0:
+                data.prepare_data()
+            trainer.strategy.barrier()
+            data.setup("fit")
+        return tuple(data.eval_dataloader(self._capped(dataset)) for dataset in (data.labelled_set, data.val_set))
+
+    def _capped(self, dataset: Dataset) -> Dataset:
+        if len(dataset) <= self.eval_images:
+            return dataset
+        return LabelledSubset(dataset, seeded_subset(len(dataset), self.eval_images).sort().values)
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.mode != "training batches":
+            return
         features, labels = self._features(outputs)
+        loss = self._train_classifier(features, labels)
+        self._bank.append((features, labels))
+        while sum(len(f) for f, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
+            self._bank.pop(0)
+        pl_module.log("train_online_probe_loss", loss, on_step=True, on_epoch=False)
+
+    def _train_classifier(self, features: Tensor, labels: Tensor) -> Tensor:
+        """One Adam step of the classifier on (N, D) features and (N,) labels; the loss, detached."""
         with torch.enable_grad():
             loss = F.cross_entropy(self.classifier(features), labels)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-        self._bank.append((features, labels))
-        while sum(len(f) for f, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
-            self._bank.pop(0)
-        pl_module.log("train_online_probe_loss", loss.detach(), on_step=True, on_epoch=False)
+        return loss.detach()
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.mode != "training batches":
             return
         features, labels = self._features(outputs)
         self.val_accuracy.update(self.classifier(features), labels)
         self._val.append((features, labels))
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not self._val:
+        if trainer.sanity_checking:
+            return
+        if self.mode == "eval data":
+            with torch.inference_mode(False):  # Lightning validates in inference mode; the classifier trains here
+                probe, knn = self._evaluate_on_eval_data(trainer, pl_module)
+            pl_module.log(PROBE_METRIC, probe, sync_dist=True)  # equal on all processes: each computed the same
+            pl_module.log(KNN_METRIC, knn, sync_dist=True)
+            return
+        if not self._val:
             return
         if self._bank:  # nothing to report before the first training batch
-            pl_module.log("val_online_probe_acc", self.val_accuracy.compute(), sync_dist=True)  # equal on all processes
+            pl_module.log(PROBE_METRIC, self.val_accuracy.compute(), sync_dist=True)  # equal on all processes
             bank, bank_labels = (torch.cat(parts)[-self.bank_size :] for parts in zip(*self._bank))
             queries, labels = (torch.cat(parts) for parts in zip(*self._val))
             knn = knn_accuracy(bank, bank_labels, queries, labels, self.classifier.out_features, self.knn_k, self.knn_temperature)
-            pl_module.log("val_knn_acc", knn, sync_dist=True)
+            pl_module.log(KNN_METRIC, knn, sync_dist=True)
         self.val_accuracy.reset()
         self._val.clear()
+
+    def _evaluate_on_eval_data(self, trainer: Trainer, pl_module: LightningModule) -> tuple[float, float]:
+        """(probe accuracy, kNN accuracy) on ``eval_data``'s validation images, after the
+        classifier's ``eval_probe_steps`` on its labelled training images."""
+        with trainer.strategy.precision_plugin.forward_context():  # bf16 on GPUs where the run trains in it
+            (bank, bank_labels), (queries, labels) = (loader_features(pl_module.encoder, loader, pl_module.device, desc=None)
+                                                      for loader in self._eval_loaders)
+        bank, bank_labels, queries, labels = (t.to(pl_module.device) for t in (bank, bank_labels, queries, labels))
+        for _ in range(self.eval_probe_steps):
+            self._train_classifier(bank, bank_labels)
+        with torch.no_grad():
+            probe = accuracy(self.classifier(queries), labels)
+        return probe, knn_accuracy(bank, bank_labels, queries, labels, self.classifier.out_features, self.knn_k, self.knn_temperature)
 
     def _features(self, outputs: Any) -> tuple[Tensor, Tensor]:
         if not isinstance(outputs, dict) or "features" not in outputs or "labels" not in outputs:

@@ -32,7 +32,8 @@ from ssl_lightning.backbones import RESNETS
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
 from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
-from ssl_lightning.evaluation.classification import classification_step
+from ssl_lightning.data.labelled import LABELLED_EXAMPLE
+from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
 from ssl_lightning.optim import OptimizerName, optimizer_with_schedule, param_groups
 
 Mode = Literal["finetune", "feature_extract"]
@@ -145,6 +146,9 @@ class TransferClassifier(LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        if num_classes is None:
+            raise ConfigError(f"transfer needs labelled data, but num_classes is None (the target has no labels); "
+                              f"give a labelled target, {LABELLED_EXAMPLE}")
         if mode not in ("finetune", "feature_extract"):
             raise ConfigError(f"mode must be 'finetune' or 'feature_extract', got {mode!r}")
         if source == RANDOM:
@@ -178,6 +182,9 @@ class TransferClassifier(LightningModule):
         with torch.set_grad_enabled(self.hparams.mode == "finetune" and torch.is_grad_enabled()):
             features = self.encoder(x)  # (N, F)
         return self.head(features)
+
+    def setup(self, stage: str) -> None:
+        check_classifier_data(self, "transfer")
 
     def on_fit_start(self) -> None:
         rank_zero_info(f"transfer from {self.hparams.source} ({self.hparams.mode}): {self.adaptation}")

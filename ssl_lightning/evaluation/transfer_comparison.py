@@ -12,7 +12,6 @@ results.md) and one plot of validation accuracy per epoch go to ``<output_dir>/<
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 import seaborn as sns  # noqa: E402
 from pytorch_lightning import Callback, Trainer, seed_everything  # noqa: E402
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
@@ -29,9 +29,11 @@ from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 
 from ssl_lightning.augment import ViewConfig  # noqa: E402
 from ssl_lightning.callbacks import HParamsSummary  # noqa: E402
-from ssl_lightning.data.base import InMemoryDataModule  # noqa: E402
+from ssl_lightning.data.base import ImageData  # noqa: E402
+from ssl_lightning.data.labelled import require_labels  # noqa: E402
+from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
-from ssl_lightning.evaluation.label_efficiency import source_name  # noqa: E402
+from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
 from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier  # noqa: E402
 
 SCRATCH = "scratch"
@@ -48,13 +50,6 @@ class ValidationHistory(Callback):
             self.history.append((trainer.current_epoch + 1, trainer.callback_metrics["val_acc"].item()))
 
 
-def target_name(data: InMemoryDataModule) -> str:
-    name = getattr(data, "name", None) or type(data).__name__.removesuffix("DataModule")
-    if hasattr(data, "data_dir") and type(data).__name__ == "ImageFolderDataModule":
-        name = Path(data.data_dir).resolve().parent.name or name  # root/train -> root's name
-    return re.sub(r"[^\w.-]+", "-", name).lower()
-
-
 def next_run_folder(folder: Path) -> str:
     taken = [int(p.name[4:]) for p in folder.glob("run_*") if p.name[4:].isdigit()]
     return f"run_{max(taken, default=-1) + 1}"
@@ -68,7 +63,7 @@ def plan(sources: list[str], scratch: bool) -> list[tuple[str, str, str]]:
 
 def compare(
     sources: list[str],
-    data: InMemoryDataModule,
+    data: ImageData,
     max_epochs: int = 30,
     lr: float = 1e-3,
     backbone_lr: float = 1e-4,
@@ -87,8 +82,9 @@ def compare(
 
     Args:
         sources: checkpoints (paths or shipped names) or torchvision weights names.
-        data: the target (its train split minus validation trains, validation selects the
-            epoch, the test split is evaluated once per run).
+        data: the target, any labelled data module (its labelled training images train,
+            validation selects the epoch, the test split is evaluated once per run); its name
+            (``data_name``) names the output folders.
         max_epochs: epochs of every run.
         lr: the head's peak learning rate (and every layer's from scratch).
         backbone_lr: the pretrained encoder's peak learning rate when fine-tuning.
@@ -103,7 +99,11 @@ def compare(
     """
     if not sources:
         raise ConfigError("give at least one source: ssl-lightning transfer --sources simclr-fashion-mnist [...]")
-    target = target_name(data)
+    require_labels(data, "transfer")
+    data.prepare_data()
+    data.setup("fit")
+    data.setup("test")  # a target without test images fails here, before any run
+    target = data_name(data)
     logs = Path(log_dir) / target
     run_folder = next_run_folder(logs)  # a new folder per comparison: earlier logs stay
     facts = {"num_classes": data.num_classes, "in_channels": data.num_channels, "image_size": data.image_size,
@@ -127,9 +127,11 @@ def compare(
                           limit_train_batches=limit_train_batches,
                           log_every_n_steps=1, enable_model_summary=False)
         start = time.perf_counter()
-        trainer.fit(model, datamodule=data)
+        # The labelled training images (not train_dataloader's: a module may pretrain on unlabelled ones).
+        train = shuffled_loader(data, data.labelled_set, torch.arange(len(data.labelled_set)), seed)
+        trainer.fit(model, train, data.val_dataloader())
         seconds = time.perf_counter() - start
-        test_acc = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path, verbose=False)[0]["test_acc"]
+        test_acc = trainer.test(model, data.test_dataloader(), ckpt_path=best.best_model_path, verbose=False)[0]["test_acc"]
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         best_epoch, best_val = max(validation.history, key=lambda h: h[1])
         rows.append({"run": run, "source": source_name(source), "mode": mode, "trainable_params": trainable,

@@ -7,8 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig
-from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import classification_step
+from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
 from ssl_lightning.methods.base import EncoderMethod
 
 
@@ -32,9 +31,7 @@ class Supervised(EncoderMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        data_classes = getattr(getattr(self.trainer, "datamodule", None), "num_classes", None)
-        if data_classes is not None and data_classes != self.hparams.num_classes:
-            raise ConfigError(f"the data has {data_classes} classes but the model num_classes={self.hparams.num_classes}; set model num_classes to {data_classes}")
+        check_classifier_data(self, "the supervised baseline")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

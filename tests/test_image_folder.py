@@ -140,6 +140,8 @@ def test_skip_unreadable_counts_and_lists_the_files(tmp_path, caplog):
     write_images(tmp_path / "pics", 6)
     (tmp_path / "pics" / "2.png").write_bytes(b"\x89PNG not really")
     (tmp_path / "pics" / "4.png").write_bytes(b"")
+    truncated = (tmp_path / "pics" / "5.png").read_bytes()
+    (tmp_path / "pics" / "5.png").write_bytes(truncated[: len(truncated) // 2])  # its header reads, its data does not
     with pytest.raises(DataNotFoundError, match=r"cannot read image .*2\.png.*skip_unreadable=true"):
         ImageFolderDataModule(str(tmp_path / "pics"), val_size=1).setup("fit")
     dm = ImageFolderDataModule(str(tmp_path / "pics"), val_size=1, batch_size=2, skip_unreadable=True)
@@ -150,10 +152,14 @@ def test_skip_unreadable_counts_and_lists_the_files(tmp_path, caplog):
     dm.trainer = Run()
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
-    assert len(dm.train_set) + len(dm.val_set) == 4
-    assert "skipped 2 unreadable train image(s)" in caplog.text
+    assert len(dm.train_set) + len(dm.val_set) == 3
+    assert "skipped 2 unreadable train image(s)" in caplog.text and "skipped 1 unreadable train image(s)" in caplog.text
     listed = (tmp_path / "run" / "skipped_images.txt").read_text().splitlines()
-    assert sorted(Path(line.split("\t")[1]).name for line in listed) == ["2.png", "4.png"]
+    assert sorted(Path(line.split("\t")[1]).name for line in listed) == ["2.png", "4.png", "5.png"]
+    streamed = ImageFolderDataModule(str(tmp_path / "pics"), val_size=1, batch_size=2, skip_unreadable=True, in_memory=False)
+    streamed.setup("fit")  # the truncated file passes the header check: met when decoded, and named
+    with pytest.raises(DataNotFoundError, match=r"5\.png .*its header reads but its data does not"):
+        list(streamed.eval_dataloader(streamed.train_set)) + list(streamed.eval_dataloader(streamed.val_set))
 
 
 def test_streaming_serves_the_same_batches_as_memory(tmp_path):

@@ -160,7 +160,8 @@ class ImageDataModule(ImageData):
         ``labels``: a seeded ``val_size`` hold-out, then ``train_size`` and ``labels_per_class``."""
         n = len(labels)
         if not 0 < self.val_size < n:
-            raise ConfigError(f"val_size must be between 1 and {n - 1} (the train split's size), got {self.val_size}")
+            raise ConfigError(f"val_size must be between 1 and {n - 1} (the train split's size), got {self.val_size}; "
+                              "lower val_size (configs made for Fashion-MNIST hold out 5000)")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         if self.train_size is not None:
@@ -194,7 +195,8 @@ class ImageDataModule(ImageData):
         """The images of ``source`` at ``indices``: decoded now and held (``InMemoryImages``) or
         decoded batch by batch later (``StreamingImages``), as ``decide_in_memory`` chose."""
         if self.decide_in_memory(len(source)):
-            images, labels = source.load_all(description=f"decoding {type(self).__name__}"), source.labels
+            images = source.load_all(description=f"decoding {type(self).__name__}")
+            labels = source.labels  # read after load_all, which may skip images
             if not torch.equal(indices, torch.arange(len(source))):  # an index copies: only where it selects
                 images, labels = images[indices], labels[indices]
             return InMemoryImages(images, labels)
@@ -211,9 +213,10 @@ class ImageDataModule(ImageData):
         self.check_memory_budget()
         if stage in ("fit", "validate") and self.train_set is None:
             source = self.source(train=True)
+            if self.decide_in_memory(len(source)):  # one decoding pass for both parts, before the split:
+                images = source.load_all(description=f"decoding {type(self).__name__}")  # it may skip images
+                source = TensorSource(images, source.labels)
             train_idx, val_idx = self.split_indices(source.labels)
-            if self.decide_in_memory(len(source)):  # one decoding pass for both parts
-                source = TensorSource(source.load_all(description=f"decoding {type(self).__name__}"), source.labels)
             self.train_set = self.make_dataset(source, train_idx)
             self.val_set = self.make_dataset(source, val_idx)
         if stage in ("test", "predict") and self.test_set is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -124,7 +124,10 @@ class ImageFiles:
         return files, unreadable, converted
 
 
-def unreadable_error(path: Path, err: BaseException) -> DataNotFoundError:
+def unreadable_error(path: Path, err: BaseException, skipping: bool = False) -> DataNotFoundError:
+    if skipping:  # only a file decoded after setup gets here: streamed, or written by prepare
+        return DataNotFoundError(f"cannot read image {path} ({type(err).__name__}): its header reads but its data does not, "
+                                 "and skip_unreadable skips such files only when images are held in memory; remove or replace it")
     return DataNotFoundError(f"cannot read image {path} ({type(err).__name__}); remove or replace the file, "
                              "or skip such files with skip_unreadable=true (data.skip_unreadable in a fit, --skip_unreadable in prepare)")
 
@@ -133,11 +136,34 @@ class FileSource(ImageSource):
     """``ImageFiles`` decoded one at a time: converted to ``num_channels``, the shorter side
     resized to ``image_size`` (antialiased), centre-cropped to a square."""
 
-    def __init__(self, files: ImageFiles, num_channels: int, image_size: int) -> None:
+    def __init__(self, files: ImageFiles, num_channels: int, image_size: int,
+                 on_unreadable: Callable[[list[Path]], None] | None = None) -> None:
+        """``on_unreadable``: given, ``load_all`` skips files that fail to decode and reports them
+        to it; None: such a file is an error."""
         self.paths = files.paths
         self.labels = files.labels
         self.num_channels = num_channels
         self.image_size = image_size
+        self.on_unreadable = on_unreadable
+
+    def load_all(self, description: str = "decoding") -> Tensor:
+        """Every image; with ``on_unreadable``, those that decode (``paths`` and ``labels`` then
+        lose the others)."""
+        if self.on_unreadable is None:
+            return super().load_all(description)
+        images, keep = [], []
+        for i in tqdm(range(len(self)), desc=description, unit="img", disable=len(self) < 1000):
+            try:
+                images.append(self.decode(i))
+                keep.append(i)
+            except DataNotFoundError:
+                pass
+        if len(keep) < len(self):
+            self.on_unreadable([path for i, path in enumerate(self.paths) if i not in set(keep)])
+            self.paths, self.labels = [self.paths[i] for i in keep], self.labels[keep]
+        if not images:
+            raise DataNotFoundError(f"none of the {len(self)} images can be decoded")
+        return torch.stack(images)
 
     def name(self, index: int) -> str:
         return str(self.paths[index])
@@ -151,6 +177,6 @@ class FileSource(ImageSource):
                 file.draft(mode, (self.image_size, self.image_size))  # JPEG: decode at a reduced scale, >= the size
                 image = pil_to_tensor(file.convert(mode))  # (C, H, W) uint8
         except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-            raise unreadable_error(path, err) from err
+            raise unreadable_error(path, err, skipping=self.on_unreadable is not None) from err
         image = resize(image, [self.image_size], antialias=True)  # shorter side = image_size
         return center_crop(image, [self.image_size, self.image_size])  # (C, S, S) uint8

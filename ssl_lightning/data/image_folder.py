@@ -74,6 +74,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.mean = tuple(mean) if mean is not None else default_mean
         self.std = tuple(std) if std is not None else default_std
         self.skip_unreadable = skip_unreadable
+        self.file_list = file_list
         self.files = list_files(file_list, data_dir, labels)  # fails now, before any training
         # The test images are labelled like the train images: with the same class names, or not at all.
         test_labels = labels if self.files.classes is not None else "none"
@@ -92,9 +93,11 @@ class ImageFolderDataModule(ImageDataModule):
         if converted:
             counts = ", ".join(f"{n:,} {mode}" for mode, n in converted.most_common())
             rank_zero_info(f"ImageFolderDataModule: converting to {CHANNEL_MODES[self.num_channels]}: {counts} images")
+        split = "train" if train else "test"
         if unreadable:
-            self._report_skipped(unreadable, "train" if train else "test")
-        return FileSource(files, self.num_channels, self.image_size)
+            self._report_skipped(unreadable, split)
+        report = (lambda paths: self._report_skipped(paths, split)) if self.skip_unreadable else None
+        return FileSource(files, self.num_channels, self.image_size, on_unreadable=report)
 
     def _report_skipped(self, unreadable: list[Path], split: str) -> None:
         """Logs the count, and lists the files in the run folder (where there is a run)."""

@@ -12,7 +12,7 @@ from ssl_lightning.errors import ConfigError
 LABELLED_EXAMPLE = "e.g. an ImageFolderDataModule with one sub-folder per class"
 # Attributes that tell data modules of one class apart in a message (not ``hparams``: LightningCLI
 # gives every data module it builds the hyperparameters of the run's ``data``).
-_DESCRIBING_ATTRIBUTES = ("name", "split", "data_dir")
+_DESCRIBING_ATTRIBUTES = ("name", "pretrain_split", "data_dir", "file_list", "input_dir")
 
 
 def is_labelled(data: Any) -> bool:

@@ -194,3 +194,19 @@ def test_tutorial_config_pretrains_on_the_unlabelled_split(stl10, tmp_path, monk
     trainer.fit(cli.model, datamodule=cli.datamodule)
     assert (cli.datamodule.train_set.labels == -1).all()
     assert any(not torch.equal(before[k], v) for k, v in cli.model.encoder.state_dict().items())
+
+
+def test_online_evaluation_of_the_unlabelled_pretraining_scores_the_labelled_images(stl10, tmp_path, monkeypatch):
+    """The tutorial config as the CLI runs it (its online_eval included): the batches carry no labels,
+    so the probe and kNN are fitted on the module's labelled train images and scored on its hold-out."""
+    from ssl_lightning.evaluation.online import OnlineEvaluation
+
+    root, _ = stl10
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ssl-lightning"])
+    cli = make_cli(["--config", str(STL10_CONFIG), f"--data.init_args.root={root}", *TINY_STL10, *TINY_HEADS["simclr"],
+                    "--trainer.fast_dev_run=true"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    (online,) = (c for c in cli.trainer.callbacks if isinstance(c, OnlineEvaluation))
+    assert online.mode == "eval data" and (cli.datamodule.train_set.labels == -1).all()
+    assert {"val_online_probe_acc", "val_knn_acc"} <= set(cli.trainer.callback_metrics)

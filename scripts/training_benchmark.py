@@ -22,7 +22,7 @@ import yaml
 from pytorch_lightning import Callback, Trainer
 
 import ssl_lightning.methods
-from ssl_lightning.data import FashionMNISTDataModule, InMemoryDataModule
+from ssl_lightning.data import FashionMNISTDataModule, ImageDataModule
 from ssl_lightning.methods import EncoderMethod, MomentumPretrainMethod, PretrainMethod, Supervised
 from ssl_lightning.optim import build_optimizer
 
@@ -48,7 +48,7 @@ class Spec:
     workers: int = 2  # the peer's DataLoader workers
 
 
-class SyntheticImages(InMemoryDataModule):
+class SyntheticImages(ImageDataModule):
     """Random uint8 images of any size and channel count, 10 classes (shapes only matter here)."""
 
     num_classes = 10
@@ -64,7 +64,7 @@ class SyntheticImages(InMemoryDataModule):
         return images, torch.randint(0, 10, (self.num_images,), generator=g)
 
 
-def make_data(spec: Spec) -> InMemoryDataModule:
+def make_data(spec: Spec) -> ImageDataModule:
     if (spec.image_size, spec.channels) == (28, 1):
         return FashionMNISTDataModule(batch_size=spec.batch_size, val_size=1000)
     return SyntheticImages(spec.image_size, spec.channels, images_needed(spec), batch_size=spec.batch_size, val_size=1000)
@@ -74,7 +74,7 @@ def images_needed(spec: Spec) -> int:
     return (spec.warmup + spec.steps + 2) * spec.batch_size + 1000  # every timed step in the first epoch
 
 
-def make_method(spec: Spec, data: InMemoryDataModule) -> EncoderMethod:
+def make_method(spec: Spec, data: ImageDataModule) -> EncoderMethod:
     """The method as its config defines it (heads, views, optimizer), on the benchmark's backbone."""
     model = yaml.safe_load((CONFIGS / f"{spec.method}.yaml").read_text())["model"]
     cls = getattr(ssl_lightning.methods, model["class_path"])

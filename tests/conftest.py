@@ -6,7 +6,7 @@ from pytorch_lightning import Trainer
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from ssl_lightning.data import InMemoryDataModule
+from ssl_lightning.data import ImageDataModule
 from ssl_lightning.data.in_memory import InMemoryImages
 from ssl_lightning.data.source import UNLABELLED
 
@@ -31,7 +31,7 @@ TINY_HEADS = {
 TINY = TINY_DATA + TINY_HEADS["simclr"]
 
 
-class RandomImages(InMemoryDataModule):
+class RandomImages(ImageDataModule):
     """Synthetic uint8 images for fast in-process tests."""
 
     num_channels = 1

@@ -1,6 +1,6 @@
 """LightningDataModules; batches are ``(uint8 images (B, C, H, W), labels (B,))``."""
 
-from ssl_lightning.data.base import ImageData, ImageDataModule, InMemoryDataModule
+from ssl_lightning.data.base import ImageData, ImageDataModule
 from ssl_lightning.data.digits import DigitsDataModule
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.image_folder import ImageFolderDataModule
@@ -13,4 +13,4 @@ DATA_MODULES = ("FashionMNISTDataModule", "ImageFolderDataModule", "TorchvisionD
                 "ShardedDataModule")
 
 __all__ = ["DATA_MODULES", "DigitsDataModule", "FashionMNISTDataModule", "ImageData", "ImageDataModule", "ImageFolderDataModule",
-           "InMemoryDataModule", "STL10DataModule", "ShardedDataModule", "TorchvisionDataModule"]
+           "STL10DataModule", "ShardedDataModule", "TorchvisionDataModule"]

@@ -266,7 +266,3 @@ class ImageDataModule(ImageData):
         if isinstance(dataset, InMemoryImages):  # already one tensor: a slice
             return dataset.images[:count], dataset.labels[:count]
         return super().take(dataset, count)
-
-
-# The name under which the in-memory-only version of this class was known.
-InMemoryDataModule = ImageDataModule

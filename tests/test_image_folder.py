@@ -15,6 +15,8 @@ from ssl_lightning.data.streaming import StreamingImages
 from ssl_lightning.data.in_memory import InMemoryImages
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
+# Where rank_zero_info logs; set for each test, whatever another test left Lightning's level at.
+LIGHTNING_LOG = "pytorch_lightning.utilities.rank_zero"
 FORMATS = ("jpg", "jpeg", "png", "webp", "bmp", "tif")
 
 
@@ -34,7 +36,7 @@ def write_images(folder: Path, count: int, size=(24, 20), mode="RGB", ext="png",
 def test_auto_reads_class_folders_one_level_down(tmp_path, caplog):
     write_images(tmp_path / "cat", 5)
     write_images(tmp_path / "dog", 4)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         dm = ImageFolderDataModule(str(tmp_path), image_size=16, val_size=2)
     assert dm.classes == ["cat", "dog"] and dm.num_classes == 2 and dm.labelled
     assert dm.files.labels.tolist() == [0] * 5 + [1] * 4
@@ -49,7 +51,7 @@ def test_auto_takes_other_layouts_without_labels(layout, tmp_path, caplog):
         write_images(tmp_path / "2024" / "june", 3, start=10)
     if layout == "one folder":
         write_images(tmp_path / "holiday", 4)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         dm = ImageFolderDataModule(str(tmp_path), image_size=16)
     assert dm.num_classes is None and dm.classes is None and not dm.labelled
     assert (dm.files.labels == UNLABELLED).all()
@@ -86,7 +88,7 @@ def test_common_extensions_decode(ext, tmp_path):
 def test_colour_modes_are_converted_and_logged(mode, channels, tmp_path, caplog):
     paths = write_images(tmp_path, 2, mode=mode)
     dm = ImageFolderDataModule(str(tmp_path), image_size=8, num_channels=channels)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         images, _ = dm.load_split(train=True)
     assert images.shape == (2, channels, 8, 8)
     assert f"converting to {'RGB' if channels == 3 else 'L'}: 2 {mode} images" in caplog.text
@@ -150,7 +152,7 @@ def test_skip_unreadable_counts_and_lists_the_files(tmp_path, caplog):
         log_dir = str(tmp_path / "run")
 
     dm.trainer = Run()
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         dm.setup("fit")
     assert len(dm.train_set) + len(dm.val_set) == 3
     assert "skipped 2 unreadable train image(s)" in caplog.text and "skipped 1 unreadable train image(s)" in caplog.text
@@ -183,7 +185,7 @@ def test_auto_streams_what_exceeds_the_memory_budget(tmp_path, caplog):
     write_images(tmp_path, 10)
     # 10 images of 3x16x16 are 7,680 bytes: a budget of 5,000 bytes holds a batch of 2 but not all.
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, val_size=2, batch_size=2, memory_budget_gb=5e-6)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         dm.setup("fit")
     assert isinstance(dm.train_set, StreamingImages)
     assert "10 images of 3x16x16 take 7.68e-06 GB decoded (budget 5e-06 GB, in_memory=auto): streamed" in caplog.text

@@ -12,10 +12,11 @@ Validation selects; the test split is used only for the reported numbers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -162,6 +163,24 @@ def train_supervised(
     return rows
 
 
+def quiet_lightning(function: Callable) -> Callable:
+    """``function`` with Lightning's INFO banners off (the sweep builds one Trainer per fit), and
+    Lightning's log level as it was afterwards."""
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (the wrapped function's)
+        logger = logging.getLogger("pytorch_lightning")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    return quiet
+
+
+@quiet_lightning
 def evaluate(
     checkpoints: list[Path],
     names: list[str] | None = None,
@@ -199,7 +218,6 @@ def evaluate(
         cache_dir: feature cache (None: no cache).
     """
     start = time.perf_counter()
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # one Trainer per fit: no banners
     if not checkpoints:
         raise ConfigError("give at least one checkpoint: ssl-lightning evaluate path/to/last.ckpt")
     if names is not None and len(names) != len(checkpoints):

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import RandomSampler
 
@@ -20,6 +20,7 @@ from ssl_lightning.data.in_memory import InMemoryImages, keep_batch
 from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.data.source import UNLABELLED, ImageSource, TensorSource
 from ssl_lightning.data.streaming import StreamingImages
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 
 GB = 1e9
@@ -61,7 +62,8 @@ class ImageData(LightningDataModule, ABC):
 
     def take(self, dataset: Dataset, count: int) -> tuple[Tensor, Tensor]:
         """The first ``count`` images (uint8 (n, C, H, W)) and labels (n,) of one of this module's datasets."""
-        images, labels = zip(*self.eval_dataloader(Subset(dataset, range(min(count, len(dataset))))))
+        first = LabelledSubset(dataset, torch.arange(min(count, len(dataset))))  # any dataset, item by item
+        images, labels = zip(*self.eval_dataloader(first))
         return torch.cat(images), torch.cat(labels)
 
 

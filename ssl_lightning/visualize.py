@@ -36,7 +36,7 @@ from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import source_name  # noqa: E402
 from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
-from ssl_lightning.outputs import output_folder  # noqa: E402
+from ssl_lightning.outputs import check_can_create, output_folder  # noqa: E402
 
 
 def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
@@ -109,8 +109,10 @@ def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path
     return path
 
 
-def picture_folder(output_dir: Path | None, overwrite: bool) -> Path:
-    """Where a visualize command writes (see ``output_folder``), checked before any work."""
+def picture_folder(output_dir: Path | None, overwrite: bool, cache_dir: Path | None = None) -> Path:
+    """Where a visualize command writes (see ``output_folder``); it and the feature cache are checked before any work."""
+    if cache_dir is not None:
+        check_can_create(Path(cache_dir).expanduser(), "--cache_dir (or --cache_dir null: no cache)")
     return output_folder("visualize", output_dir, overwrite)
 
 
@@ -123,7 +125,7 @@ def embeddings(source: str, data: ImageData | None = None, num_images: int = 200
                overwrite: bool = False, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
     at_least(num_images, 2, "num_images", "a 2-d projection needs 2 points")
-    folder = picture_folder(output_dir, overwrite)
+    folder = picture_folder(output_dir, overwrite, cache_dir)
     data = data or FashionMNISTDataModule()
     require_labels(data, "visualize embeddings (it colours the points by class)")
     encoder = adapt_channels(load_encoder(source), data.num_channels)
@@ -141,7 +143,7 @@ def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k:
     at_least(queries, 1, "queries", "the test images whose neighbours are shown")
     at_least(k, 1, "k", "the neighbours shown per query")
     at_least(gallery_size, k, "gallery_size", f"the train images searched, at least k={k}")
-    folder = picture_folder(output_dir, overwrite)
+    folder = picture_folder(output_dir, overwrite, cache_dir)
     data = data or FashionMNISTDataModule()
     require_labels(data, "visualize neighbours (it marks the neighbours of another class)")
     encoder = adapt_channels(load_encoder(source), data.num_channels)
@@ -187,13 +189,14 @@ def main(args: list[str]) -> None:
         parser.add_argument("--num_images", type=int, default=8)
         parser.add_argument("--num_views", type=int, default=6)
         parser.add_argument("--output_dir", type=Path)
-        parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files")
+        parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
         own, rest = parser.parse_known_args(args[1:])
         written = [views(rest, **vars(own))]
     elif args[:1] and args[0] in commands:
         command = commands[args[0]]
         parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
-        parser.add_function_arguments(command, as_positional=True)  # SOURCE; the data module is --data
+        parser.add_function_arguments(command, as_positional=True, skip={"overwrite"})  # SOURCE; the data module is --data
+        parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
         parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
         result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
         written = result if isinstance(result, list) else [result]

@@ -253,6 +253,8 @@ OUTPUT_CASES = {
                                                    f"--log_dir={t / 'logs'}"], "a_file is a file, not a folder; choose another --output_dir"),
     "transfer log folder under a file": (lambda t, c: ["transfer", "--sources", str(c), f"--log_dir={under_a_file(t)}"],
                                          "choose another --log_dir"),
+    "transfer a missing second source": (lambda t, c: ["transfer", "--sources", str(c), str(t / "nowhere.ckpt"),
+                                                       f"--log_dir={t / 'logs'}"], "checkpoint not found"),
     "visualize output under a file": (lambda t, c: ["visualize", "neighbours", str(c), f"--output_dir={under_a_file(t)}"],
                                       "a_file is a file, not a folder; choose another --output_dir"),
     "visualize views output holding results": (

@@ -295,7 +295,8 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--names", nargs="+", help="a name per checkpoint (default: the method stored in it)")
     parser.add_argument("--budgets", nargs="+", type=budget, help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
     parser.add_argument("--weight_decays", nargs="+", type=float, help="the probe's L2 penalties to select from on validation")
-    parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays"})
+    parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays", "overwrite"})
+    parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
     parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
     config = parser.parse_args(args)

@@ -35,7 +35,8 @@ from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
-from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier  # noqa: E402
+from ssl_lightning.encoder import load_encoder  # noqa: E402
+from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights  # noqa: E402
 from ssl_lightning.outputs import check_can_create, next_run_folder, output_folder  # noqa: E402
 
 SCRATCH = "scratch"
@@ -101,6 +102,9 @@ def compare(
         raise ConfigError("give at least one source: ssl-lightning transfer --sources simclr-fashion-mnist [...]")
     out = output_folder("transfer", output_dir, overwrite)  # checked before any run, as the log folder is
     check_can_create(log_dir, "--log_dir")
+    for source in sources:  # a missing or foreign checkpoint stops here, not after the runs before it
+        if source != RANDOM and not is_torchvision_weights(source):
+            load_encoder(source)
     require_labels(data, "transfer")
     data.prepare_data()
     data.setup("fit")
@@ -173,7 +177,8 @@ def main(args: list[str] | None = None) -> None:
 
     parser = ArgumentParser(prog="ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
     parser.add_argument("--sources", nargs="+", help="checkpoints (paths or shipped names) or torchvision weights names")
-    parser.add_function_arguments(compare, skip={"sources"})
+    parser.add_function_arguments(compare, skip={"sources", "overwrite"})
+    parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
     parser.set_defaults(data={"class_path": "ssl_lightning.data.DigitsDataModule"})
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
     config = parser.parse_args(args)

@@ -143,7 +143,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        if self.save_last and threading.current_thread() is threading.main_thread():  # Python's signals live there
+        main_thread = threading.current_thread() is threading.main_thread()  # where Python's signal handlers run
+        if self.save_last and not trainer.fast_dev_run and main_thread:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 

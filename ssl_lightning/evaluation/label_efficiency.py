@@ -248,6 +248,7 @@ def evaluate(
     if len(loaded) != len(checkpoints):
         raise ConfigError("two checkpoints got the same name; tell them apart with --names")
     split = Split.from_data(data, test_size, train_size)
+    list(draws(split.pool.labels, budgets, seeds))  # a budget larger than a class stops here, before any encoding
     first_config = next(iter(loaded.values())).config
     if references:
         with torch.random.fork_rng(devices=[]):  # a seeded random encoder; the caller's RNG stays as it was

@@ -168,13 +168,15 @@ def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, titl
 
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning transfer --sources SRC [SRC ...] [--data ...] [--option value ...] [--config transfer.yaml]``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parser = argument_parser("ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
     parser.add_argument("--sources", nargs="+", help="checkpoints (paths or shipped names) or torchvision weights names")
     parser.add_function_arguments(compare, skip={"sources"})
     parser.set_defaults(data={"class_path": "ssl_lightning.data.DigitsDataModule"})
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
-    config = parser.parse_args(args)
+    config = parse(parser, args)
     del config["config"]
     compare(**parser.instantiate_classes(config).as_dict())

@@ -201,6 +201,7 @@ def check_writable(folder: Path) -> None:
 
 
 def run(args: list[str]) -> None:
-    """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand)."""
-    make_cli(args)
+    """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand). LightningCLI
+    reads them from ``sys.argv``, which ``main`` set to them, as Lightning's DDP launcher does."""
+    make_cli()
 

@@ -350,3 +350,23 @@ def test_embed_saves_the_features_of_a_split_of_a_data_module_named_on_the_comma
     saved = load_features(tmp_path / "val.pt")
     assert saved["features"].shape == (32, 64) and saved["split"] == "val"
     assert torch.equal(saved["labels"], torch.full((32,), -1))
+
+
+def test_predict_from_a_checkpoint_saves_that_encoders_features(tmp_path, monkeypatch):
+    from pytorch_lightning import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    model = SimCLR(width=8, projection_hidden_dim=32, projection_dim=16, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    trainer = Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0)
+    data = RandomImages(batch_size=16, val_size=32)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "simclr.ckpt")
+    main(["predict", "--config", str(SIMCLR_CONFIG), *PREDICT_DATA, *TINY_HEADS["simclr"], "--ckpt_path", str(tmp_path / "simclr.ckpt"),
+          "--features.path", str(tmp_path / "features.pt")])
+    data.setup("test")
+    with torch.no_grad():
+        expected = load_encoder(tmp_path / "simclr.ckpt")(data.test_set.images.float() / 255)
+    saved = load_features(tmp_path / "features.pt")
+    assert torch.allclose(saved["features"], expected, atol=1e-5)
+    assert saved["source"] == str(tmp_path / "simclr.ckpt")

@@ -296,7 +296,8 @@ def test_top_level_help_lists_every_subcommand_and_loads_neither_torch_nor_light
     assert {"fit", "evaluate", "transfer", "visualize", "checkpoints", "prepare", "embed"} <= set(listed)
 
 
-@pytest.mark.parametrize("args", [[name] for name in COMMANDS] + [["visualize", name] for name in ("embeddings", "neighbours", "views")])
+@pytest.mark.parametrize("args", [[name] for name in COMMANDS] + [["visualize", name] for name in ("embeddings", "neighbours", "views")],
+                         ids=" ".join)
 def test_every_subcommand_has_a_clean_help(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--help"])
@@ -322,16 +323,18 @@ def test_predict_saves_encoder_features_and_labels_and_leaves_no_run_folder(conf
     monkeypatch.chdir(tmp_path)
     extra = [f"--model.init_args.num_classes={RandomImages.num_classes}"] if config == "supervised" else TINY_HEADS[config]
     args = ["predict", "--config", str(CONFIGS / f"{config}.yaml"), *PREDICT_DATA, *extra]
-    main(args)
-    main(args)  # the first file stays; the second gets a new name
     method = {"barlow_twins": "barlowtwins"}.get(config, config)
-    written = sorted(p.name for p in (tmp_path / "predictions").iterdir())
-    assert written == [f"{method}-test-1.pt", f"{method}-test.pt"]
-    assert f"predictions/{method}-test-1.pt" in capsys.readouterr().out
-    saved = load_features(tmp_path / "predictions" / f"{method}-test.pt")
+    if config == "simclr":  # an earlier file stays; the new one gets the next name
+        (tmp_path / "predictions").mkdir()
+        (tmp_path / "predictions" / "simclr-test.pt").write_text("earlier")
+    main(args)
+    written = f"{method}-test-1.pt" if config == "simclr" else f"{method}-test.pt"
+    assert f"predictions/{written}" in capsys.readouterr().out
+    saved = load_features(tmp_path / "predictions" / written)
     assert saved["features"].dtype == torch.float32 and saved["features"].shape == (32, 64)  # width 8: 8 * 8 features
     assert torch.equal(saved["labels"], torch.arange(32) % 4) and torch.equal(saved["index"], torch.arange(32))
     assert not (tmp_path / "checkpoints").exists()
+    assert config != "simclr" or (tmp_path / "predictions" / "simclr-test.pt").read_text() == "earlier"
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "test"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from ssl_lightning.errors import ConfigError
 
 RESULTS = Path("results")
+OVERWRITE_HELP = "write into an --output_dir that holds files already"  # every command's --overwrite
 
 
 def next_run_folder(folder: Path) -> Path:

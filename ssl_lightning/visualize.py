@@ -36,7 +36,7 @@ from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import source_name  # noqa: E402
 from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
-from ssl_lightning.outputs import check_can_create, output_folder  # noqa: E402
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder  # noqa: E402
 
 
 def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
@@ -181,25 +181,24 @@ def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_d
 
 
 def main(args: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+    """``ssl-lightning visualize embeddings|neighbours|views ...``."""
+    from ssl_lightning.cli.parsing import choose, run_function
 
-    commands = {"embeddings": embeddings, "neighbours": neighbours}
-    if args[:1] == ["views"]:
-        parser = argparse.ArgumentParser(prog="ssl-lightning visualize views", description=views.__doc__)
+    commands = {"embeddings": embeddings, "neighbours": neighbours, "views": views}
+    name = choose(args, {name: command.__doc__.split("\n")[0] for name, command in commands.items()}, "ssl-lightning visualize",
+                  epilog=__doc__.split("\n\n")[2].replace("\n", " "))
+    prog = f"ssl-lightning visualize {name}"
+    if name == "views":
+        parser = argparse.ArgumentParser(prog=prog, description=views.__doc__, allow_abbrev=False,
+                                         epilog="Every other option is fit's: --config CONFIG.yaml [--data.* --model.* ...]")
         parser.add_argument("--num_images", type=int, default=8)
         parser.add_argument("--num_views", type=int, default=6)
         parser.add_argument("--output_dir", type=Path)
-        parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
+        parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         own, rest = parser.parse_known_args(args[1:])
         written = [views(rest, **vars(own))]
-    elif args[:1] and args[0] in commands:
-        command = commands[args[0]]
-        parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
-        parser.add_function_arguments(command, as_positional=True, skip={"overwrite"})  # SOURCE; the data module is --data
-        parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
-        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
-        result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
-        written = result if isinstance(result, list) else [result]
     else:
-        raise SystemExit(__doc__)
+        result = run_function(commands[name], prog, args[1:], default_data="ssl_lightning.data.FashionMNISTDataModule",
+                              flags={"overwrite": OVERWRITE_HELP})
+        written = result if isinstance(result, list) else [result]
     print(f"wrote {', '.join(str(p) for p in written)} (folder: {written[0].parent})")

@@ -277,3 +277,47 @@ def test_output_and_count_errors_are_one_line_before_any_work(case, simclr_check
     last = err.strip().splitlines()[-1]
     assert "Traceback" not in err and last.startswith("ssl-lightning: error: ") and OUTPUT_CASES[case][1] in last, err[-2000:]
     assert sorted(tmp_path.rglob("*")) == before  # no results, logs or cache written
+
+
+def existing(path: Path) -> str:
+    path.write_text("mine")
+    return str(path)
+
+
+COMMAND_CASES = {
+    # case: (command line, given tmp_path and the SimCLR checkpoint; exit code; what the line says)
+    "misspelt subcommand": (lambda t, c: ["fitt"], 2, "unknown ssl-lightning subcommand 'fitt'; did you mean fit? (valid: fit, validate,"),
+    "no subcommand": (lambda t, c: [], 2, None),
+    "abbreviated trainer option": (lambda t, c: [*SIMCLR, "--trainer.max_step=1"], 2,
+                                   "unknown option --trainer.max_step; did you mean --trainer.max_steps"),
+    "misspelt evaluate option": (lambda t, c: ["evaluate", str(c), "--budget", "5"], 2, "unknown option --budget; did you mean --budgets"),
+    "misspelt visualize command": (lambda t, c: ["visualize", "neighbors", str(c)], 2,
+                                   "unknown ssl-lightning visualize subcommand 'neighbors'; did you mean neighbours?"),
+    "abbreviated prepare option": (lambda t, c: ["prepare", "--data_d", str(t)], 2, "unknown option --data_d; did you mean --data_dir"),
+    "visualize --data is the data module, not its help": (
+        lambda t, c: ["visualize", "neighbours", str(c), "--data", "ImageFolderDataModule", "--data.data_dir", str(t / "nowhere"),
+                      "--data.image_size", "16"], 1, "image folder not found"),
+    "embed onto an existing file": (lambda t, c: ["embed", str(c), "--output", existing(t / "features.pt")], 1,
+                                    "features.pt already exists; choose another output file"),
+    "predict onto an existing file": (
+        lambda t, c: ["predict", "--config", str(SIMCLR_CONFIG), *TINY, "--features.path", existing(t / "features.pt")], 1,
+        "features.pt already exists; choose another output file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_CASES))
+def test_bad_commands_and_options_are_one_line(case, simclr_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command, code, expected = COMMAND_CASES[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command(tmp_path, simclr_checkpoint))
+    assert exit_info.value.code == code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if expected is None:  # the list of subcommands, as for --help
+        assert "checkpoints  the shipped pretrained checkpoints" in captured.out
+        return
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("ssl-lightning: error: ") and expected in last, captured.err[-2000:]
+    assert [p.name for p in tmp_path.rglob("*")] in ([], ["features.pt"])  # nothing written
+    assert not (tmp_path / "features.pt").exists() or (tmp_path / "features.pt").read_text() == "mine"  # nor overwritten

@@ -44,7 +44,7 @@ from ssl_lightning.evaluation.names import checkpoint_name
 from ssl_lightning.evaluation.report import write_report
 from ssl_lightning.evaluation.transfer import adapt_channels
 from ssl_lightning.methods.supervised import Supervised
-from ssl_lightning.outputs import check_can_create, output_folder
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder
 
 Budget = int | Literal["all"]
 DEFAULT_BUDGETS: list[Budget] = [10, 20, 50, 100, 200, 500, "all"]
@@ -277,29 +277,23 @@ def evaluate(
     return table
 
 
-def budget(value: str | int) -> Budget:
-    text = str(value)  # the command line gives text, a --config file may give numbers
-    if text == "all":
-        return text
-    if not text.isdigit():
-        raise ValueError(f"a budget is a number of labels per class or 'all', got {text!r}")
-    return int(text)
-
-
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning evaluate CKPT [CKPT ...] [--option value ...] [--config sweep.yaml]``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parser = argument_parser("ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
     # Lists as space-separated values, the way shells pass them.
     parser.add_argument("checkpoints", nargs="+", help="ssl-lightning checkpoints (.ckpt) to evaluate")
     parser.add_argument("--names", nargs="+", help="a name per checkpoint (default: the method stored in it)")
-    parser.add_argument("--budgets", nargs="+", type=budget, help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
+    parser.add_argument("--budgets", nargs="+", type=Budget, metavar="N|all",
+                        help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
     parser.add_argument("--weight_decays", nargs="+", type=float, help="the probe's L2 penalties to select from on validation")
     parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays", "overwrite"})
-    parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
-    config = parser.parse_args(args)
+    config = parse(parser, args)
     del config["config"]
     evaluate(**parser.instantiate_classes(config).as_dict())

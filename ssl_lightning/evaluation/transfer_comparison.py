@@ -37,7 +37,7 @@ from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights  # noqa: E402
-from ssl_lightning.outputs import check_can_create, next_run_folder, output_folder  # noqa: E402
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder  # noqa: E402
 
 SCRATCH = "scratch"
 
@@ -173,14 +173,16 @@ def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, titl
 
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning transfer --sources SRC [SRC ...] [--data ...] [--option value ...] [--config transfer.yaml]``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parser = argument_parser("ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
     parser.add_argument("--sources", nargs="+", help="checkpoints (paths or shipped names) or torchvision weights names")
     parser.add_function_arguments(compare, skip={"sources", "overwrite"})
-    parser.add_argument("--overwrite", action="store_true", help="write into an --output_dir that holds files already")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.set_defaults(data={"class_path": "ssl_lightning.data.DigitsDataModule"})
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
-    config = parser.parse_args(args)
+    config = parse(parser, args)
     del config["config"]
     compare(**parser.instantiate_classes(config).as_dict())

@@ -127,6 +127,12 @@ class EncoderMethod(LightningModule):
         """(N, C, H, W) float images in [0, 1] -> (N, D) encoder features."""
         return self.encoder(images)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``ssl-lightning predict``: the encoder's features (N, F) of a batch of uint8 images, and
+        their labels (-1 where there are none), for ``ssl_lightning.predictions.FeatureWriter``."""
+        images, labels = batch
+        return {"features": self.encoder(images.float() / 255), "labels": labels}
+
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         expected = (self.hparams.in_channels, self.hparams.image_size)

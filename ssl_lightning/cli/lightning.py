@@ -1,31 +1,27 @@
-"""The ``ssl-lightning`` command: LightningCLI with our callbacks, logger and data-model links.
+"""``ssl-lightning fit|validate|test|predict``: LightningCLI with our callbacks, logger and data-model links.
 
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
     ssl-lightning fit --config ... --ckpt_path last   (resume the newest run of that config; --name names it)
-    ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
-    ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
-    ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N   (litdata shards for ShardedDataModule)
-    ssl-lightning checkpoints                        (the shipped pretrained checkpoints)
-    ssl-lightning visualize embeddings|neighbours|views ...   (PNGs; see ssl_lightning/visualize.py)
+    ssl-lightning predict --config ... --ckpt_path CKPT   (the encoder's features of the test split, to one file)
 
-Errors caused by input (``UserError``) print as one line; ``--verbose`` shows the traceback.
+Option names are whole (no prefix abbreviations); a misspelt one gets the closest valid names.
+validate, test and predict print their results and write no logs.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-import os
-import re
+import operator
 import sys
 import tempfile
-import warnings
+import typing
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import yaml
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.callbacks.progress import ProgressBar as AnyProgressBar
@@ -35,9 +31,10 @@ import ssl_lightning.data  # noqa: F401  (registers the data modules for short c
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
 from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
-from ssl_lightning.errors import ConfigError, UserError
+from ssl_lightning.cli.parsing import with_suggestions
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.online import OnlineEvaluation
-from ssl_lightning.shipped import describe
+from ssl_lightning.predictions import FeatureWriter
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
 DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
@@ -56,7 +53,25 @@ TRAINER_DEFAULTS = {
 
 
 class SSLLightningCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # Whole option names only: a prefix like --trainer.max_step would silently set max_steps.
+        # Parse errors come to main, for one line instead of the usage.
+        return super().init_parser(**{"allow_abbrev": False, "exit_on_error": False, **kwargs})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise with_suggestions(err, parser) from err
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_lightning_class_args(FeatureWriter, "features")  # --features.path FILE
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        ints_first(parser)
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -97,6 +112,11 @@ class SSLLightningCLI(LightningCLI):
             config.trainer.precision = default_precision(config.trainer.accelerator)
         if not wants_our_progress_bar(config.trainer):
             self.trainer_defaults["callbacks"] = [c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)]
+        if self.subcommand in ("validate", "test", "predict"):
+            # They print their results; a logger and the saved config would only leave a run folder
+            # behind (checkpoints/<method>/version_N) that holds no run.
+            config.trainer.logger = False
+            self.save_config_callback = None
         if self.subcommand == "fit":
             check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
             if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
@@ -198,10 +218,24 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI
         subclass_mode_data=True,
         # Callbacks every run has, whatever the config lists.
         trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
-        parser_kwargs={"exit_on_error": False},  # parse errors come here, for one line instead of the usage
         args=args,
         run=run,
     )
+
+
+def ints_first(parser: LightningArgumentParser) -> None:
+    """Makes the parser read ``1`` as an int for the Trainer's ``Union[int, float]`` arguments
+    (``limit_val_batches=1``: one batch, not 1.0 = all of them).
+
+    typing caches unions by equality, which ignores order, so Lightning's ``Union[int, float]`` can
+    come back as an earlier-made ``Union[float, int]``; jsonargparse tries the types in order.
+    """
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Union and {int, float} <= set(args) and args.index(float) < args.index(int):
+            if all(isinstance(arg, type) for arg in args):
+                action._typehint = functools.reduce(operator.or_, (int, *(arg for arg in args if arg is not int)))
 
 
 def default_precision(accelerator: Any) -> str | None:
@@ -235,90 +269,8 @@ def check_writable(folder: Path) -> None:
         ) from err
 
 
-def main(args: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if args is None else args)
-    verbose = "--verbose" in args
-    args = [arg for arg in args if arg != "--verbose"]
-    # LightningCLI reads sys.argv, and so does Lightning's DDP launcher, which starts the other
-    # processes with this same command line.
-    sys.argv[1:] = args
-    # Our methods make their views in on_after_batch_transfer by design, and Lightning 2.6 uses a
-    # pytree API that torch deprecated: both warnings are noise to a user.
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # RunCheckpoint refuses a folder with another run's checkpoints; a resumed run's folder is fine.
-    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
-    warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose
-    # litdata's StreamingDataset (ShardedDataModule) knows its length; Lightning warns about any that does.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-    # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    try:
-        if args[:1] == ["evaluate"]:
-            from ssl_lightning.evaluation.label_efficiency import main as evaluate
+def run(args: list[str]) -> None:
+    """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand). LightningCLI
+    reads them from ``sys.argv``, which ``main`` set to them, as Lightning's DDP launcher does."""
+    make_cli()
 
-            evaluate(args[1:])
-        elif args[:1] == ["transfer"]:
-            from ssl_lightning.evaluation.transfer_comparison import main as transfer
-
-            transfer(args[1:])
-        elif args[:1] == ["prepare"]:
-            from ssl_lightning.data.prepare import main as prepare
-
-            prepare(args[1:])
-        elif args[:1] == ["checkpoints"]:
-            print(describe())
-        elif args[:1] == ["visualize"]:
-            from ssl_lightning.visualize import main as visualize
-
-            visualize(args[1:])
-        else:
-            make_cli()
-    except ArgumentError as err:
-        if verbose:
-            raise
-        print(f"ssl-lightning: error: {_argument_error_line(err)}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as err:
-        cause = _user_error(err)
-        if cause is None or verbose:
-            raise
-        print(f"ssl-lightning: error: {_one_line(cause)} (run with --verbose for the traceback)", file=sys.stderr)
-        sys.exit(1)
-
-
-def _argument_error_line(err: ArgumentError) -> str:
-    """jsonargparse's multi-line report of a bad argument, as one line that names the fix."""
-    text = str(err)
-    unknown = re.search(r'^Parser key "(model|data)".*?(?:dot import path string: |[Ii]mport path |has no attribute )[\'"]?([\w.]+)', text, re.S)
-    if unknown:
-        group, name = unknown.groups()
-        kind, valid = ("method", ssl_lightning.methods.METHODS) if group == "model" else ("data module", ssl_lightning.data.DATA_MODULES)
-        return f"unknown {kind} {name!r}; choose one of {', '.join(valid)}"
-    noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
-    lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
-    return ": ".join(lines) + " (see --help for the accepted options)"
-
-
-def _one_line(err: Exception) -> str:
-    """The error's message; for one raised in a DataLoader worker, which torch re-raises with the
-    worker's traceback in the message, the original message alone."""
-    text = str(err).strip()
-    if "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]  # "ssl_lightning.errors.DataNotFoundError: <message>"
-    return text
-
-
-def _user_error(err: BaseException | None) -> Exception | None:
-    """The UserError (or Lightning's MisconfigurationException: a Trainer setting it refuses) behind
-    ``err``, if any: jsonargparse wraps errors raised while it builds the classes in its own ValueError."""
-    while err is not None:
-        if isinstance(err, (UserError, MisconfigurationException)):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-if __name__ == "__main__":
-    main()

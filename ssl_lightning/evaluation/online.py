@@ -108,7 +108,7 @@ class OnlineEvaluation(Callback):
             require_labels(evaluated, "online evaluation's eval_data", option="--online_eval.eval_data")
         elif is_labelled(data) and getattr(data, "labelled_set", data.train_set) is not data.train_set:
             evaluated = data  # it pretrains on other images than its labelled ones (like STL-10): evaluate on those
-        elif not is_labelled(data):
+        elif not self.evaluates(data):
             self._turn_off(trainer)
             return
         if evaluated is None:
@@ -127,6 +127,10 @@ class OnlineEvaluation(Callback):
         if self._pending_state is not None:
             self._apply_state(self._pending_state)
             self._pending_state = None
+
+    def evaluates(self, data: LightningDataModule | None) -> bool:
+        """Whether this callback logs its metrics in a run on the training data ``data``."""
+        return self.eval_data is not None or is_labelled(data)
 
     def _turn_off(self, trainer: Trainer) -> None:
         for checkpoint in trainer.checkpoint_callbacks:

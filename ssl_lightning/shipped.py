@@ -91,8 +91,8 @@ def run_selection(checkpoint: dict[str, Any]) -> dict[str, Any]:
     as ``read_checkpoint`` returns it), from the ``ModelCheckpoint`` state saved in it:
     {"monitor": metric name, "best_score": its best value, "best_checkpoint": that file's name}."""
     state = next((value for key, value in checkpoint.get("callbacks", {}).items() if "monitor" in value and "best_model_score" in value), None)
-    if state is None or state["monitor"] is None:
-        raise CheckpointError("the checkpoint holds no ModelCheckpoint state with a monitored metric; it chose no best checkpoint")
+    if state is None or state["best_model_score"] is None:
+        raise CheckpointError("the checkpoint holds no ModelCheckpoint state with a best monitored value; validate before packaging it")
     return {"monitor": state["monitor"], "best_score": round(float(state["best_model_score"]), 4),
             "best_checkpoint": Path(state["best_model_path"]).name}
 

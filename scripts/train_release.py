@@ -32,7 +32,7 @@ from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
-from ssl_lightning.shipped import export_encoder, write_manifest
+from ssl_lightning.shipped import export_encoder, run_selection, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
@@ -103,7 +103,7 @@ def headline(rows: pd.DataFrame) -> dict[str, float]:
             for label, (evaluator, budget) in HEADLINE.items()}
 
 
-def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame, note: str | None) -> str:
+def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame, note: str | None, selection: dict) -> str:
     timing = json.loads((folder / "release-timing.json").read_text())
     metrics = final_metrics(sorted(folder.glob("events.out.tfevents.*")))
     epochs = int(metrics.get("epoch", -1)) + 1
@@ -127,6 +127,8 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         f"- Hardware: {hardware()}",
         f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)" + (f"; {note}" if note else ""),
         f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir checkpoints/{name}`",
+        f"- Weights: the run's last checkpoint. Its best checkpoint (`{selection['best_checkpoint']}`, not shipped) was chosen by "
+        f"`{selection['monitor']}` (best {selection['best_score']:.4f}).",
         "",
         "Final logged metrics (the last value of each; `val_` on the 5,000 held-out images):",
         "",
@@ -156,8 +158,10 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
         if folder is None or not (folder / "checkpoints" / "last.ckpt").is_file() or not (folder / "release-timing.json").is_file():
             sys.exit(f"train_release: no finished release run of {method} in {args.runs_dir}; run the train stage first")
         runs[release_name(method)] = (method, folder)
+    selections = {}
     for name, (_, folder) in runs.items():
         export_encoder(folder / "checkpoints" / "last.ckpt", out / f"{name}.pt")
+        selections[name] = run_selection(read_checkpoint(folder / "checkpoints" / "last.ckpt"))
         shutil.rmtree(out / name, ignore_errors=True)  # the previous release's events and config
         (out / name).mkdir(parents=True)
         for path in [folder / "config.yaml", *folder.glob("events.out.tfevents.*")]:
@@ -174,10 +178,10 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
         checkpoint = read_checkpoint(out / f"{name}.pt")
         encoder, method_class = checkpoint["encoder_config"], checkpoint["method"]
         rows = table[table["model"] == name]
-        (out / f"{name}.md").write_text(model_card(name, method_class, folder, encoder, rows, args.card_note))
+        (out / f"{name}.md").write_text(model_card(name, method_class, folder, encoder, rows, args.card_note, selections[name]))
         files = [f"{name}.pt", f"{name}.md", *(str(p.relative_to(out)) for p in sorted((out / name).iterdir()))]
         entries[name] = {"weights": f"{name}.pt", "card": f"{name}.md", "method": method_class,
-                         "encoder": f"{encoder['backbone']} w{encoder['width']}", "headline": headline(rows), "files": files}
+                         "encoder": f"{encoder['backbone']} w{encoder['width']}", "headline": headline(rows), "selection": selections[name], "files": files}
     write_manifest(entries, out)
     print(f"train_release: packaged {', '.join(names)} into {out} (manifest.json); sweep: {args.results}/results.md")
 

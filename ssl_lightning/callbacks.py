@@ -19,7 +19,10 @@ from torchvision.utils import make_grid
 from ssl_lightning.data.labelled import is_labelled
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
+from ssl_lightning.evaluation.online import KNN_METRIC, OnlineEvaluation
 from ssl_lightning.methods.base import ViewBatch
+
+AUTO_MONITOR = "auto"  # RunCheckpoint's monitor chosen by selection_metric
 
 
 class LogViewPairs(Callback):
@@ -127,6 +130,13 @@ class RunCheckpoint(ModelCheckpoint):
     (The write itself is the trainer's checkpoint IO; the CLI uses ``AtomicCheckpointIO``, so a
     kill during a save leaves the previous ``last.ckpt`` whole.)
 
+    ``monitor="auto"`` (the CLI's default) chooses the metric once the run's data is known
+    (``selection_metric``): ``val_knn_acc`` (mode max) where online evaluation logs it, which is
+    the same measure for every method; otherwise ``val_loss`` (mode min). The chosen metric's
+    value is appended to the file name (``best-epoch=3-step=800-val_knn_acc=0.8123.ckpt``), and
+    the checkpoints hold it as ``ModelCheckpoint``'s state (``monitor``, ``best_model_score``).
+    A metric named in ``monitor`` is used as it is, with ``mode``.
+
     Args:
         save_last_every_n_steps: refresh ``last.ckpt`` after every this many training steps
             (None: only at validation / epoch ends).
@@ -158,6 +168,14 @@ class RunCheckpoint(ModelCheckpoint):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.monitor == AUTO_MONITOR:
+            self.monitor, self.mode = selection_metric(trainer)
+            self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)  # as ModelCheckpoint starts
+            if self.monitor not in (self.filename or ""):
+                self.filename = f"{self.filename or '{epoch}-{step}'}-{{{self.monitor}:.4f}}"
+        super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
@@ -193,6 +211,17 @@ class RunCheckpoint(ModelCheckpoint):
     def _refresh_last(self, trainer: Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def selection_metric(trainer: Trainer) -> tuple[str, str]:
+    """(metric, mode) that ``RunCheckpoint(monitor="auto")`` chooses the best checkpoint by:
+    ``val_knn_acc`` where an ``OnlineEvaluation`` callback will log it (labelled data, or its
+    ``eval_data``), else ``val_loss``. The ranking metrics (``val_acc_top5``) are not compared:
+    their candidates are 2N-1 views for some methods and N for others."""
+    online = next((c for c in trainer.callbacks if isinstance(c, OnlineEvaluation)), None)
+    if online is not None and online.evaluates(trainer.datamodule):
+        return KNN_METRIC, "max"
+    return "val_loss", "min"
 
 
 class ExactResume(Callback):

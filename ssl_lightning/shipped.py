@@ -31,7 +31,8 @@ def sha256(path: Path) -> str:
 
 
 def read_manifest(directory: Path | None = None) -> dict[str, Any]:
-    """The manifest's ``checkpoints`` entry: {name: {"weights", "method", "headline", "files": {path: sha256}}}."""
+    """The manifest's ``checkpoints`` entry: {name: {"weights", "method", "headline", "files": {path: sha256}}},
+    with "selection" (``run_selection`` of the run's last checkpoint, which the weights are) where recorded."""
     path = (directory or SHIPPED_DIR) / MANIFEST
     if not path.is_file():
         return {}
@@ -86,8 +87,19 @@ def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
     torch.save({ENCODER_CONFIG_KEY: checkpoint[ENCODER_CONFIG_KEY], METHOD_KEY: checkpoint.get(METHOD_KEY), "state_dict": state}, out)
 
 
+def run_selection(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What chose the best checkpoint of the run that wrote ``checkpoint`` (a training checkpoint,
+    as ``read_checkpoint`` returns it), from the ``ModelCheckpoint`` state saved in it:
+    {"monitor": metric name, "best_score": its best value, "best_checkpoint": that file's name}."""
+    state = next((value for key, value in checkpoint.get("callbacks", {}).items() if "monitor" in value and "best_model_score" in value), None)
+    if state is None or state["best_model_score"] is None:
+        raise CheckpointError("the checkpoint holds no ModelCheckpoint state with a best monitored value; validate before packaging it")
+    return {"monitor": state["monitor"], "best_score": round(float(state["best_model_score"]), 4),
+            "best_checkpoint": Path(state["best_model_path"]).name}
+
+
 def write_manifest(entries: dict[str, dict[str, Any]], directory: Path | None = None) -> None:
-    """Adds or replaces ``entries`` ({name: {"weights", "method", "headline", "files": [paths]}}) in
+    """Adds or replaces ``entries`` ({name: {"weights", "method", "headline", "selection", "files": [paths]}}) in
     the manifest, with the sha256 of each file (paths relative to ``directory``)."""
     directory = directory or SHIPPED_DIR
     manifest = read_manifest(directory)
@@ -102,13 +114,17 @@ def describe(directory: Path | None = None) -> str:
     if not manifest:
         return f"no shipped checkpoints in {directory or SHIPPED_DIR}"
     columns = list(next(iter(manifest.values()))["headline"])
-    rows = [["name", "method", "encoder", *columns]]
+    rows = [["name", "method", "encoder", *columns, "run's best by"]]
     for name, entry in manifest.items():
-        rows.append([name, entry["method"], entry["encoder"], *(f"{100 * entry['headline'][c]:.1f}%" for c in columns)])
+        selection = entry.get("selection")
+        best = f"{selection['monitor']} {selection['best_score']:.4f}" if selection else "not recorded"
+        rows.append([name, entry["method"], entry["encoder"], *(f"{100 * entry['headline'][c]:.1f}%" for c in columns), best])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     where = directory or SHIPPED_DIR
-    return "\n".join([*lines, "", f"test accuracy on Fashion-MNIST; model cards: {where}/<name>.md; load with ssl_lightning.load_encoder(name)"])
+    return "\n".join([*lines, "", f"test accuracy on Fashion-MNIST; model cards: {where}/<name>.md; load with ssl_lightning.load_encoder(name)",
+                      "the weights are each run's last checkpoint; \"run's best by\": the metric (and its best value) that chose "
+                      "the run's best-* checkpoint, which does not ship"])
 
 
 def main(args: list[str]) -> None:

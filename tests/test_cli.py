@@ -17,6 +17,8 @@ from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, Random
 from ssl_lightning import load_encoder
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation import knn_accuracy
+from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.methods import SimCLR
 
 pytestmark = pytest.mark.slow
@@ -136,8 +138,37 @@ def test_every_config_monitors_a_metric_its_runs_log(config, labels, tmp_path, m
         assert cli.trainer.global_step == 0
         return
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.checkpoint_callback.monitor in cli.trainer.callback_metrics
-    assert cli.trainer.checkpoint_callback.best_model_path  # a best checkpoint was chosen on it
+    chosen = cli.trainer.checkpoint_callback
+    # A monitor the config names wins; otherwise kNN accuracy with labels, the loss without.
+    expected = ("val_acc", "max") if config == "supervised" else ("val_knn_acc", "max") if labels == "labelled" else ("val_loss", "min")
+    assert (chosen.monitor, chosen.mode) == expected and chosen.monitor in cli.trainer.callback_metrics
+    assert chosen.best_model_path  # a best checkpoint was chosen on it
+
+
+def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reproduces(tmp_path, monkeypatch):
+    """A short SimCLR fit on 256 digits: its best checkpoint is named by and records val_knn_acc,
+    and the offline kNN (load_encoder; clean features of the same training images as the bank and
+    of every validation image, the last batch of 52 included) of that file gives the same
+    accuracy, well above chance (10%)."""
+    monkeypatch.chdir(tmp_path)
+    cli = make_cli(["--config", str(SIMCLR_CONFIG), "--model.init_args.width=8", *TINY_HEADS["simclr"], "--data.class_path=DigitsDataModule",
+                    "--data.init_args.batch_size=64", "--data.init_args.train_size=256", "--data.init_args.val_size=180",
+                    "--online_eval.knn_k=20", "--trainer.max_epochs=2", "--trainer.num_sanity_val_steps=0", "--projector.num_images=0",
+                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert re.fullmatch(r"best-epoch=\d-step=\d+-val_knn_acc=0\.\d{4}\.ckpt", best.name), best.name
+    saved = next(state for key, state in torch.load(best, weights_only=False)["callbacks"].items() if key.startswith("RunCheckpoint"))
+    assert saved["monitor"] == "val_knn_acc"
+
+    data, online = cli.datamodule, next(c for c in cli.trainer.callbacks if type(c).__name__ == "OnlineEvaluation")
+    encoder = load_encoder(best)
+    (bank, bank_labels), (queries, labels) = (loader_features(encoder, data.eval_dataloader(dataset), desc=None)
+                                              for dataset in (data.train_set, data.val_set))
+    assert len(bank) == 256 <= online.eval_images and len(queries) == 180  # the whole bank, every query
+    offline = knn_accuracy(bank, bank_labels, queries, labels, data.num_classes, online.knn_k, online.knn_temperature)
+    assert offline > 0.4
+    assert float(saved["best_model_score"]) == pytest.approx(offline, abs=0.01)
 
 
 def test_pretraining_logs_online_evaluation(tmp_path):
@@ -182,7 +213,7 @@ online_eval:
     projector = (run / "projector_config.pbtxt").read_text()
     assert "val_features" in projector and "sprite" in projector and "metadata" not in projector
     assert "online evaluation is off" not in result.stderr
-    assert list((run / "checkpoints").glob("best-*.ckpt"))  # selected on val_acc_top5
+    assert list((run / "checkpoints").glob("best-*-val_knn_acc=*.ckpt"))  # selected on eval_data's kNN accuracy
 
 
 def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):

@@ -278,15 +278,23 @@ def assert_same_encoder(a, b):
 
 
 def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs, tmp_path):
-    online = OnlineEvaluation(bank_size=40, knn_k=5)
-    with_callback, trainer = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [online])
+    """Labelled training data: the probe trains on the training batches; the kNN bank is the final
+    encoder's clean features of (a seeded subset of) the training images, the queries every
+    validation image, exactly as computed here from the in-memory tensors."""
+    online = OnlineEvaluation(eval_images=40, knn_k=5)
+    data = RandomImages(batch_size=16, val_size=32)
+    with_callback, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online])
     without_callback, _ = train_simclr(tiny_simclr_kwargs, RandomImages(batch_size=16, val_size=32), tmp_path, [])
     # Same seed, same data: the encoder's weights (hence every gradient step) are bit-identical.
     assert_same_encoder(with_callback, without_callback)
     metrics = trainer.callback_metrics
-    assert 0 <= metrics["val_online_probe_acc"] <= 1 and 0 <= metrics["val_knn_acc"] <= 1
+    assert online.mode == "training batches" and 0 <= metrics["val_online_probe_acc"] <= 1
     assert online.classifier.weight.abs().sum() > 0  # the probe trained
-    assert 40 <= sum(len(f) for f, _ in online._bank) < 40 + 16  # the bank keeps the last bank_size features
+    keep = seeded_subset(len(data.train_set), 40).sort().values  # 64 training images: the bank capped at 40
+    bank = extract_features(with_callback.encoder, data.train_set.images[keep])
+    queries = extract_features(with_callback.encoder, data.val_set.images)
+    expected_knn = knn_accuracy(bank, data.train_set.labels[keep], queries, data.val_set.labels, 4, k=5, temperature=0.1)
+    assert metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
 
 
 def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny_simclr_kwargs, tmp_path, caplog):
@@ -350,7 +358,7 @@ def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, t
 
 def test_a_checkpoint_cannot_monitor_online_metrics_that_will_not_exist(tiny_simclr_kwargs, tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_knn_acc", mode="max")
-    with pytest.raises(ConfigError, match="checkpoint.monitor is val_knn_acc.*monitor val_acc_top5"):
+    with pytest.raises(ConfigError, match="checkpoint.monitor is val_knn_acc.*monitor val_loss"):
         train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path,
                      [checkpoint, OnlineEvaluation()], max_steps=1, enable_checkpointing=True)
     assert not (tmp_path / "ckpt").exists()  # refused before any training step

@@ -5,7 +5,7 @@ import torch
 
 from pytorch_lightning import Trainer
 
-from conftest import fit
+from conftest import RandomImages, fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, MomentumPretrainMethod, SimCLR
@@ -38,6 +38,20 @@ def test_each_method_trains_logs_and_round_trips(name, random_images, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.allclose(load_encoder(checkpoint.last_model_path)(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["simclr", "moco"])  # ranked among 2N-1 and among N candidates
+def test_validation_metrics_are_those_of_the_full_batches_whatever_the_remainder(name, tmp_path):
+    """The validation sets of 33 and 37 images begin with the 32 of the smallest (the same seeded
+    hold-out); at batch size 16 they leave a last batch of 1 (no negatives) and of 5 images."""
+    model = METHODS[name]()
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    results = {}
+    for val_size in (32, 33, 37):
+        torch.manual_seed(1)  # the same views of the shared images
+        results[val_size] = trainer.validate(model, datamodule=RandomImages(batch_size=16, val_size=val_size), verbose=False)[0]
+    assert set(results[32]) == {"val_loss", "val_acc_top1", "val_acc_top5", "val_acc_mean_pos"}
+    assert results[33] == results[32] and results[37] == results[32]
 
 
 @pytest.mark.parametrize("name", ["moco", "byol"])

@@ -29,7 +29,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
+from ssl_lightning.callbacks import AUTO_MONITOR, EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.parsing import with_suggestions
 from ssl_lightning.errors import ConfigError
@@ -75,8 +75,8 @@ class SSLLightningCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val_acc_top5",
-                "checkpoint.mode": "max",
+                "checkpoint.monitor": AUTO_MONITOR,  # val_knn_acc where there are labels, else val_loss (RunCheckpoint)
+                "checkpoint.mode": "max",  # for a monitor named in the config; "auto" brings its own
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.save_last_every_n_steps": 100,  # a killed run loses at most 100 steps

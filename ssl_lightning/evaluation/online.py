@@ -30,16 +30,23 @@ class OnlineEvaluation(Callback):
     gradients), and at the end of each validation epoch logs
 
     - ``val_online_probe_acc``: that classifier's accuracy on the validation images;
-    - ``val_knn_acc``: weighted kNN (``knn.py``) of the validation images' features among
-      labelled features, as InstDisc's memory bank does.
+    - ``val_knn_acc``: weighted kNN (``knn.py``) of the validation images' features among the
+      features of labelled training images, as InstDisc's memory bank does. Both sides are clean
+      images through the encoder in eval mode (``features.loader_features``), as the offline kNN
+      of ``ssl-lightning evaluate`` sees them: the same number for the same encoder, bank and
+      queries (``knn_k``, ``knn_temperature``). It is the metric the CLI's ``best-*`` checkpoint
+      is chosen by where the data has labels (``callbacks.RunCheckpoint``).
 
     Where the labels come from:
 
     - labelled training data, no ``eval_data``: the classifier trains on the features of every
-      training batch (of the augmented view) and the kNN votes among the last ``bank_size`` of
-      them; queries are the validation images (unaugmented). The method's ``training_step`` and
+      training batch (of the augmented view; ``training_step`` returns them); at each validation
+      epoch end the encoder encodes up to ``eval_images`` of the labelled training images (a
+      seeded subset, the same all run), the kNN bank; the queries are every validation image
+      (``validation_step`` returns their clean features). The method's ``training_step`` and
       ``validation_step`` return ``{"loss", "features", "labels"}`` (``EncoderMethod``). Under DDP
-      the features of all processes are gathered, so every process trains the same classifier.
+      the step features of all processes are gathered and every process encodes the whole bank,
+      so every process trains the same classifier and computes the same kNN accuracy.
     - ``eval_data``, a separate labelled data module (for instance STL-10's labelled train split
       while pretraining on its unlabelled split), or, without one, the training data module
       itself where it pretrains on other images than its labelled ones (its ``labelled_set`` is
@@ -55,30 +62,28 @@ class OnlineEvaluation(Callback):
 
     Args:
         lr: learning rate of the classifier's Adam optimizer.
-        bank_size: how many recent training features the kNN votes among (training-batch mode).
         knn_k, knn_temperature: the kNN's neighbours and vote temperature (InstDisc: 200, 0.1).
         eval_data: a labelled data module to evaluate on instead of the training data's labels;
             its images need the training data's channels (the encoder resizes them to its size).
-        eval_images: at most this many of ``eval_data``'s labelled training images and as many of
-            its validation images (a seeded subset, the same all run): the cost of each validation.
+        eval_images: at most this many labelled training images in the kNN bank (and, with
+            ``eval_data``, as many of its validation images as queries): a seeded subset, the
+            same all run; the cost of each validation.
         eval_probe_steps: the classifier's full-batch Adam steps on ``eval_data``'s features per validation.
     """
 
     def __init__(
         self,
         lr: float = 1e-3,
-        bank_size: int = 20000,
         knn_k: int = 200,
         knn_temperature: float = 0.1,
         eval_data: LightningDataModule | None = None,
         eval_images: int = 5000,
         eval_probe_steps: int = 100,
     ) -> None:
-        for name, value in (("bank_size", bank_size), ("eval_images", eval_images), ("eval_probe_steps", eval_probe_steps)):
+        for name, value in (("eval_images", eval_images), ("eval_probe_steps", eval_probe_steps)):
             if value < 1:
                 raise ConfigError(f"online evaluation {name} must be >= 1, got {value}")
         self.lr = lr
-        self.bank_size = bank_size
         self.knn_k = knn_k
         self.knn_temperature = knn_temperature
         self.eval_data = eval_data
@@ -89,8 +94,9 @@ class OnlineEvaluation(Callback):
         self.optimizer: torch.optim.Optimizer | None = None
         self.val_accuracy: MulticlassAccuracy | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._bank: list[tuple[Tensor, Tensor]] = []  # (features, labels) of recent training batches
-        self._val: list[tuple[Tensor, Tensor]] = []
+        self._trained = False  # whether the classifier has had a training batch (training-batches mode)
+        self._val: list[tuple[Tensor, Tensor]] = []  # (features, labels) of the validation steps
+        self._bank_loader: DataLoader | None = None  # clean labelled training images (training-batches mode)
         self._eval_loaders: tuple[DataLoader, DataLoader] | None = None  # eval_data's (bank, queries)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -102,7 +108,7 @@ class OnlineEvaluation(Callback):
             require_labels(evaluated, "online evaluation's eval_data", option="--online_eval.eval_data")
         elif is_labelled(data) and getattr(data, "labelled_set", data.train_set) is not data.train_set:
             evaluated = data  # it pretrains on other images than its labelled ones (like STL-10): evaluate on those
-        elif not is_labelled(data):
+        elif not self.evaluates(data):
             self._turn_off(trainer)
             return
         if evaluated is None:
@@ -122,11 +128,15 @@ class OnlineEvaluation(Callback):
             self._apply_state(self._pending_state)
             self._pending_state = None
 
+    def evaluates(self, data: LightningDataModule | None) -> bool:
+        """Whether this callback logs its metrics in a run on the training data ``data``."""
+        return self.eval_data is not None or is_labelled(data)
+
     def _turn_off(self, trainer: Trainer) -> None:
         for checkpoint in trainer.checkpoint_callbacks:
             if getattr(checkpoint, "monitor", None) in (PROBE_METRIC, KNN_METRIC):
                 raise ConfigError(f"checkpoint.monitor is {checkpoint.monitor}, which online evaluation logs, but the training data "
-                                  f"has no labels and online_eval.eval_data is not set; monitor val_acc_top5, or set "
+                                  f"has no labels and online_eval.eval_data is not set; monitor val_loss, or set "
                                   f"--online_eval.eval_data to a labelled data module")
         if self.mode != "off":  # one line per run, not per stage
             rank_zero_info(f"online evaluation is off: the training data {describe(trainer.datamodule)} has no labels; set "
@@ -153,11 +163,8 @@ class OnlineEvaluation(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.mode != "training batches":
             return
-        features, labels = self._features(outputs)
-        loss = self._train_classifier(features, labels)
-        self._bank.append((features, labels))
-        while sum(len(f) for f, _ in self._bank) - len(self._bank[0][0]) >= self.bank_size:
-            self._bank.pop(0)
+        loss = self._train_classifier(*self._features(outputs))
+        self._trained = True
         pl_module.log("train_online_probe_loss", loss, on_step=True, on_epoch=False)
 
     def _train_classifier(self, features: Tensor, labels: Tensor) -> Tensor:
@@ -189,22 +196,33 @@ class OnlineEvaluation(Callback):
             return
         if not self._val:
             return
-        if self._bank:  # nothing to report before the first training batch
+        if self._trained:  # the classifier has nothing to report before its first training batch
             pl_module.log(PROBE_METRIC, self.val_accuracy.compute(), sync_dist=True)  # equal on all processes
-            bank, bank_labels = (torch.cat(parts)[-self.bank_size :] for parts in zip(*self._bank))
-            queries, labels = (torch.cat(parts) for parts in zip(*self._val))
-            knn = knn_accuracy(bank, bank_labels, queries, labels, self.classifier.out_features, self.knn_k, self.knn_temperature)
-            pl_module.log(KNN_METRIC, knn, sync_dist=True)
+        bank, bank_labels = self._encode(trainer, pl_module, self._training_bank(trainer.datamodule))
+        queries, labels = (torch.cat(parts) for parts in zip(*self._val))
+        knn = knn_accuracy(bank, bank_labels, queries, labels, self.classifier.out_features, self.knn_k, self.knn_temperature)
+        pl_module.log(KNN_METRIC, knn, sync_dist=True)
         self.val_accuracy.reset()
         self._val.clear()
+
+    def _training_bank(self, data: LightningDataModule) -> DataLoader:
+        """Clean batches of up to ``eval_images`` of ``data``'s labelled training images (made at the
+        first validation: the training data is set up by then, whatever the stage)."""
+        if self._bank_loader is None:
+            self._bank_loader = data.eval_dataloader(self._capped(data.labelled_set))
+        return self._bank_loader
+
+    def _encode(self, trainer: Trainer, pl_module: LightningModule, loader: DataLoader) -> tuple[Tensor, Tensor]:
+        """(N, D) features and (N,) labels of a loader's clean images on the module's device: the
+        encoder in eval mode, no gradients, in the run's precision (bf16 on GPUs where it trains in it)."""
+        with trainer.strategy.precision_plugin.forward_context():
+            features, labels = loader_features(pl_module.encoder, loader, pl_module.device, desc=None)
+        return features.to(pl_module.device), labels.to(pl_module.device)
 
     def _evaluate_on_eval_data(self, trainer: Trainer, pl_module: LightningModule) -> tuple[float, float]:
         """(probe accuracy, kNN accuracy) on ``eval_data``'s validation images, after the
         classifier's ``eval_probe_steps`` on its labelled training images."""
-        with trainer.strategy.precision_plugin.forward_context():  # bf16 on GPUs where the run trains in it
-            (bank, bank_labels), (queries, labels) = (loader_features(pl_module.encoder, loader, pl_module.device, desc=None)
-                                                      for loader in self._eval_loaders)
-        bank, bank_labels, queries, labels = (t.to(pl_module.device) for t in (bank, bank_labels, queries, labels))
+        (bank, bank_labels), (queries, labels) = (self._encode(trainer, pl_module, loader) for loader in self._eval_loaders)
         for _ in range(self.eval_probe_steps):
             self._train_classifier(bank, bank_labels)
         with torch.no_grad():
@@ -215,7 +233,7 @@ class OnlineEvaluation(Callback):
         if not isinstance(outputs, dict) or "features" not in outputs or "labels" not in outputs:
             raise ConfigError("online evaluation needs training_step/validation_step to return a dict with "
                               "'features' and 'labels' (as ssl-lightning's methods do)")
-        # Under DDP every process sees the features of all: the probes and kNN banks stay identical.
+        # Under DDP every process sees the features of all: the probes and kNN queries stay identical.
         return gather(outputs["features"].detach().float()), gather(outputs["labels"])
 
     def state_dict(self) -> dict[str, Any]:
@@ -234,3 +252,4 @@ class OnlineEvaluation(Callback):
     def _apply_state(self, state: dict[str, Any]) -> None:
         self.classifier.load_state_dict(state["classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._trained = True

@@ -46,9 +46,9 @@ class EncoderMethod(LightningModule):
     """An ``encoder`` trained on augmented views made on the device, with AdamW/SGD/LARS and a
     warm-up + cosine schedule; checkpoints carry what ``load_encoder`` needs.
 
-    ``training_step`` and ``validation_step`` of subclasses return ``{"loss", "features", "labels"}``
-    (features: encoder outputs (N, F); in validation of the unaugmented images) for callbacks such as
-    ``OnlineEvaluation``.
+    ``training_step`` of subclasses returns ``{"loss", "features", "labels"}`` and ``validation_step``
+    at least ``{"features", "labels"}`` (features: encoder outputs (N, F); in validation of the
+    unaugmented images, every one of them) for callbacks such as ``OnlineEvaluation``.
     """
 
     default_views: ClassVar[ViewConfig] = SIMCLR_VIEWS
@@ -195,11 +195,13 @@ class PretrainMethod(EncoderMethod, ABC):
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
     ``views`` makes two augmented views of every image (a ``ViewBatch``), and the labels are never
     used for training.
-    Logged: ``{train,val,test}_loss``, ``{train,val,test}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``.
+    Logged: ``{train,val,test}_loss``, ``{train,val,test}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``
+    (val and test: means over the full batches, ``is_full_batch``).
     """
 
     # True where z1 and z2 come from different networks: rank across the two views only.
     cross_view_ranking: ClassVar[bool] = False
+    _full_batch_size = 0  # images in the first batch of the current validation or test epoch
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -248,12 +250,26 @@ class PretrainMethod(EncoderMethod, ABC):
         return {"loss": out.loss, "features": out.features.detach(), "labels": batch.labels}
 
     def validation_step(self, batch: ViewBatch, batch_idx: int) -> dict[str, Tensor]:
-        out = self._shared_step(batch, "val")
-        return {"loss": out.loss, "features": self.encoder(batch.images), "labels": batch.labels}
+        """The loss and ranking metrics of a full batch (``is_full_batch``); the clean features of
+        every image, for online evaluation (the kNN's queries)."""
+        if self.is_full_batch(batch.labels, batch_idx):
+            self._shared_step(batch, "val")
+        return {"features": self.encoder(batch.images), "labels": batch.labels}
 
     def test_step(self, batch: ViewBatch, batch_idx: int) -> None:
-        """``ssl-lightning test``: the loss and ranking metrics on views of the test split."""
-        self._shared_step(batch, "test")
+        """``ssl-lightning test``: the loss and ranking metrics on views of the test split's full batches."""
+        if self.is_full_batch(batch.labels, batch_idx):
+            self._shared_step(batch, "test")
+
+    def is_full_batch(self, labels: Tensor, batch_idx: int) -> bool:
+        """Whether a validation or test batch is as large as the epoch's first (the loader's batch
+        size). The loss and the ranking metrics depend on the batch size (the number of negatives,
+        of candidates), so their epoch means leave out a smaller last batch: the same images give
+        the same numbers whatever remainder the batch size leaves (and a 1-image remainder, which
+        has no negatives, does not stop the run)."""
+        if batch_idx == 0:
+            self._full_batch_size = len(labels)
+        return len(labels) == self._full_batch_size
 
 
 class MomentumPretrainMethod(PretrainMethod):

@@ -1,5 +1,6 @@
-"""The pretrained checkpoints that ship in ``checkpoints/``: encoder-only files, found by name and
-checked against ``checkpoints/manifest.json`` (the sha256 of every shipped file) before loading.
+"""The pretrained checkpoints that ship inside the package (``ssl_lightning/checkpoints/``, package
+data, so an installed wheel has them): encoder-only files, found by name and checked against its
+``manifest.json`` (the sha256 of every shipped file) before loading.
 
     load_encoder("simclr-fashion-mnist")   # ssl_lightning.load_encoder resolves shipped names
     shipped_checkpoints()                  # the names that ship
@@ -20,7 +21,7 @@ import torch
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, read_checkpoint
 from ssl_lightning.errors import CheckpointError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"  # read only: runs write to ./checkpoints of the working directory
 MANIFEST = "manifest.json"
 ENCODER_PREFIX = "encoder."  # the key prefix of the encoder's tensors in every checkpoint of ours
 
@@ -53,11 +54,11 @@ def verify(name: str, directory: Path | None = None, files: list[str] | None = N
     for relative in files or list(entry["files"]):
         path = directory / relative
         if not path.is_file():
-            raise CheckpointError(f"shipped checkpoint {name!r}: {path} is missing; restore it with `git checkout -- {path}`")
+            raise CheckpointError(f"shipped checkpoint {name!r}: {path} is missing; restore it with `git checkout -- {path}` or reinstall ssl-lightning")
         if sha256(path) != entry["files"][relative]:
             raise CheckpointError(
                 f"shipped checkpoint {name!r}: {path} does not match its sha256 in {directory / MANIFEST} (changed or damaged); "
-                f"restore it with `git checkout -- {path}`"
+                f"restore it with `git checkout -- {path}` or reinstall ssl-lightning"
             )
 
 

@@ -86,10 +86,10 @@ def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
     torch.save({ENCODER_CONFIG_KEY: checkpoint[ENCODER_CONFIG_KEY], METHOD_KEY: checkpoint.get(METHOD_KEY), "state_dict": state}, out)
 
 
-def write_manifest(entries: dict[str, dict[str, Any]], directory: Path | None = None) -> None:
+def write_manifest(entries: dict[str, dict[str, Any]], directory: Path) -> None:
     """Adds or replaces ``entries`` ({name: {"weights", "method", "headline", "files": [paths]}}) in
-    the manifest, with the sha256 of each file (paths relative to ``directory``)."""
-    directory = directory or SHIPPED_DIR
+    the manifest of ``directory`` (no default: nothing writes into an installed package), with the
+    sha256 of each file (paths relative to ``directory``)."""
     manifest = read_manifest(directory)
     for name, entry in entries.items():
         manifest[name] = {**entry, "files": {relative: sha256(directory / relative) for relative in sorted(entry["files"])}}

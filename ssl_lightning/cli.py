@@ -1,7 +1,7 @@
 """The ``ssl-lightning`` command: LightningCLI with our callbacks, logger and data-model links.
 
     ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
-    ssl-lightning fit --config ... --ckpt_path last   (resume the latest run of that method)
+    ssl-lightning fit --config ... --ckpt_path last   (resume the newest run of that config; --name names it)
     ssl-lightning evaluate path/to/last.ckpt [...]   (the label-budget sweep; see --help)
     ssl-lightning transfer --sources CKPT [...]      (fine-tune vs feature extraction vs scratch; see --help)
     ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N   (litdata shards for ShardedDataModule)
@@ -21,9 +21,10 @@ import tempfile
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
+import yaml
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import LearningRateMonitor
@@ -47,7 +48,7 @@ TRAINER_DEFAULTS = {
     "default_root_dir": "checkpoints",
     "logger": {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-        # name None: filled in with the method's name, so runs go to checkpoints/<method>/version_N.
+        # name None: filled in with the experiment's name (see experiment_name): checkpoints/<name>/version_N.
         # default_hp_metric off: no placeholder "hp_metric = -1" curve in TensorBoard.
         "init_args": {"save_dir": "checkpoints", "name": None, "default_hp_metric": False},
     },
@@ -66,6 +67,11 @@ class SSLLightningCLI(LightningCLI):
                 "checkpoint.save_last_every_n_steps": 100,  # a killed run loses at most 100 steps
             }
         )
+        parser.add_argument("--name", type=Optional[str], default=None,
+                            help="the experiment's name: runs go to <save_dir>/<name>/version_N, and --ckpt_path last resumes its "
+                                 "newest run (default: the config file's name, else the method's)")
+        parser.add_argument("--resume_with_changes", action="store_true",
+                            help="--ckpt_path last: continue the run even where this config differs from the run's")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(LogViewPairs, "view_pairs")
@@ -83,8 +89,8 @@ class SSLLightningCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = config.trainer.logger
         tensorboard = getattr(logger, "init_args", None) is not None and "name" in logger.init_args
-        if tensorboard and logger.init_args.name is None:
-            logger.init_args.name = config.model.class_path.rsplit(".", 1)[-1].lower()
+        if tensorboard and (logger.init_args.name is None or config.get("name")):
+            logger.init_args.name = experiment_name(config)
         if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
             read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
         if config.trainer.get("precision") is None:
@@ -101,22 +107,85 @@ class SSLLightningCLI(LightningCLI):
                                   "checkpoint.dirpath, or resume that run with --ckpt_path")
 
     def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
-        """``--ckpt_path last``: continue the newest run of this method (its ``last.ckpt``), logging
-        into the same version folder. Lightning alone would look in a new, empty version folder."""
+        """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``,
+        logging into its version folder. Lightning alone would look in a new, empty version folder;
+        a run folder without checkpoints (a validate or a run stopped before its first save) is passed over."""
         runs = Path(logger_args.save_dir) / logger_args.name
-        versions = sorted(int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit())
-        last = runs / f"version_{versions[-1]}" / "checkpoints" / "last.ckpt" if versions else None
-        if last is None or not last.is_file():
-            print(f"ssl-lightning: no last.ckpt in the newest run under {runs}: starting a new run", file=sys.stderr)
+        last, version = latest_checkpoint(runs)
+        if last is None:
+            print(f"ssl-lightning: no run with a last.ckpt under {runs}: starting a new run", file=sys.stderr)
             config.ckpt_path = None
             return
+        if not config.resume_with_changes:
+            check_same_config(last, self._parser(self.subcommand).dump(config))
         step = read_checkpoint(last)["global_step"]
         print(f"ssl-lightning: resuming {last} at step {step}", file=sys.stderr)
         config.ckpt_path = str(last)
-        logger_args.version = versions[-1]
+        logger_args.version = version
         # The run's config.yaml stays; each resume saves its own config next to it.
         resumes = len(list(last.parents[1].glob("config*.yaml")))
         self.save_config_kwargs["config_filename"] = f"config-resume-{resumes}.yaml"
+
+
+def experiment_name(config: Any) -> str:
+    """The name runs are filed under (``checkpoints/<name>/version_N``): ``--name``, else the first
+    config file's stem (simclr_gpu for simclr_gpu.yaml), else the method's lowercased class name."""
+    if config.get("name"):
+        return config.name
+    if config.get("config"):
+        return Path(str(config.config[0])).stem
+    return config.model.class_path.rsplit(".", 1)[-1].lower()
+
+
+def latest_checkpoint(runs: Path) -> tuple[Path | None, int | None]:
+    """The ``last.ckpt`` of the highest-numbered ``runs/version_N`` that has one, and N."""
+    versions = sorted((int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit()), reverse=True)
+    for version in versions:
+        last = runs / f"version_{version}" / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return last, version
+    return None, None
+
+
+# Options a resumed run may change freely: how long it trains, how it logs and shows progress, and
+# the options that choose the run itself. Keys are dotted config paths; a trailing "." is a prefix.
+RESUME_FREE = (
+    "ckpt_path", "config", "name", "resume_with_changes",
+    "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.min_steps", "trainer.max_time",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.limit_predict_batches",
+    "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.num_sanity_val_steps", "trainer.callbacks", "trainer.logger.init_args.version",
+    "checkpoint.verbose", "checkpoint.save_last_every_n_steps", "view_pairs.", "projector.",
+)
+
+
+def check_same_config(last: Path, config_yaml: str) -> None:
+    """Stops, in one line listing each difference (``key: old -> new``), where the run of ``last``
+    (``<run>/checkpoints/last.ckpt``) was trained with another config than ``config_yaml`` in
+    anything but the options in ``RESUME_FREE``. The run's config is the newest that LightningCLI
+    saved in its folder (``config.yaml``, then ``config-resume-N.yaml`` at each resume)."""
+    run = last.parents[1]
+    saved = sorted(run.glob("config*.yaml"), key=lambda p: (len(p.name), p.name))  # config.yaml, -resume-1, ..., -resume-10
+    if not saved:
+        return
+    old, new = flatten(yaml.safe_load(saved[-1].read_text()) or {}), flatten(yaml.safe_load(config_yaml) or {})
+    changed = [key for key in sorted(old.keys() | new.keys())
+               if old.get(key) != new.get(key) and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE)]
+    if changed:
+        differences = "; ".join(f"{key}: {old.get(key)} -> {new.get(key)}" for key in changed)
+        raise ConfigError(f"the config differs from the one {run} was trained with ({differences}); run with its config, "
+                          "start a new run with --name NEW, or pass --resume_with_changes to continue it with the new one")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI:

@@ -96,7 +96,7 @@ def test_a_batch_of_one_image_is_one_line(tmp_path, monkeypatch, capsys):
         main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true", "--data.init_args.batch_size=1"])
     assert exit_info.value.code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "at least 2 images" in last_line and "raise the batch size" in last_line
+    assert "needs batches of at least 2 images" in last_line and "raise data.init_args.batch_size" in last_line  # at setup
 
 
 def test_supervised_baseline_through_the_console_script(tmp_path):

@@ -195,6 +195,14 @@ class PretrainMethod(EncoderMethod, ABC):
     # True where z1 and z2 come from different networks: rank across the two views only.
     cross_view_ranking: ClassVar[bool] = False
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if batch_size is not None and batch_size < 2:  # at setup, not at the first step's loss (check_view_pair)
+            raise ConfigError(f"{type(self).__name__} needs batches of at least 2 images (the other images of a batch "
+                              f"are what each view is told apart from, or normalised over), got data.batch_size={batch_size}; "
+                              "raise data.init_args.batch_size")
+
     @abstractmethod
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         """The method's loss on two batches of views (N, C, H, W), the embeddings to rank and the

@@ -43,7 +43,8 @@ test: install
 benchmark: install
 	$(BIN)/python scripts/benchmark.py training $(ARGS)
 
-# The shipped checkpoints: train every method, export, evaluate, write model cards and the manifest
+# The shipped checkpoints (ssl_lightning/checkpoints/, package data): train every method, export,
+# evaluate, write model cards and the manifest
 # (about 1.5 hours on 2 CPU cores; ARGS="--gpu" on a GPU).
 release: install
 	$(BIN)/python scripts/train_release.py $(ARGS)
@@ -66,4 +67,4 @@ tensorboard: install
 	$(BIN)/tensorboard --logdir checkpoints
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist

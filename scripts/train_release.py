@@ -1,4 +1,5 @@
-"""Trains the release checkpoints on Fashion-MNIST and packages them into checkpoints/.
+"""Trains the release checkpoints on Fashion-MNIST and packages them into ssl_lightning/checkpoints/
+(package data: an installed wheel carries them).
 
     python scripts/train_release.py                 # train every method, then package
     python scripts/train_release.py --stage package # package the newest finished runs again
@@ -6,9 +7,10 @@
 
 train: `ssl-lightning fit` with each method's shipped config (ssl_lightning/configs/<method>.yaml)
 and --max_epochs, into --runs_dir (git-ignored), timed.
-package: for each run, the encoder alone (fp16) as checkpoints/<name>.pt, the run's TensorBoard
-events and config under checkpoints/<name>/, the label-budget sweep on the test split, a model
-card checkpoints/<name>.md, and checkpoints/manifest.json with every file's sha256.
+package: for each run, the encoder alone (fp16) as <out>/<name>.pt, the run's TensorBoard events
+and config under <out>/<name>/, the label-budget sweep on the test split, a model card
+<out>/<name>.md, and <out>/manifest.json with every file's sha256 (<out>: --out, by default the
+source tree's ssl_lightning/checkpoints/).
 
 On a GPU use --gpu: full-width ResNet-18 (width 64, small-image stem), bf16-mixed.
 """
@@ -36,6 +38,7 @@ from ssl_lightning.shipped import export_encoder, run_selection, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
+SHIPPED = REPO / "ssl_lightning" / "checkpoints"  # the source tree's, not an installed copy's
 METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]  # config stems
 DATASET = "fashion-mnist"
 RESULTS = REPO / "results" / "release"  # the sweep over every release checkpoint, with references
@@ -126,7 +129,7 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         f"- Command: `{timing['command'].replace(f'{REPO}/', '')}` (run by `python scripts/train_release.py`)",
         f"- Hardware: {hardware()}",
         f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)" + (f"; {note}" if note else ""),
-        f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir checkpoints/{name}`",
+        f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir ssl_lightning/checkpoints/{name}`",
         f"- Weights: the run's last checkpoint. Its best checkpoint (`{selection['best_checkpoint']}`, not shipped) was chosen by "
         f"`{selection['monitor']}` (best {selection['best_score']:.4f}).",
         "",
@@ -141,7 +144,7 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         "Test accuracy in % on the Fashion-MNIST test split of a linear probe and a kNN classifier (k=200, temperature 0.1) "
         "on the frozen features of this file, with k labelled images per class drawn from the train split "
         f"(mean ± std over {rows['seed'].nunique()} draws; 'all' is every train image, once). The probe's weight decay is "
-        "chosen on the validation split. All checkpoints and the reference rows (random encoder, raw pixels): [results/release/results.md](../results/release/results.md).",
+        "chosen on the validation split. All checkpoints and the reference rows (random encoder, raw pixels): [results/release/results.md](../../results/release/results.md).",
         "",
         markdown_table(rows).rstrip(),
         "",
@@ -191,7 +194,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--max_epochs", type=int, default=8)
     parser.add_argument("--runs_dir", type=Path, default=REPO / "checkpoints" / "release-runs")
-    parser.add_argument("--out", type=Path, default=REPO / "checkpoints")
+    parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--stage", choices=["all", "train", "package"], default="all")
     parser.add_argument("--gpu", action="store_true", help="full-width ResNet-18 in bf16-mixed (for a GPU)")
     parser.add_argument("--resume", action="store_true", help="continue each method's newest run from its last.ckpt")

@@ -52,12 +52,13 @@ class Encoder(nn.Module):
         self.register_buffer("std", torch.tensor(self.config["std"]).view(1, -1, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        """(N, C, H, W) float images in [0, 1] -> (N, D) features."""
+        """(N, C, H, W) float images in [0, 1] -> (N, D) features, in the encoder's dtype."""
         channels, size = self.config["in_channels"], self.config["input_size"]
         if images.dim() != 4 or images.shape[1] != channels:
             raise ConfigError(f"the encoder expects images shaped (N, {channels}, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ConfigError(f"the encoder expects float images in [0, 1], got dtype {images.dtype}; divide by 255 first")
+        images = images.to(self.mean.dtype)  # computed in the encoder's own dtype (load_encoder's dtype=)
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         images = (images - self.mean) / self.std
@@ -66,16 +67,21 @@ class Encoder(nn.Module):
         return self.backbone(images)  # (N, D)
 
 
-def load_encoder(source: str | Path, trusted: bool = False) -> Encoder:
+def load_encoder(
+    source: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None, trusted: bool = False
+) -> Encoder:
     """The encoder of a checkpoint, in eval mode: a shipped name (``shipped_checkpoints()`` lists
     them; checked against the manifest's sha256 first) or the path of a checkpoint written by any
     ssl-lightning method, full or encoder-only.
 
+    ``device`` and ``dtype`` (a floating type) move and cast it; by default it is float32 on the CPU.
     The file is read with ``torch.load(weights_only=True)``: tensors and plain values only. A file
     that needs Python objects unpickled is refused unless ``trusted=True``.
     """
+    if dtype is not None and not dtype.is_floating_point:
+        raise ConfigError(f"load_encoder's dtype must be a floating type such as torch.bfloat16, got {dtype}")
     checkpoint = read_checkpoint(resolve(source), trusted=trusted)
     encoder = Encoder(**checkpoint[ENCODER_CONFIG_KEY])
     state = {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
     encoder.load_state_dict(state)  # float16 shipped weights are cast to the encoder's float32
-    return encoder.eval()
+    return encoder.to(device=device, dtype=dtype).eval()

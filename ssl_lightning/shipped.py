@@ -1,5 +1,6 @@
-"""The pretrained checkpoints that ship in ``checkpoints/``: encoder-only files, found by name and
-checked against ``checkpoints/manifest.json`` (the sha256 of every shipped file) before loading.
+"""The pretrained checkpoints that ship inside the package (``ssl_lightning/checkpoints/``, package
+data, so an installed wheel has them): encoder-only files, found by name and checked against its
+``manifest.json`` (the sha256 of every shipped file) before loading.
 
     load_encoder("simclr-fashion-mnist")   # ssl_lightning.load_encoder resolves shipped names
     shipped_checkpoints()                  # the names that ship
@@ -17,7 +18,7 @@ from typing import Any
 
 from ssl_lightning.errors import CheckpointError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"  # read only: runs write to ./checkpoints of the working directory
 MANIFEST = "manifest.json"
 ENCODER_PREFIX = "encoder."  # the key prefix of the encoder's tensors in every checkpoint of ours
 
@@ -51,11 +52,11 @@ def verify(name: str, directory: Path | None = None, files: list[str] | None = N
     for relative in files or list(entry["files"]):
         path = directory / relative
         if not path.is_file():
-            raise CheckpointError(f"shipped checkpoint {name!r}: {path} is missing; restore it with `git checkout -- {path}`")
+            raise CheckpointError(f"shipped checkpoint {name!r}: {path} is missing; restore it with `git checkout -- {path}` or reinstall ssl-lightning")
         if sha256(path) != entry["files"][relative]:
             raise CheckpointError(
                 f"shipped checkpoint {name!r}: {path} does not match its sha256 in {directory / MANIFEST} (changed or damaged); "
-                f"restore it with `git checkout -- {path}`"
+                f"restore it with `git checkout -- {path}` or reinstall ssl-lightning"
             )
 
 
@@ -98,10 +99,10 @@ def run_selection(checkpoint: dict[str, Any]) -> dict[str, Any]:
             "best_checkpoint": Path(state["best_model_path"]).name}
 
 
-def write_manifest(entries: dict[str, dict[str, Any]], directory: Path | None = None) -> None:
+def write_manifest(entries: dict[str, dict[str, Any]], directory: Path) -> None:
     """Adds or replaces ``entries`` ({name: {"weights", "method", "headline", "selection", "files": [paths]}}) in
-    the manifest, with the sha256 of each file (paths relative to ``directory``)."""
-    directory = directory or SHIPPED_DIR
+    the manifest of ``directory`` (no default: nothing writes into an installed package), with the
+    sha256 of each file (paths relative to ``directory``)."""
     manifest = read_manifest(directory)
     for name, entry in entries.items():
         manifest[name] = {**entry, "files": {relative: sha256(directory / relative) for relative in sorted(entry["files"])}}

@@ -24,6 +24,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
 from ssl_lightning.data.base import ImageData  # noqa: E402
@@ -39,26 +41,43 @@ from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
 from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder  # noqa: E402
 
 
-def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
-    """``pca.png`` and ``tsne.png``: the (N, D) features projected to 2-d, a colour per class."""
+def pca_figure(features: Tensor, names: list[str], title: str) -> Figure:
+    """The (N, D) features' first two principal components, a colour per class; each axis says
+    how much of the features' variance its component holds."""
     from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=0)
+    xy = pca.fit_transform(features.numpy())  # (N, 2)
+    xlabel, ylabel = (f"PC{i + 1} ({100 * share:.1f}% of variance)" for i, share in enumerate(pca.explained_variance_ratio_))
+    return scatter_figure(xy, names, f"PCA of encoder features ({title})", xlabel, ylabel)
+
+
+def tsne_figure(features: Tensor, names: list[str], title: str) -> Figure:
+    """A t-SNE map of the (N, D) features, a colour per class."""
     from sklearn.manifold import TSNE
 
     points = features.numpy()
-    projections = {
-        "pca": ("PCA", PCA(n_components=2, random_state=0).fit_transform(points)),
-        "tsne": ("t-SNE", TSNE(n_components=2, init="pca", perplexity=min(30, len(points) - 1), random_state=0).fit_transform(points)),
-    }
+    xy = TSNE(n_components=2, init="pca", perplexity=min(30, len(points) - 1), random_state=0).fit_transform(points)  # (N, 2)
+    return scatter_figure(xy, names, f"t-SNE of encoder features ({title})", "t-SNE 1 (arbitrary units)", "t-SNE 2 (arbitrary units)")
+
+
+def scatter_figure(xy: np.ndarray, names: list[str], title: str, xlabel: str, ylabel: str) -> Figure:
+    """(N, 2) points coloured by their class ``names``, with a legend of the classes."""
+    figure = Figure(figsize=(7.5, 6))
+    axis = figure.subplots()
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=names, hue_order=sorted(set(names)), s=8, linewidth=0, palette="tab10", ax=axis)
+    axis.set(title=title, xlabel=xlabel, ylabel=ylabel, xticks=[], yticks=[])
+    axis.legend(title="class", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, markerscale=2)
+    figure.tight_layout()
+    return figure
+
+
+def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
+    """``pca.png`` and ``tsne.png`` in ``out_dir``: the (N, D) features projected to 2-d, a colour per class."""
     paths = []
-    for stem, (label, xy) in projections.items():
-        figure, axis = plt.subplots(figsize=(7.5, 6))
-        sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=names, hue_order=sorted(set(names)), s=8, linewidth=0, palette="tab10", ax=axis)
-        axis.set(title=f"{label} of encoder features ({title})", xticks=[], yticks=[])
-        axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, markerscale=2)
-        figure.tight_layout()
+    for stem, make_figure in (("pca", pca_figure), ("tsne", tsne_figure)):
         paths.append(out_dir / f"{stem}.png")
-        figure.savefig(paths[-1], dpi=120)
-        plt.close(figure)
+        make_figure(features, names, title).savefig(paths[-1], dpi=120)
     return paths
 
 

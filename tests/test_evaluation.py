@@ -13,7 +13,7 @@ from ssl_lightning import load_encoder
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
 from ssl_lightning.data.source import UNLABELLED, TensorSource
 from ssl_lightning.data.subset import LabelledSubset
-from ssl_lightning.errors import ConfigError
+from ssl_lightning.errors import ConfigError, UserError
 from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation import features as features_module
@@ -214,6 +214,50 @@ def test_stratified_subset_keeps_each_class_share():
 def test_draws_repeat_all_only_once():
     seen = [(budget, seed) for budget, seed, _ in draws(torch.arange(40) % 4, [2, "all"], seeds=3)]
     assert seen == [(2, 0), (2, 1), (2, 2), ("all", 0)]
+
+
+# --- extract_features' inputs, load_encoder's device and dtype --------------------------------
+
+@pytest.fixture
+def tiny_encoder_file(tmp_path):
+    return save_encoder(tmp_path / "encoder.pt", width=8, input_size=16)
+
+
+def test_features_of_uint8_and_of_unit_floats_are_the_same(tiny_encoder_file):
+    encoder = load_encoder(tiny_encoder_file)
+    images = torch.randint(0, 256, (6, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    from_uint8 = extract_features(encoder, images, batch_size=4)
+    assert torch.allclose(from_uint8, extract_features(encoder, images.float() / 255, batch_size=4))
+    assert torch.allclose(from_uint8, extract_features(encoder, images.double() / 255), atol=1e-6)
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.arange(256.0).view(1, 1, 16, 16), r"float images must lie in \[0, 1\], got values from 0 to 255;"),  # 0-255 floats
+    (torch.linspace(-1, 1, 256).view(1, 1, 16, 16), r"must lie in \[0, 1\], got values from -1 to 1;.*unnormalised"),  # normalised
+    (torch.full((4, 1, 16, 16), float("nan")), r"must lie in \[0, 1\], got values from nan"),
+    (torch.arange(256).view(1, 1, 16, 16), r"uint8 in \[0, 255\] or float in \[0, 1\], got dtype torch.int64"),
+    (torch.ones(4, 1, 16, 16, dtype=torch.bool), "got dtype torch.bool"),
+])
+def test_extract_features_refuses_other_images_in_one_line(tiny_encoder_file, images, message):
+    with pytest.raises(UserError, match=message) as error:
+        extract_features(load_encoder(tiny_encoder_file), images)
+    assert "\n" not in str(error.value)
+
+
+def test_load_encoder_casts_and_moves(tiny_encoder_file):
+    reference = load_encoder(tiny_encoder_file)
+    half = load_encoder(tiny_encoder_file, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.state_dict().values() if p.is_floating_point()} == {torch.bfloat16}
+    images = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert half(images.float() / 255).dtype == torch.bfloat16  # float32 images are cast to the encoder's dtype
+    features, expected = extract_features(half, images), extract_features(reference, images)
+    assert features.dtype == torch.float32 and torch.allclose(features, expected, atol=0.05 * expected.abs().max().item())
+    assert not half.training
+    meta = load_encoder(tiny_encoder_file, device="meta")  # any device: meta needs no hardware
+    assert {t.device.type for t in meta.state_dict().values()} == {"meta"}
+    with pytest.raises(ConfigError, match="floating type"):
+        load_encoder(tiny_encoder_file, dtype=torch.int8)
 
 
 # --- feature cache --------------------------------------------------------------------------

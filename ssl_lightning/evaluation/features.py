@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ssl_lightning.encoder import Encoder
+from ssl_lightning.errors import ConfigError
 
 DEFAULT_CACHE_DIR = "~/.cache/ssl-lightning/features"
 
@@ -44,8 +45,9 @@ def encoder_fingerprint(encoder: Encoder) -> str:
 def extract_features(
     encoder: Encoder, images: Tensor, batch_size: int = 1024, device: torch.device | None = None, desc: str = "features"
 ) -> Tensor:
-    """(N, D) float32 CPU features of uint8 ``images`` (N, C, H, W): the encoder in eval mode, no
-    augmentation, batched, on the GPU when there is one. The encoder's mode is restored."""
+    """(N, D) float32 CPU features of ``images`` (N, C, H, W), uint8 in [0, 255] or float in [0, 1]
+    (anything else is refused: see ``unit_images``): the encoder in eval mode, no augmentation,
+    batched, on the GPU when there is one. The encoder's mode is restored."""
     return encode(encoder, images.split(batch_size), device, desc)
 
 
@@ -71,18 +73,33 @@ def loader_features(
 def encode(
     encoder: nn.Module, batches: Iterable[Tensor], device: torch.device | None = None, desc: str | None = "features", total: int | None = None
 ) -> Tensor:
-    """(N, D) float32 CPU features of uint8 image batches (B, C, H, W), concatenated in order
+    """(N, D) float32 CPU features of image batches (B, C, H, W) (see ``unit_images``), concatenated in order
     (a progress bar labelled ``desc`` over ``total`` batches; none where ``desc`` is None).
     ``encoder``: an ``Encoder``, or any module of float images in [0, 1] (``nn.Flatten()``: raw pixels)."""
     device = device or default_device()
     was_training = encoder.training
     encoder.eval().to(device)
     features = [
-        encoder(batch.to(device, non_blocking=True).float() / 255).float().cpu()  # (b, D)
+        encoder(unit_images(batch.to(device, non_blocking=True))).float().cpu()  # (b, D)
         for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=desc is None)
     ]
     encoder.train(was_training)
     return torch.cat(features)
+
+
+def unit_images(images: Tensor) -> Tensor:
+    """Float images in [0, 1] from uint8 images in [0, 255] (divided by 255) or float images in
+    [0, 1] (as they are). Anything else is refused in one line: other dtypes, and floats outside
+    [0, 1] (already normalised, or still 0-255), whose features would silently be wrong."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise ConfigError(f"images must be uint8 in [0, 255] or float in [0, 1], got dtype {images.dtype}; convert them to one of those")
+    low, high = images.min().item(), images.max().item()
+    if not 0 <= low <= high <= 1:  # NaN fails too
+        raise ConfigError(f"float images must lie in [0, 1], got values from {low:.4g} to {high:.4g}; "
+                          "pass the unnormalised images (the encoder normalises them itself), as uint8 or divided by 255")
+    return images
 
 
 def cached_features(

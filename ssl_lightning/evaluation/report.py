@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display backend
 
 EVALUATORS = ("linear probe", "kNN")
+SUPERVISED = "supervised"  # the baseline's evaluator and model name in the table
+SUPERVISED_LABEL = "supervised baseline\n(trained end to end\non the same labels)"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -34,22 +33,34 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: pd.DataFrame, path: Path, per_class_all: float) -> None:
-    """Test accuracy against labelled images per class (log axis), a panel per evaluator, a line
-    per model, ± std shaded; the supervised baseline is drawn in both panels."""
+def label_efficiency_figure(table: pd.DataFrame, per_class_all: float) -> Figure:
+    """Test accuracy against labelled images per class (log axis), a panel per evaluator on the
+    frozen features, a line per model, ± std shaded. The supervised baseline, which trains its own
+    encoder, is drawn in the linear-probe panel only (black, dashed)."""
     data = table.assign(x=table["labels_per_class"].map(lambda b: per_class_all if b == "all" else float(b)))
-    supervised = data[data["evaluator"] == "supervised"]
-    panels = [pd.concat([data[data["evaluator"] == name], supervised]) for name in EVALUATORS]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    models = [m for m in dict.fromkeys(data["model"]) if m != SUPERVISED]  # the same colour per model in both panels
+    supervised = data[data["evaluator"] == SUPERVISED]
+    figure = Figure(figsize=(12, 4.8))
+    axes = figure.subplots(1, 2, sharey=True)
     ticks = sorted(data["x"].unique())
-    for axis, name, panel in zip(axes, EVALUATORS, panels):
-        sns.lineplot(panel, x="x", y="test_acc", hue="model", errorbar="sd", marker="o", ax=axis)
-        axis.set(xscale="log", title=name, xlabel="labelled images per class", ylabel="test accuracy")
+    for axis, name in zip(axes, EVALUATORS):
+        sns.lineplot(data[data["evaluator"] == name], x="x", y="test_acc", hue="model", hue_order=models, errorbar="sd",
+                     marker="o", ax=axis)
+        if name == EVALUATORS[0] and len(supervised):
+            sns.lineplot(supervised, x="x", y="test_acc", errorbar="sd", marker="s", color="black", linestyle="--",
+                         label=SUPERVISED_LABEL, ax=axis)
+        axis.set(xscale="log", title=f"{name} on frozen features", xlabel="labelled images per class", ylabel="test accuracy")
         axis.set_xticks(ticks, [("all" if x == per_class_all else f"{x:g}") for x in ticks])
+        axis.legend(title="model", fontsize=8, title_fontsize=8)
         axis.grid(alpha=0.3)
+    figure.suptitle("Test accuracy with few labels (mean ± std over label draws)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
+
+
+def plot(table: pd.DataFrame, path: Path, per_class_all: float) -> None:
+    """``label_efficiency_figure`` as a PNG."""
+    label_efficiency_figure(table, per_class_all).savefig(path, dpi=120)
 
 
 def write_report(table: pd.DataFrame, output_dir: Path, per_class_all: float) -> None:

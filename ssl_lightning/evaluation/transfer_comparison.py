@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402 (not pyplot: no global figure state, no display backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from pytorch_lightning import Callback, Trainer, seed_everything  # noqa: E402
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
@@ -40,6 +38,8 @@ from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_tor
 from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder  # noqa: E402
 
 SCRATCH = "scratch"
+# The plot pairs a source's two runs by colour and tells the modes apart by line style.
+MODE_STYLES = {"finetune": ("-", "fine-tuned"), "feature_extract": ("--", "feature extraction"), SCRATCH: (":", "from scratch")}
 
 
 class ValidationHistory(Callback):
@@ -161,14 +161,28 @@ def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, titl
     adaptations = "; ".join(sorted(set(table["adaptation"])))
     (out / "results.md").write_text("\n".join([*lines, "", f"Input adaptation: {adaptations}.", ""]))
     history.to_csv(out / "val_accuracy.csv", index=False)
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    sns.lineplot(history, x="epoch", y="val_acc", hue="run", style="mode", marker="o", markersize=4, ax=axis)
-    axis.set(title=f"Validation accuracy per epoch ({title})", ylabel="validation accuracy")
-    axis.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, fontsize=8)
+    validation_figure(table, history, title).savefig(out / "val_accuracy.png", dpi=120)
+
+
+def validation_figure(table: pd.DataFrame, history: pd.DataFrame, title: str) -> Figure:
+    """Validation accuracy per epoch of every run: a colour per source (its fine-tuned run solid,
+    its feature-extraction run dashed), the run from scratch black and dotted."""
+    sources = list(dict.fromkeys(table.loc[table["run"] != SCRATCH, "source"]))
+    colours = dict(zip(sources, sns.color_palette("tab10" if len(sources) <= 10 else "husl", len(sources))))
+    figure = Figure(figsize=(10, 4.5))
+    axis = figure.subplots()
+    for run in table.itertuples():
+        curve = history[history["run"] == run.run]
+        mode = SCRATCH if run.run == SCRATCH else run.mode
+        style, mode_label = MODE_STYLES[mode]
+        axis.plot(curve["epoch"], curve["val_acc"], linestyle=style, marker="o", markersize=3, color=colours.get(run.source, "black"),
+                  label=mode_label if mode == SCRATCH else f"{run.source}, {mode_label}")
+    axis.set(title=f"Validation accuracy per epoch ({title})", xlabel="epoch", ylabel="validation accuracy")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend(title="source, mode", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, fontsize=8, title_fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out / "val_accuracy.png", dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def main(args: list[str] | None = None) -> None:

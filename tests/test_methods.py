@@ -146,3 +146,13 @@ def test_simclr_head_without_batch_norm_is_linear_relu_linear():
     expected = torch.relu(h @ first.weight.T + first.bias) @ second.weight.T + second.bias  # (5, 8)
     assert torch.allclose(model.projector(h), expected, atol=1e-6)
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA).modules())
+
+
+def test_the_methods_import_from_the_package_top():
+    import ssl_lightning
+    import ssl_lightning.methods
+
+    for name in ssl_lightning.methods.METHODS:
+        assert getattr(ssl_lightning, name) is getattr(ssl_lightning.methods, name)
+    with pytest.raises(AttributeError, match="no attribute 'Simclr'"):
+        ssl_lightning.Simclr

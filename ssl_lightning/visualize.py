@@ -94,16 +94,21 @@ def show(axis: plt.Axes, image: Tensor, edge: str, caption: str) -> None:
     axis.set_xlabel(caption, fontsize=7, color="red" if caption.startswith("✗") else "black")
 
 
-def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, title: str) -> Path:
-    """A column per image (float (N, C, H, W) in [0, 1]): the image, then ``draws`` rows per view,
-    each a random draw of that view's own pipeline, headed with the settings that tell the views
-    apart (``describe_view``)."""
+def view_rows(images: Tensor, views: ViewPipelines, draws: int) -> list[tuple[str, Tensor]]:
+    """(header, batch) rows: the images (float (N, C, H, W) in [0, 1]), then ``draws`` random draws
+    of each view, each made by that view's own pipeline and headed with the settings that tell the
+    views apart (``describe_view``)."""
     with torch.no_grad():
         drawn = [views(images) for _ in range(draws)]  # draws x views x (N, C, S_i, S_i)
-    rows = [("original", images)] + [
+    return [("original", images)] + [
         (f"view {v + 1}\n({describe_view(config)})" + (f"\ndraw {d + 1}" if draws > 1 else ""), made[v])
         for v, config in enumerate(views.configs) for d, made in enumerate(drawn)
     ]
+
+
+def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, title: str) -> Path:
+    """The ``view_rows`` as a figure: a column per image, a row per view and draw, headers on the left."""
+    rows = view_rows(images, views, draws)
     figure, axes = plt.subplots(len(rows), len(images), figsize=(2.4 + 1.1 * len(images), 0.6 + 1.15 * len(rows)), squeeze=False)
     for row, (header, batch) in enumerate(rows):
         axes[row, 0].set_ylabel(header, rotation=0, ha="right", va="center", fontsize=7)
@@ -170,7 +175,7 @@ def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: 
     torch.manual_seed(0)
     images = data.take(data.val_set, num_images)[0].float() / 255  # (N, C, H, W)
     name = type(model).__name__
-    title = f"{name}'s views of {num_images} {data_name(data)} validation images ({len(model.view_configs)} view pipeline(s))"
+    title = f"{name}'s {len(model.view_configs)} view(s) of {num_images} {data_name(data)} validation images, {draws} random draw(s) each"
     return view_grid(images, model.views, draws, output_folder(output_dir, data, name.lower()) / "views.png", title)
 
 

@@ -106,3 +106,30 @@ def test_a_run_logs_the_projector_and_hparams(tmp_path):
     events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
     assert {"hparams/val_acc_top5", "hparams/train_loss"} <= set(events.Tags()["scalars"])
     assert events.PluginTagToContent("hparams")  # the HParams tab has the run
+
+
+def test_log_view_pairs_shows_every_view_of_each_image_side_by_side(tmp_path):
+    """Three views, the third a smaller crop: each image's views in a row, the small one enlarged
+    to the first's side, and a text naming each view's settings."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from ssl_lightning.augment import BYOL_VIEWS, SIMCLR_VIEW
+    from ssl_lightning.callbacks import LogViewPairs
+    from ssl_lightning.methods import ViewBatch
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    views = [torch.zeros(5, 1, 16, 16), torch.full((5, 1, 16, 16), 0.5), torch.ones(5, 1, 8, 8)]
+    configs = [*BYOL_VIEWS, {**SIMCLR_VIEW, "crop_size": 8}]
+    LogViewPairs(num_pairs=4).on_validation_batch_start(
+        SimpleNamespace(logger=logger, global_step=0), SimpleNamespace(view_configs=configs),
+        ViewBatch(views, torch.zeros(5), torch.zeros(5, 1, 16, 16)), batch_idx=0)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    (grid,) = events.Images("views/pairs")
+    # 3 views x 2 images per grid row, 4 images: 6 columns and 2 rows of 16 px tiles with 2 px padding.
+    assert (grid.width, grid.height) == (6 * 18 + 2, 2 * 18 + 2)
+    (text,) = events.Tensors("views/configs/text_summary")  # add_text's tag
+    legend = text.tensor_proto.string_val[0].decode()
+    assert "view 2: crop 0.08-1.0, blur 0.1, solarize 0.2" in legend and "view 3: 8 px" in legend

@@ -8,7 +8,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CONFIG ?= ssl_lightning/configs/simclr.yaml
 ARGS ?=
 
-.PHONY: install dataset train test benchmark release tensorboard clean
+.PHONY: install dataset train test benchmark release figures tensorboard clean
 
 install: dataset $(BIN)/.installed
 
@@ -47,6 +47,20 @@ benchmark: install
 # (about 1.5 hours on 2 CPU cores; ARGS="--gpu" on a GPU).
 release: install
 	$(BIN)/python scripts/train_release.py $(ARGS)
+
+# The tables and pictures README shows, rewritten on purpose (evaluate, transfer and visualize write
+# to a new results/<command>/run_N otherwise): the label-budget sweep of the four 4-epoch runs of
+# README's training table (under $(RUNS); about 30 minutes on 2 CPU cores), the transfer comparison
+# on digits, and the gallery of the shipped simclr-fashion-mnist.
+RUNS ?= checkpoints
+figures: install
+	$(BIN)/ssl-lightning evaluate $(RUNS)/simclr/version_0/checkpoints/last.ckpt $(RUNS)/moco/version_0/checkpoints/last.ckpt \
+		$(RUNS)/byol/version_0/checkpoints/last.ckpt $(RUNS)/barlow_twins/version_0/checkpoints/last.ckpt \
+		--names SimCLR "MoCo v2" BYOL "Barlow Twins" --supervised_steps 300 --output_dir results/label_efficiency --overwrite
+	$(BIN)/ssl-lightning transfer --config ssl_lightning/configs/transfer_digits.yaml --output_dir results/transfer/digits --overwrite
+	$(BIN)/ssl-lightning visualize embeddings simclr-fashion-mnist --output_dir docs/gallery --overwrite
+	$(BIN)/ssl-lightning visualize neighbours simclr-fashion-mnist --output_dir docs/gallery --overwrite
+	$(BIN)/ssl-lightning visualize views --config ssl_lightning/configs/simclr.yaml --output_dir docs/gallery --overwrite
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir checkpoints

@@ -167,7 +167,8 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
     if args.quick:  # for tests: 2,000 train images, no feature cache
         sweep = {"data": FashionMNISTDataModule(train_size=2000, val_size=500), "budgets": [10, "all"], "seeds": 1,
                  "test_size": 1000, "cache_dir": None}
-    table = evaluate([out / f"{name}.pt" for name in names], names=names, output_dir=args.results, **sweep)
+    # results/release is rewritten on purpose: it is this script's output.
+    table = evaluate([out / f"{name}.pt" for name in names], names=names, output_dir=args.results, overwrite=True, **sweep)
     entries = {}
     for name, (method, folder) in runs.items():
         checkpoint = read_checkpoint(out / f"{name}.pt")

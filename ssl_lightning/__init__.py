@@ -1,7 +1,16 @@
 """ssl-lightning: self-supervised visual representation learning on PyTorch Lightning."""
 
-from ssl_lightning.encoder import Encoder, load_encoder
-from ssl_lightning.shipped import shipped_checkpoints
+import importlib
+from typing import Any
 
 __all__ = ["Encoder", "load_encoder", "shipped_checkpoints"]
 __version__ = "0.1.0"
+
+# Loaded on first use, so that `import ssl_lightning.cli` (``ssl-lightning --help``) needs no torch.
+_EXPORTS = {"Encoder": "ssl_lightning.encoder", "load_encoder": "ssl_lightning.encoder", "shipped_checkpoints": "ssl_lightning.shipped"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ssl_lightning' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

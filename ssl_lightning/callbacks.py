@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import signal
+import sys
+import threading
 import warnings
 from typing import Any
 
@@ -122,6 +125,10 @@ class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` whose ``last.ckpt`` always holds the latest state, refreshed every
     ``save_last_every_n_steps`` optimizer steps too, so a killed run loses at most that many.
 
+    Ctrl-C (SIGINT) or SIGTERM (what SLURM sends before a kill) during training stops the run at the
+    end of the current training step, with ``last.ckpt`` written there: it resumes as if never
+    stopped. A second signal stops at once (Lightning's KeyboardInterrupt), keeping the last save.
+
     Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is saved at the same step
     (so it goes stale once the monitored metric stops improving), and writes it at the end of
     training even under ``fast_dev_run``. Both are corrected here.
@@ -139,14 +146,43 @@ class RunCheckpoint(ModelCheckpoint):
         if save_last_every_n_steps is not None and save_last_every_n_steps < 1:
             raise ConfigError(f"save_last_every_n_steps must be >= 1 or null, got {save_last_every_n_steps}")
         self.save_last_every_n_steps = save_last_every_n_steps
+        self._stop_signal: str | None = None  # the signal that asked training to stop, once one has
+        self._previous_handlers: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        main_thread = threading.current_thread() is threading.main_thread()  # where Python's signal handlers run
+        if self.save_last and not trainer.fast_dev_run and main_thread:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._restore_handlers()  # the next signal acts as it would without this callback
+        self._stop_signal = signal.Signals(signum).name
+        print(f"ssl-lightning: {self._stop_signal}: stopping at the end of this training step, with last.ckpt saved "
+              "(send it again to stop at once)", file=sys.stderr)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
         every = self.save_last_every_n_steps
-        if every and trainer.global_step % every == 0 and self.save_last and not trainer.fast_dev_run:
+        due = every and trainer.global_step % every == 0
+        if (due or self._stop_signal) and self.save_last and not trainer.fast_dev_run:
             saved = self._last_global_step_saved
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = saved  # this save must not stop a top-k save at the same step
+        if self._stop_signal:
+            print(f"ssl-lightning: saved {self.last_model_path} at step {trainer.global_step}; continue with the same "
+                  "command and --ckpt_path last", file=sys.stderr)
+            raise KeyboardInterrupt  # Lightning's graceful shutdown: on_exception hooks, loggers closed, exit 1
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._restore_handlers()
+        super().teardown(trainer, pl_module, stage)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

@@ -15,9 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, read_checkpoint
 from ssl_lightning.errors import CheckpointError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -78,6 +75,10 @@ def resolve(source: str | Path) -> Path:
 def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
     """Writes the encoder of a training checkpoint alone (no heads, optimizer or loop state), in
     float16 if ``half``, in the same layout, so ``load_encoder`` reads both."""
+    import torch  # here: listing and resolving the shipped files needs neither torch nor Lightning
+
+    from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, read_checkpoint
+
     checkpoint = read_checkpoint(checkpoint_path)
     state = {k: v.half() if half and v.is_floating_point() else v
              for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
@@ -108,3 +109,11 @@ def describe(directory: Path | None = None) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     where = directory or SHIPPED_DIR
     return "\n".join([*lines, "", f"test accuracy on Fashion-MNIST; model cards: {where}/<name>.md; load with ssl_lightning.load_encoder(name)"])
+
+
+def main(args: list[str]) -> None:
+    """``ssl-lightning checkpoints``."""
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parse(argument_parser("ssl-lightning checkpoints", description=describe.__doc__.split(": ", 1)[1]), args)
+    print(describe())

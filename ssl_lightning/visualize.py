@@ -6,8 +6,8 @@
 
 SOURCE is a checkpoint path or a shipped name; the images are Fashion-MNIST's unless ``--data``
 names another labelled data module (embeddings and neighbours need labels; views do not). Each
-command writes PNGs to a folder (``--output_dir``, default ``results/visualize/<data>/<source or
-method>/``) and prints it.
+command writes PNGs to a folder (``--output_dir``, default a new ``results/visualize/run_N/``) and
+prints it; an ``--output_dir`` that holds files already is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import LabelledSubset  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
+from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
+from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder  # noqa: E402
 
 
 def embedding_plots(features: Tensor, names: list[str], out_dir: Path, title: str) -> list[Path]:
@@ -123,51 +126,68 @@ def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, titl
     return path
 
 
-def output_folder(output_dir: Path | None, data: ImageData, name: str) -> Path:
-    """``output_dir``, by default ``results/visualize/<data>/<name>/`` (see ``data_name``)."""
-    folder = Path(output_dir) if output_dir else Path("results") / "visualize" / data_name(data) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def picture_folder(output_dir: Path | None, overwrite: bool, cache_dir: Path | None = None) -> Path:
+    """Where a visualize command writes (see ``output_folder``); it and the feature cache are checked before any work."""
+    if cache_dir is not None:
+        check_can_create(Path(cache_dir).expanduser(), "--cache_dir (or --cache_dir null: no cache)")
+    return output_folder("visualize", output_dir, overwrite)
+
+
+def at_least(value: int, minimum: int, option: str, why: str) -> None:
+    if value < minimum:
+        raise ConfigError(f"--{option} must be >= {minimum} ({why}), got {value}")
 
 
 def embeddings(source: str, data: ImageData | None = None, num_images: int = 2000, output_dir: Path | None = None,
-               cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
+               overwrite: bool = False, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
+    at_least(num_images, 2, "num_images", "a 2-d projection needs 2 points")
+    folder = picture_folder(output_dir, overwrite, cache_dir)
     data = data or FashionMNISTDataModule()
     require_labels(data, "visualize embeddings (it colours the points by class)")
-    encoder = load_encoder(source)
+    encoder = adapt_channels(load_encoder(source), data.num_channels)
     data.prepare_data()
     data.setup("test")
     test = LabelledSubset(data.test_set, seeded_subset(len(data.test_set), num_images).sort().values)
     features = cached_features(encoder, data, test, f"test-{num_images}", cache_dir)
-    return embedding_plots(features, data.class_names(test.labels), output_folder(output_dir, data, source_name(source)),
-                           f"{source_name(source)}, {len(test)} test images")
+    folder.mkdir(parents=True, exist_ok=True)
+    return embedding_plots(features, data.class_names(test.labels), folder, f"{source_name(source)}, {len(test)} test images")
 
 
 def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k: int = 8, gallery_size: int = 10000,
-               output_dir: Path | None = None, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
+               output_dir: Path | None = None, overwrite: bool = False, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> Path:
     """Test images (one per class, up to ``queries``) and their ``k`` nearest labelled train images."""
+    at_least(queries, 1, "queries", "the test images whose neighbours are shown")
+    at_least(k, 1, "k", "the neighbours shown per query")
+    at_least(gallery_size, k, "gallery_size", f"the train images searched, at least k={k}")
+    folder = picture_folder(output_dir, overwrite, cache_dir)
     data = data or FashionMNISTDataModule()
     require_labels(data, "visualize neighbours (it marks the neighbours of another class)")
-    encoder = load_encoder(source)
+    encoder = adapt_channels(load_encoder(source), data.num_channels)
     data.prepare_data()
     data.setup("fit")
     data.setup("test")
     gallery = LabelledSubset(data.labelled_set, seeded_subset(len(data.labelled_set), gallery_size).sort().values)
+    if len(gallery) < k:
+        raise ConfigError(f"--k {k} is more than the {len(gallery)} labelled train images to search; lower --k")
     query = LabelledSubset(data.test_set, sample_per_class(data.test_set.labels, 1, seed=0)[:queries])
     gallery_features = cached_features(encoder, data, gallery, f"train-{gallery_size}", cache_dir)
     query_features = cached_features(encoder, data, query, f"queries-{queries}", cache_dir)
     names = data.class_names(torch.arange(data.num_classes))  # by label
-    path = output_folder(output_dir, data, source_name(source)) / "neighbours.png"
-    return retrieval_grid(data.take(query, len(query)), gallery, query_features, gallery_features, names, k, path,
+    folder.mkdir(parents=True, exist_ok=True)
+    return retrieval_grid(data.take(query, len(query)), gallery, query_features, gallery_features, names, k, folder / "neighbours.png",
                           f"{source_name(source)}, {len(gallery)} train images")
 
 
-def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: Path | None = None) -> Path:
+def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: Path | None = None,
+          overwrite: bool = False) -> Path:
     """The views the config's method makes of ``num_images`` validation images: ``draws`` random
     draws of each of its views, a row each, headed with that view's settings."""
     from ssl_lightning.cli import make_cli
 
+    at_least(num_images, 1, "num_images", "the images shown")
+    at_least(draws, 1, "draws", "the random draws of each view")
+    folder = picture_folder(output_dir, overwrite)
     cli = make_cli(cli_args, run=False)
     data, model = cli.datamodule, cli.model
     data.prepare_data()
@@ -176,27 +196,29 @@ def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: 
     images = data.take(data.val_set, num_images)[0].float() / 255  # (N, C, H, W)
     name = type(model).__name__
     title = f"{name}'s {len(model.view_configs)} view(s) of {num_images} {data_name(data)} validation images, {draws} random draw(s) each"
-    return view_grid(images, model.views, draws, output_folder(output_dir, data, name.lower()) / "views.png", title)
+    folder.mkdir(parents=True, exist_ok=True)
+    return view_grid(images, model.views, draws, folder / "views.png", title)
 
 
 def main(args: list[str]) -> None:
-    from jsonargparse import ArgumentParser
+    """``ssl-lightning visualize embeddings|neighbours|views ...``."""
+    from ssl_lightning.cli.parsing import choose, run_function
 
-    commands = {"embeddings": embeddings, "neighbours": neighbours}
-    if args[:1] == ["views"]:
-        parser = argparse.ArgumentParser(prog="ssl-lightning visualize views", description=views.__doc__)
+    commands = {"embeddings": embeddings, "neighbours": neighbours, "views": views}
+    name = choose(args, {name: command.__doc__.split("\n")[0] for name, command in commands.items()}, "ssl-lightning visualize",
+                  epilog=__doc__.split("\n\n")[2].replace("\n", " "))
+    prog = f"ssl-lightning visualize {name}"
+    if name == "views":
+        parser = argparse.ArgumentParser(prog=prog, description=views.__doc__, allow_abbrev=False,
+                                         epilog="Every other option is fit's: --config CONFIG.yaml [--data.* --model.* ...]")
         parser.add_argument("--num_images", type=int, default=8)
         parser.add_argument("--draws", type=int, default=2, help="random draws of each view")
         parser.add_argument("--output_dir", type=Path)
+        parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         own, rest = parser.parse_known_args(args[1:])
         written = [views(rest, **vars(own))]
-    elif args[:1] and args[0] in commands:
-        command = commands[args[0]]
-        parser = ArgumentParser(prog=f"ssl-lightning visualize {args[0]}", description=command.__doc__)
-        parser.add_function_arguments(command, as_positional=True)  # SOURCE; the data module is --data
-        parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
-        result = command(**parser.instantiate_classes(parser.parse_args(args[1:])).as_dict())
-        written = result if isinstance(result, list) else [result]
     else:
-        raise SystemExit(__doc__)
+        result = run_function(commands[name], prog, args[1:], default_data="ssl_lightning.data.FashionMNISTDataModule",
+                              flags={"overwrite": OVERWRITE_HELP})
+        written = result if isinstance(result, list) else [result]
     print(f"wrote {', '.join(str(p) for p in written)} (folder: {written[0].parent})")

@@ -1,7 +1,8 @@
-"""A callback for the resume tests, loaded by the CLI in a subprocess (``--trainer.callbacks+=``):
-it stops the run at a chosen step and waits there for the test's SIGKILL."""
+"""Callbacks for the resume tests, loaded by the CLI (``--trainer.callbacks+=``): one stops the run
+at a chosen step and waits there for the test's SIGKILL, one signals the run at a chosen step."""
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -38,3 +39,16 @@ class WaitToBeKilled(Callback):
     def _wait(self) -> None:
         self.marker.touch()
         time.sleep(600)
+
+
+class SignalAt(Callback):
+    """Sends this process ``signum`` (SIGINT: what Ctrl-C sends; SIGTERM: what SLURM sends before a
+    kill) at the end of training step ``step``, as a user would mid-run."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step = step
+        self.signum = signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

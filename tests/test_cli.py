@@ -96,7 +96,7 @@ def test_a_batch_of_one_image_is_one_line(tmp_path, monkeypatch, capsys):
         main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.fast_dev_run=true", "--data.init_args.batch_size=1"])
     assert exit_info.value.code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "at least 2 images" in last_line and "raise the batch size" in last_line
+    assert "needs batches of at least 2 images" in last_line and "raise data.init_args.batch_size" in last_line  # at setup
 
 
 def test_supervised_baseline_through_the_console_script(tmp_path):
@@ -273,3 +273,103 @@ def test_time_to_accuracy_benchmark_trains_probes_and_writes_the_curve(tmp_path)
     assert 30 < probe < 100  # 10 classes: chance is 10%
     results = pd.read_csv(out / "results.csv").iloc[0]
     assert results["steps"] == 8 and results["linear_probe_test_acc"] == pytest.approx(probe / 100, abs=0.0006)
+
+
+# --- the command itself: subcommands, help, parsing, predict and embed ---------------------------
+
+from ssl_lightning.cli import COMMANDS  # noqa: E402
+from ssl_lightning.predictions import load_features  # noqa: E402
+from conftest import save_encoder  # noqa: E402
+
+
+def test_top_level_help_lists_every_subcommand_and_loads_neither_torch_nor_lightning():
+    code = ("import sys; from ssl_lightning.cli import main\n"
+            "for args in (['--help'], ['checkpoints']):\n"
+            "    try: main(args)\n"
+            "    except SystemExit as e: assert e.code == 0, e.code\n"
+            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    listed = re.findall(r"^  (\w+)  +\S", result.stdout, re.M)
+    assert listed == list(COMMANDS) and len(listed) == 10
+    assert {"fit", "evaluate", "transfer", "visualize", "checkpoints", "prepare", "embed"} <= set(listed)
+
+
+@pytest.mark.parametrize("args", [[name] for name in COMMANDS] + [["visualize", name] for name in ("embeddings", "neighbours", "views")],
+                         ids=" ".join)
+def test_every_subcommand_has_a_clean_help(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and " at 0x" not in out and "<function" not in out
+    if args == ["checkpoints"]:
+        assert "test accuracy on Fashion-MNIST" not in out  # the help, not the table
+
+
+@pytest.mark.parametrize("value, parsed", [("1", 1), ("3", 3), ("0.5", 0.5), ("1.0", 1.0)])
+def test_trainer_limits_keep_integers_as_batch_counts(value, parsed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = make_cli(["--config", str(SIMCLR_CONFIG), *TINY, f"--trainer.limit_val_batches={value}", "--trainer.accelerator=cpu"], run=False)
+    assert cli.trainer.limit_val_batches == parsed and type(cli.trainer.limit_val_batches) is type(parsed)
+
+
+PREDICT_DATA = ["--data.class_path=conftest.RandomImages", *RANDOM_DATA, "--model.init_args.width=8", "--trainer.accelerator=cpu"]
+
+
+@pytest.mark.parametrize("config", ["simclr", "moco", "byol", "barlow_twins", "supervised"])
+def test_predict_saves_encoder_features_and_labels_and_leaves_no_run_folder(config, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    extra = [f"--model.init_args.num_classes={RandomImages.num_classes}"] if config == "supervised" else TINY_HEADS[config]
+    args = ["predict", "--config", str(CONFIGS / f"{config}.yaml"), *PREDICT_DATA, *extra]
+    method = {"barlow_twins": "barlowtwins"}.get(config, config)
+    if config == "simclr":  # an earlier file stays; the new one gets the next name
+        (tmp_path / "predictions").mkdir()
+        (tmp_path / "predictions" / "simclr-test.pt").write_text("earlier")
+    main(args)
+    written = f"{method}-test-1.pt" if config == "simclr" else f"{method}-test.pt"
+    assert f"predictions/{written}" in capsys.readouterr().out
+    saved = load_features(tmp_path / "predictions" / written)
+    assert saved["features"].dtype == torch.float32 and saved["features"].shape == (32, 64)  # width 8: 8 * 8 features
+    assert torch.equal(saved["labels"], torch.arange(32) % 4) and torch.equal(saved["index"], torch.arange(32))
+    assert not (tmp_path / "checkpoints").exists()
+    assert config != "simclr" or (tmp_path / "predictions" / "simclr-test.pt").read_text() == "earlier"
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_validate_and_test_leave_no_run_folder(subcommand, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main([subcommand, "--config", str(SIMCLR_CONFIG), *PREDICT_DATA, *TINY_HEADS["simclr"]])
+    assert f"{'val' if subcommand == 'validate' else 'test'}_loss" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_embed_saves_the_features_of_a_split_of_a_data_module_named_on_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = save_encoder(tmp_path / "encoder.ckpt", width=8, in_channels=1, input_size=16, mean=(0.5,), std=(0.29,))
+    main(["embed", str(source), "--data", "conftest.UnlabelledRandomImages", "--data.val_size=32", "--split", "val",
+          "--output", str(tmp_path / "val.pt")])
+    saved = load_features(tmp_path / "val.pt")
+    assert saved["features"].shape == (32, 64) and saved["split"] == "val"
+    assert torch.equal(saved["labels"], torch.full((32,), -1))
+
+
+def test_predict_from_a_checkpoint_saves_that_encoders_features(tmp_path, monkeypatch):
+    from pytorch_lightning import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    model = SimCLR(width=8, projection_hidden_dim=32, projection_dim=16, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    trainer = Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0)
+    data = RandomImages(batch_size=16, val_size=32)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "simclr.ckpt")
+    main(["predict", "--config", str(SIMCLR_CONFIG), *PREDICT_DATA, *TINY_HEADS["simclr"], "--ckpt_path", str(tmp_path / "simclr.ckpt"),
+          "--features.path", str(tmp_path / "features.pt")])
+    data.setup("test")
+    with torch.no_grad():
+        expected = load_encoder(tmp_path / "simclr.ckpt")(data.test_set.images.float() / 255)
+    saved = load_features(tmp_path / "features.pt")
+    assert torch.allclose(saved["features"], expected, atol=1e-5)
+    assert saved["source"] == str(tmp_path / "simclr.ckpt")

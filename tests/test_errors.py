@@ -105,6 +105,10 @@ CASES = {
         lambda t, c: [*FOLDER, f"--data.init_args.data_dir={folder_with(t, None)}", "--data.init_args.memory_budget_gb=0.000001"],
         "cannot hold one batch"),
     "streaming a dataset read whole": (lambda t, c: ["--data.init_args.in_memory=false"], "always holds it in memory"),
+    "a batch of 1 for a contrastive method": (lambda t, c: ["--data.init_args.batch_size=1"],
+                                              "SimCLR needs batches of at least 2 images"),
+    "digits val_size too large": (lambda t, c: ["--data.class_path=DigitsDataModule", "--data.init_args.val_size=1500"],
+                                  "val_size must be below 1437 (1,797 images minus test_size=360), got 1500; lower val_size"),
     "missing shard folder": (lambda t, c: ["--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={t / 'shards'}"],
                              "shards (metadata.json is missing); write one with ssl-lightning prepare --data_dir FOLDER --output_dir"),
 }
@@ -224,3 +228,96 @@ def test_what_needs_labels_says_so_in_one_line(case, simclr_checkpoint, tmp_path
     assert "Traceback" not in err and last.startswith("ssl-lightning: error: ") and expected in last, err[-2000:]
     assert "--data ...), e.g. an ImageFolderDataModule with one sub-folder per class" in last or "--online_eval.eval_data ...)" in last
     assert not [path for path in tmp_path.rglob("*") if path.is_file() and "photos" not in path.parts]  # nothing half-written
+
+
+def under_a_file(tmp: Path) -> Path:
+    (tmp / "a_file").touch()
+    return tmp / "a_file" / "out"
+
+
+def holding_results(tmp: Path) -> Path:
+    (tmp / "earlier").mkdir()
+    (tmp / "earlier" / "results.md").write_text("an earlier table")
+    return tmp / "earlier"
+
+
+OUTPUT_CASES = {
+    # case: (command line, given tmp_path and the SimCLR checkpoint; what the line says)
+    "evaluate output under a file": (lambda t, c: ["evaluate", str(c), f"--output_dir={under_a_file(t)}"],
+                                     "a_file is a file, not a folder; choose another --output_dir"),
+    "evaluate output holding results": (lambda t, c: ["evaluate", str(c), f"--output_dir={holding_results(t)}"],
+                                        "earlier already holds results; choose another --output_dir"),
+    "evaluate cache under a file": (lambda t, c: ["evaluate", str(c), f"--cache_dir={under_a_file(t)}"], "choose another --cache_dir"),
+    "evaluate train_size 0": (lambda t, c: ["evaluate", str(c), "--train_size=0"], "--train_size must be >= 1"),
+    "transfer output under a file": (lambda t, c: ["transfer", "--sources", str(c), f"--output_dir={under_a_file(t)}",
+                                                   f"--log_dir={t / 'logs'}"], "a_file is a file, not a folder; choose another --output_dir"),
+    "transfer log folder under a file": (lambda t, c: ["transfer", "--sources", str(c), f"--log_dir={under_a_file(t)}"],
+                                         "choose another --log_dir"),
+    "transfer a missing second source": (lambda t, c: ["transfer", "--sources", str(c), str(t / "nowhere.ckpt"),
+                                                       f"--log_dir={t / 'logs'}"], "checkpoint not found"),
+    "visualize output under a file": (lambda t, c: ["visualize", "neighbours", str(c), f"--output_dir={under_a_file(t)}"],
+                                      "a_file is a file, not a folder; choose another --output_dir"),
+    "visualize views output holding results": (
+        lambda t, c: ["visualize", "views", "--config", str(SIMCLR_CONFIG), f"--output_dir={holding_results(t)}"],
+        "earlier already holds results; choose another --output_dir"),
+    "visualize no images": (lambda t, c: ["visualize", "embeddings", str(c), "--num_images=0"], "--num_images must be >= 2"),
+    "visualize no neighbours": (lambda t, c: ["visualize", "neighbours", str(c), "--k=0"], "--k must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+def test_output_and_count_errors_are_one_line_before_any_work(case, simclr_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command = OUTPUT_CASES[case][0](tmp_path, simclr_checkpoint)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("ssl-lightning: error: ") and OUTPUT_CASES[case][1] in last, err[-2000:]
+    assert sorted(tmp_path.rglob("*")) == before  # no results, logs or cache written
+
+
+def existing(path: Path) -> str:
+    path.write_text("mine")
+    return str(path)
+
+
+COMMAND_CASES = {
+    # case: (command line, given tmp_path and the SimCLR checkpoint; exit code; what the line says)
+    "misspelt subcommand": (lambda t, c: ["fitt"], 2, "unknown ssl-lightning subcommand 'fitt'; did you mean fit? (valid: fit, validate,"),
+    "no subcommand": (lambda t, c: [], 2, None),
+    "abbreviated trainer option": (lambda t, c: [*SIMCLR, "--trainer.max_step=1"], 2,
+                                   "unknown option --trainer.max_step; did you mean --trainer.max_steps"),
+    "misspelt evaluate option": (lambda t, c: ["evaluate", str(c), "--budget", "5"], 2, "unknown option --budget; did you mean --budgets"),
+    "misspelt visualize command": (lambda t, c: ["visualize", "neighbors", str(c)], 2,
+                                   "unknown ssl-lightning visualize subcommand 'neighbors'; did you mean neighbours?"),
+    "abbreviated prepare option": (lambda t, c: ["prepare", "--data_d", str(t)], 2, "unknown option --data_d; did you mean --data_dir"),
+    "visualize --data is the data module, not its help": (
+        lambda t, c: ["visualize", "neighbours", str(c), "--data", "ImageFolderDataModule", "--data.data_dir", str(t / "nowhere"),
+                      "--data.image_size", "16"], 1, "image folder not found"),
+    "embed onto an existing file": (lambda t, c: ["embed", str(c), "--output", existing(t / "features.pt")], 1,
+                                    "features.pt already exists; choose another output file"),
+    "predict onto an existing file": (
+        lambda t, c: ["predict", "--config", str(SIMCLR_CONFIG), *TINY, "--features.path", existing(t / "features.pt")], 1,
+        "features.pt already exists; choose another output file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMMAND_CASES))
+def test_bad_commands_and_options_are_one_line(case, simclr_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command, code, expected = COMMAND_CASES[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(command(tmp_path, simclr_checkpoint))
+    assert exit_info.value.code == code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if expected is None:  # the list of subcommands, as for --help
+        assert "checkpoints  the shipped pretrained checkpoints" in captured.out
+        return
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("ssl-lightning: error: ") and expected in last, captured.err[-2000:]
+    assert [p.name for p in tmp_path.rglob("*")] in ([], ["features.pt"])  # nothing written
+    assert not (tmp_path / "features.pt").exists() or (tmp_path / "features.pt").read_text() == "mine"  # nor overwritten

@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
-from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
 from ssl_lightning.data.source import UNLABELLED, TensorSource
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
@@ -187,6 +187,28 @@ def test_sweep_on_any_labelled_data_module(case, tmp_path):
     assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) <= {labelled}
     assert set(table.loc[table["labels_per_class"] == 2, "train_images"]) == {2 * data.num_classes}
     assert table["test_acc"].between(0, 1).all() and (tmp_path / "out" / "results.md").is_file()
+
+
+def test_sweep_adapts_an_rgb_folder_to_a_grayscale_encoder_and_caps_the_pool(tmp_path, capsys):
+    """As transfer does: the luma of RGB images feeds a grayscale encoder; ``train_size`` draws the
+    budgets from a stratified part of the labelled pool (24 images here, 12 per class)."""
+    write_colour_squares(tmp_path / "bees")
+    data = ImageFolderDataModule(data_dir=str(tmp_path / "bees" / "train"), test_dir=str(tmp_path / "bees" / "val"), image_size=16,
+                                 val_size=8, batch_size=8)
+    checkpoint = save_encoder(tmp_path / "encoder.pt", width=8, input_size=16, in_channels=1)
+    table = evaluate([checkpoint], data=data, train_size=10, budgets=[2, "all"], seeds=1, weight_decays=[1e-3], knn_k=5,
+                     references=False, output_dir=tmp_path / "out", cache_dir=None)
+    assert "SimCLR's encoder takes 1-channel images: RGB -> grayscale (luma" in capsys.readouterr().out
+    assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) == {10}
+    assert table["test_acc"].between(0, 1).all()
+
+
+def test_stratified_subset_keeps_each_class_share():
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    chosen = stratified_subset(labels, 8, seed=0)
+    assert torch.bincount(labels[chosen]).tolist() == [6, 2] and len(set(chosen.tolist())) == 8
+    assert torch.equal(chosen, stratified_subset(labels, 8, seed=0)) and not torch.equal(chosen, stratified_subset(labels, 8, seed=1))
+    assert torch.equal(stratified_subset(labels, 50), torch.arange(40))
 
 
 def test_draws_repeat_all_only_once():

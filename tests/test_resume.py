@@ -110,14 +110,19 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_whole(tm
     assert torch.load(last, weights_only=True)["global_step"] == 16
 
 
-def test_ckpt_path_last_without_an_earlier_run_starts_a_new_one(tmp_path, monkeypatch, capsys):
+def test_ckpt_path_last_without_an_earlier_run_of_the_experiment_starts_a_new_one(tmp_path, monkeypatch, capsys):
+    """Runs are filed by the config file's name: a run of a copy of simclr.yaml is another experiment."""
     from conftest import SIMCLR_CONFIG, TINY
     from ssl_lightning.cli import main
 
     monkeypatch.chdir(tmp_path)
-    main(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--ckpt_path", "last"])
-    assert "no last.ckpt in the newest run under checkpoints/simclr: starting a new run" in capsys.readouterr().err
-    assert (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"another experiment's")
+    config = tmp_path / "simclr_small.yaml"
+    config.write_text(SIMCLR_CONFIG.read_text())
+    main(["fit", "--config", str(config), *TINY, "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--ckpt_path", "last"])
+    assert "no run with a last.ckpt under checkpoints/simclr_small: starting a new run" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "simclr_small" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_ddp_run_through_the_cli_saves_every_process_state_and_resumes(tmp_path):

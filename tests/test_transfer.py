@@ -224,14 +224,14 @@ log_dir: {tmp_path / 'logs'}
 """)
     result = run_cli("transfer", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "results" / "bees" / "results.csv")
+    table = pd.read_csv(tmp_path / "results" / "results.csv")  # --output_dir itself
     assert list(table["run"]) == ["simclr finetune", "simclr feature_extract", "scratch"]
     assert table["test_acc"].between(0, 1).all() and (table["best_epoch"] >= 1).all()
     assert table.loc[1, "trainable_params"] == 8 * 8 * 2 + 2  # the head alone
     assert "RGB -> grayscale" in table.loc[0, "adaptation"]
-    assert (tmp_path / "results" / "bees" / "val_accuracy.png").stat().st_size > 5_000
-    assert set(pd.read_csv(tmp_path / "results" / "bees" / "val_accuracy.csv")["epoch"]) == {1, 2}
-    assert "| scratch |" in (tmp_path / "results" / "bees" / "results.md").read_text()
+    assert (tmp_path / "results" / "val_accuracy.png").stat().st_size > 5_000
+    assert set(pd.read_csv(tmp_path / "results" / "val_accuracy.csv")["epoch"]) == {1, 2}
+    assert "| scratch |" in (tmp_path / "results" / "results.md").read_text()
     for run in ("simclr_finetune", "simclr_feature_extract", "scratch"):
         events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()
         assert {"val_acc", "train_loss", "test_acc"} <= set(events.Tags()["scalars"])
@@ -245,5 +245,6 @@ def test_comparison_trains_on_the_labelled_images_of_a_module_that_pretrains_apa
     table = compare([str(encoder_file)], data, max_epochs=1, scratch=False, output_dir=tmp_path / "results", log_dir=tmp_path / "logs",
                     accelerator="cpu")
     assert list(table["run"]) == ["simclr finetune", "simclr feature_extract"] and table["test_acc"].between(0, 1).all()
-    assert (tmp_path / "results" / "labelsapart" / "results.md").is_file()  # the folder is named by the data module
+    assert (tmp_path / "results" / "results.md").is_file()
+    assert (tmp_path / "logs" / "labelsapart" / "run_0").is_dir()  # the log folder is named by the data module
     assert (data.train_set.labels == UNLABELLED).all() and (data.labelled_set.labels >= 0).all()

@@ -37,8 +37,8 @@ def test_neighbours_grid_marks_wrong_classes(fashion_encoder, tmp_path):
     assert_png(out / "neighbours.png")
 
 
-def test_embeddings_and_neighbours_of_an_rgb_image_folder_named_by_the_data(tmp_path, monkeypatch):
-    """Any labelled data module: class names and the output folder come from it (bees/train -> bees)."""
+def test_embeddings_and_neighbours_of_an_rgb_image_folder_each_in_a_new_folder(tmp_path, monkeypatch):
+    """Any labelled data module (class names come from it); each command writes to a new results/visualize/run_N."""
     from ssl_lightning import visualize
 
     write_colour_squares(tmp_path / "bees")
@@ -53,9 +53,8 @@ def test_embeddings_and_neighbours_of_an_rgb_image_folder_named_by_the_data(tmp_
             "--data.init_args.batch_size=8", "--cache_dir=null"]
     main(["visualize", "embeddings", str(source), "--num_images=10", *data])
     main(["visualize", "neighbours", str(source), "--queries=2", "--k=3", *data])
-    out = tmp_path / "results" / "visualize" / "bees" / "simclr"
-    assert_png(out / "pca.png")
-    assert_png(out / "neighbours.png")
+    assert_png(tmp_path / "results" / "visualize" / "run_0" / "pca.png")
+    assert_png(tmp_path / "results" / "visualize" / "run_1" / "neighbours.png")
     assert len(plotted["names"]) == 10 and set(plotted["names"]) == {"red", "blue"}
     assert plotted["grid_names"] == ["blue", "red"] and sorted(plotted["queries"].tolist()) == [0, 1]  # one query per class
 
@@ -66,8 +65,8 @@ def test_views_preview_of_a_config_through_the_console_script(config, tmp_path):
     result = run_cli("visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3",
                      "--draws=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    path = tmp_path / "results" / "visualize" / "fashionmnist" / config / "views.png"
-    assert f"results/visualize/fashionmnist/{config}" in result.stdout
+    path = tmp_path / "results" / "visualize" / "run_0" / "views.png"
+    assert "results/visualize/run_0" in result.stdout
     assert_png(path)
     with Image.open(path) as image:  # rows: the images, then 2 draws of each view (SimCLR: 2 views, supervised: 1)
         assert image.height == pytest.approx(110 * (0.6 + 1.15 * (1 + 2 * (2 if config == "simclr" else 1))), abs=2)

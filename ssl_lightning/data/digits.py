@@ -31,8 +31,11 @@ class DigitsDataModule(ImageDataModule):
             val_size, batch_size, drop_last, **kwargs: see ``ImageDataModule``.
         """
         super().__init__(val_size=val_size, batch_size=batch_size, drop_last=drop_last, **kwargs)
-        if not 0 < test_size < 1797 - val_size:
-            raise ConfigError(f"test_size must be between 1 and {1796 - val_size} (1,797 images minus val_size), got {test_size}")
+        if not 0 < test_size < 1796:
+            raise ConfigError(f"test_size must be between 1 and 1795 (of 1,797 images), got {test_size}")
+        if val_size >= 1797 - test_size:  # validation is held out of what the test split leaves
+            raise ConfigError(f"val_size must be below {1797 - test_size} (1,797 images minus test_size={test_size}), got {val_size}; "
+                              "lower val_size")
         self.test_size = test_size
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:

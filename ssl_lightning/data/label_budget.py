@@ -32,3 +32,16 @@ def sample_per_class(labels: Tensor, per_class: int, seed: int) -> Tensor:
 def seeded_subset(count: int, size: int, seed: int = 0) -> Tensor:
     """``size`` distinct positions in ``range(count)`` (all of them where ``size >= count``), in a seeded random order."""
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def stratified_subset(labels: Tensor, size: int, seed: int = 0) -> Tensor:
+    """Sorted positions of ``size`` of ``labels`` (N,) (all of them where ``size >= N``), drawn under
+    ``seed`` with each class in its share of ``labels`` (scikit-learn's stratified split)."""
+    from sklearn.model_selection import train_test_split
+
+    if size < 1:
+        raise ConfigError(f"the subset size must be >= 1, got {size}")
+    if size >= len(labels):
+        return torch.arange(len(labels))
+    positions, _ = train_test_split(torch.arange(len(labels)).numpy(), train_size=size, stratify=labels.numpy(), random_state=seed)
+    return torch.as_tensor(positions).sort().values

@@ -227,8 +227,8 @@ def prepare(
 
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning prepare --data_dir FOLDER --output_dir SHARDS --image_size N [--option value ...]``."""
-    from jsonargparse import ArgumentParser
+    from ssl_lightning.cli.parsing import argument_parser, parse
 
-    parser = ArgumentParser(prog="ssl-lightning prepare", description=prepare.__doc__.split("\n")[0])
+    parser = argument_parser("ssl-lightning prepare", description=prepare.__doc__.split("\n")[0])
     parser.add_function_arguments(prepare)
-    prepare(**parser.parse_args(args).as_dict())
+    prepare(**parse(parser, args).as_dict())

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ssl_lightning.data.base import ImageData
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
-from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
 from ssl_lightning.data.labelled import require_labels
 from ssl_lightning.data.subset import LabelledSubset, shuffled_loader
 from ssl_lightning.encoder import Encoder, load_encoder
@@ -42,7 +42,9 @@ from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer
 from ssl_lightning.evaluation.names import checkpoint_name
 from ssl_lightning.evaluation.report import write_report
+from ssl_lightning.evaluation.transfer import adapt_channels
 from ssl_lightning.methods.supervised import Supervised
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder
 
 Budget = int | Literal["all"]
 DEFAULT_BUDGETS: list[Budget] = [10, 20, 50, 100, 200, 500, "all"]
@@ -75,15 +77,18 @@ class Split:
     test: Dataset
 
     @classmethod
-    def from_data(cls, data: ImageData, test_size: int | None = None) -> Split:
+    def from_data(cls, data: ImageData, test_size: int | None = None, train_size: int | None = None) -> Split:
+        """``train_size``: cap the labelled pool at a stratified, seeded draw of this many images."""
         require_labels(data, "evaluate")
         data.prepare_data()
         data.setup("fit")  # validation is held out of the labelled images before any draw
         data.setup("test")
-        test = data.test_set
+        pool, test = data.labelled_set, data.test_set
+        if train_size is not None:
+            pool = LabelledSubset(pool, stratified_subset(pool.labels, train_size))
         if test_size is not None:
             test = LabelledSubset(test, seeded_subset(len(test), test_size).sort().values)
-        return cls(data.labelled_set, data.val_set, test)
+        return cls(pool, data.val_set, test)
 
     def parts(self) -> dict[str, Dataset]:
         return {"pool": self.pool, "val": self.val, "test": self.test}
@@ -186,6 +191,7 @@ def evaluate(
     names: list[str] | None = None,
     data: ImageData | None = None,
     test_size: int | None = None,
+    train_size: int | None = None,
     budgets: list[Budget] | None = None,
     seeds: int = 3,
     weight_decays: list[float] | None = None,
@@ -194,7 +200,8 @@ def evaluate(
     references: bool = True,
     supervised_steps: int = 0,
     supervised_config: Path = SUPERVISED_CONFIG,
-    output_dir: Path = Path("results/label_efficiency"),
+    output_dir: Path | None = None,
+    overwrite: bool = False,
     cache_dir: Path | None = Path(DEFAULT_CACHE_DIR),
 ) -> pd.DataFrame:
     """Runs the label-budget sweep and writes ``results.csv``, ``results.md`` and ``label_efficiency.png``.
@@ -206,6 +213,8 @@ def evaluate(
             budgets are drawn from its labelled training images, validation selects, its test
             split is scored; features are computed batch by batch (``--data.batch_size``).
         test_size: evaluate on a seeded random subset of this many test images (default: all).
+        train_size: draw the budgets from a stratified, seeded subset of this many labelled
+            train images (default: all), for a quick look; "all" is then this many.
         budgets: labelled images per class; "all" uses the whole train split.
         seeds: draws per budget; results are mean ± std over them.
         weight_decays: the probe's L2 penalties, one chosen per draw on validation accuracy.
@@ -214,7 +223,9 @@ def evaluate(
         supervised_steps: train the supervised baseline for this many steps per draw (0: skip).
         supervised_config: YAML whose model init_args configure the supervised baseline; its
             backbone, width and stem are taken from the first checkpoint.
-        output_dir: where the CSV, markdown table and plot go.
+        output_dir: where the CSV, markdown table and plot go (default: a new results/evaluate/run_N);
+            a folder that holds files already is refused unless ``overwrite``.
+        overwrite: write into an ``output_dir`` that holds files (replacing the sweep's own).
         cache_dir: feature cache (None: no cache).
     """
     start = time.perf_counter()
@@ -222,21 +233,31 @@ def evaluate(
         raise ConfigError("give at least one checkpoint: ssl-lightning evaluate path/to/last.ckpt")
     if names is not None and len(names) != len(checkpoints):
         raise ConfigError(f"--names needs one name per checkpoint ({len(checkpoints)}), got {len(names)}")
+    if train_size is not None and train_size < 1:
+        raise ConfigError(f"--train_size must be >= 1 (labelled images to draw the budgets from), got {train_size}")
+    output_dir = output_folder("evaluate", output_dir, overwrite)
+    if cache_dir is not None:
+        check_can_create(Path(cache_dir).expanduser(), "--cache_dir (or --cache_dir null: no cache)")
     budgets = DEFAULT_BUDGETS if budgets is None else budgets
     weight_decays = weight_decays or [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
     data = data or FashionMNISTDataModule()
-    split = Split.from_data(data, test_size)
-    encoders = {}
+    loaded = {}
     for name, path in zip(names or [None] * len(checkpoints), checkpoints):
         encoder = load_encoder(path)  # first: it explains a missing or foreign file in one line
-        encoders[name or checkpoint_name(Path(path))] = encoder
-    if len(encoders) != len(checkpoints):
+        loaded[name or checkpoint_name(Path(path))] = encoder
+    if len(loaded) != len(checkpoints):
         raise ConfigError("two checkpoints got the same name; tell them apart with --names")
-    first_config = next(iter(encoders.values())).config
+    split = Split.from_data(data, test_size, train_size)
+    list(draws(split.pool.labels, budgets, seeds))  # a budget larger than a class stops here, before any encoding
+    first_config = next(iter(loaded.values())).config
     if references:
         with torch.random.fork_rng(devices=[]):  # a seeded random encoder; the caller's RNG stays as it was
             torch.manual_seed(0)
-            encoders[RANDOM_ENCODER] = Encoder(**first_config).eval()
+            loaded[RANDOM_ENCODER] = Encoder(**first_config).eval()
+    encoders = {name: adapt_channels(encoder, data.num_channels) for name, encoder in loaded.items()}
+    for name, encoder in encoders.items():
+        if encoder is not loaded[name]:
+            print(f"evaluate: {name}'s encoder takes {encoder.config['in_channels']}-channel images: {encoder.adaptation}")
 
     rows: list[Result] = []
     parts = split.parts()
@@ -251,33 +272,28 @@ def evaluate(
         rows += train_supervised(data, split, first_config, budgets, seeds, supervised_steps, supervised_config)
 
     table = pd.DataFrame([asdict(row) for row in rows])
-    write_report(table, Path(output_dir), per_class_all=len(split.pool) / data.num_classes)
+    write_report(table, output_dir, per_class_all=len(split.pool) / data.num_classes)
     print(f"label-efficiency sweep: {len(rows)} results in {time.perf_counter() - start:.0f} s -> {output_dir}/results.md")
     return table
 
 
-def budget(value: str | int) -> Budget:
-    text = str(value)  # the command line gives text, a --config file may give numbers
-    if text == "all":
-        return text
-    if not text.isdigit():
-        raise ValueError(f"a budget is a number of labels per class or 'all', got {text!r}")
-    return int(text)
-
-
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning evaluate CKPT [CKPT ...] [--option value ...] [--config sweep.yaml]``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parser = argument_parser("ssl-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
     # Lists as space-separated values, the way shells pass them.
     parser.add_argument("checkpoints", nargs="+", help="ssl-lightning checkpoints (.ckpt) to evaluate")
     parser.add_argument("--names", nargs="+", help="a name per checkpoint (default: the method stored in it)")
-    parser.add_argument("--budgets", nargs="+", type=budget, help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
+    parser.add_argument("--budgets", nargs="+", type=Budget, metavar="N|all",
+                        help=f"labelled images per class (default: {' '.join(map(str, DEFAULT_BUDGETS))})")
     parser.add_argument("--weight_decays", nargs="+", type=float, help="the probe's L2 penalties to select from on validation")
-    parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays"})
+    parser.add_function_arguments(evaluate, skip={"checkpoints", "names", "budgets", "weight_decays", "overwrite"})
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.set_defaults(data={"class_path": "ssl_lightning.data.FashionMNISTDataModule"})  # so --data.val_size=... works
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
-    config = parser.parse_args(args)
+    config = parse(parser, args)
     del config["config"]
     evaluate(**parser.instantiate_classes(config).as_dict())

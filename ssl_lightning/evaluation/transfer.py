@@ -100,6 +100,24 @@ class ChannelAdapter(nn.Module):
         return f"{names[self.in_channels]} -> {names[self.out_channels]} ({how})"
 
 
+class ChannelAdapted(nn.Sequential):
+    """An ``Encoder`` behind a ``ChannelAdapter``: features of ``in_channels``-channel images from an
+    encoder trained on others. ``config`` (the encoder's, plus the channels adapted from) and the
+    state dict fingerprint it for the feature cache."""
+
+    def __init__(self, encoder: Encoder, in_channels: int) -> None:
+        adapter = ChannelAdapter(in_channels, encoder.config["in_channels"])
+        super().__init__(adapter, encoder)
+        self.config = {**encoder.config, "adapted_from_channels": in_channels}
+        self.out_dim = encoder.out_dim
+        self.adaptation = adapter.describe()
+
+
+def adapt_channels(encoder: Encoder, in_channels: int) -> Encoder | ChannelAdapted:
+    """``encoder``, behind a ``ChannelAdapter`` where the images have other channels than it takes."""
+    return encoder if encoder.config["in_channels"] == in_channels else ChannelAdapted(encoder, in_channels)
+
+
 class TransferClassifier(LightningModule):
     """An encoder from ``source`` + ``nn.Linear`` trained with cross-entropy on the target's labels,
     on mildly augmented images (validation and test unaugmented). Logs ``{train,val,test}_loss`` and

@@ -4,7 +4,8 @@ For each source (checkpoint path, shipped name or torchvision weights name) a ``
 ``feature_extract`` run, plus one run from scratch with the first source's architecture. Each run
 keeps the weights of its best validation epoch (val_acc) and is tested once, at the end. All runs
 log to TensorBoard side by side (``<log_dir>/<target>/run_N/<run>``); the table (results.csv,
-results.md) and one plot of validation accuracy per epoch go to ``<output_dir>/<target>/``.
+results.md) and one plot of validation accuracy per epoch go to ``--output_dir`` (default: a new
+``results/transfer/run_N/``).
 
     ssl-lightning transfer --config ssl_lightning/configs/transfer_digits.yaml
     ssl-lightning transfer --sources simclr-fashion-mnist --data DigitsDataModule --max_epochs 30
@@ -34,7 +35,9 @@ from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
-from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier  # noqa: E402
+from ssl_lightning.encoder import load_encoder  # noqa: E402
+from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights  # noqa: E402
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder  # noqa: E402
 
 SCRATCH = "scratch"
 
@@ -48,11 +51,6 @@ class ValidationHistory(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, module: Any) -> None:
         if not trainer.sanity_checking:
             self.history.append((trainer.current_epoch + 1, trainer.callback_metrics["val_acc"].item()))
-
-
-def next_run_folder(folder: Path) -> str:
-    taken = [int(p.name[4:]) for p in folder.glob("run_*") if p.name[4:].isdigit()]
-    return f"run_{max(taken, default=-1) + 1}"
 
 
 def plan(sources: list[str], scratch: bool) -> list[tuple[str, str, str]]:
@@ -73,7 +71,8 @@ def compare(
     input_size: int | None = None,
     scratch: bool = True,
     seed: int = 0,
-    output_dir: Path = Path("results/transfer"),
+    output_dir: Path | None = None,
+    overwrite: bool = False,
     log_dir: Path = Path("checkpoints/transfer"),
     accelerator: str = "auto",
     limit_train_batches: int | float = 1.0,
@@ -92,20 +91,27 @@ def compare(
         scratch: add the run from scratch (the first source's architecture and input size, every
             layer at ``lr``).
         seed: seeds each run the same way.
-        output_dir: the table and plot go to ``output_dir/<target>/``.
+        output_dir: where the table and plot go (default: a new results/transfer/run_N); a folder
+            that holds files already is refused unless ``overwrite``.
+        overwrite: write into an ``output_dir`` that holds files (replacing the comparison's own).
         log_dir: TensorBoard logs and checkpoints go to ``log_dir/<target>/run_N/<run>/``.
         accelerator: Lightning's ("auto": a GPU when there is one).
         limit_train_batches: Lightning's (for quick trials).
     """
     if not sources:
         raise ConfigError("give at least one source: ssl-lightning transfer --sources simclr-fashion-mnist [...]")
+    out = output_folder("transfer", output_dir, overwrite)  # checked before any run, as the log folder is
+    check_can_create(log_dir, "--log_dir")
+    for source in sources:  # a missing or foreign checkpoint stops here, not after the runs before it
+        if source != RANDOM and not is_torchvision_weights(source):
+            load_encoder(source)
     require_labels(data, "transfer")
     data.prepare_data()
     data.setup("fit")
     data.setup("test")  # a target without test images fails here, before any run
     target = data_name(data)
     logs = Path(log_dir) / target
-    run_folder = next_run_folder(logs)  # a new folder per comparison: earlier logs stay
+    run_folder = next_run_folder(logs).name  # a new folder per comparison: earlier logs stay
     facts = {"num_classes": data.num_classes, "in_channels": data.num_channels, "image_size": data.image_size,
              "mean": data.mean, "std": data.std}
     common = {"lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "views": views, "input_size": input_size}
@@ -140,7 +146,6 @@ def compare(
         history += [{"run": run, "mode": "scratch" if source == RANDOM else mode, "epoch": epoch, "val_acc": acc}
                     for epoch, acc in validation.history]
     table = pd.DataFrame(rows)
-    out = Path(output_dir) / target
     write_comparison(table, pd.DataFrame(history), out, f"{target}, {max_epochs} epochs")
     print(f"transfer comparison on {target}: {out}/results.md, {out}/val_accuracy.png; TensorBoard: tensorboard --logdir {logs / run_folder}")
     return table
@@ -168,13 +173,16 @@ def write_comparison(table: pd.DataFrame, history: pd.DataFrame, out: Path, titl
 
 def main(args: list[str] | None = None) -> None:
     """``ssl-lightning transfer --sources SRC [SRC ...] [--data ...] [--option value ...] [--config transfer.yaml]``."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
 
-    parser = ArgumentParser(prog="ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
+    from ssl_lightning.cli.parsing import argument_parser, parse
+
+    parser = argument_parser("ssl-lightning transfer", description=compare.__doc__.split("\n")[0])
     parser.add_argument("--sources", nargs="+", help="checkpoints (paths or shipped names) or torchvision weights names")
-    parser.add_function_arguments(compare, skip={"sources"})
+    parser.add_function_arguments(compare, skip={"sources", "overwrite"})
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.set_defaults(data={"class_path": "ssl_lightning.data.DigitsDataModule"})
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of the options")
-    config = parser.parse_args(args)
+    config = parse(parser, args)
     del config["config"]
     compare(**parser.instantiate_classes(config).as_dict())

@@ -127,6 +127,12 @@ class EncoderMethod(LightningModule):
         """(N, C, H, W) float images in [0, 1] -> (N, D) encoder features."""
         return self.encoder(images)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``ssl-lightning predict``: the encoder's features (N, F) of a batch of uint8 images, and
+        their labels (-1 where there are none), for ``ssl_lightning.predictions.FeatureWriter``."""
+        images, labels = batch
+        return {"features": self.encoder(images.float() / 255), "labels": labels}
+
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         expected = (self.hparams.in_channels, self.hparams.image_size)
@@ -194,6 +200,14 @@ class PretrainMethod(EncoderMethod, ABC):
 
     # True where z1 and z2 come from different networks: rank across the two views only.
     cross_view_ranking: ClassVar[bool] = False
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if batch_size is not None and batch_size < 2:  # at setup, not at the first step's loss (check_view_pair)
+            raise ConfigError(f"{type(self).__name__} needs batches of at least 2 images (the other images of a batch "
+                              f"are what each view is told apart from, or normalised over), got data.batch_size={batch_size}; "
+                              "raise data.init_args.batch_size")
 
     @abstractmethod
     def compute_loss(self, *views: Tensor) -> StepOutput:

@@ -34,6 +34,8 @@ class Supervised(EncoderMethod):
         check_classifier_data(self, "the supervised baseline")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._trainer is not None and self.trainer.predicting:
+            return batch  # plain images, as for every method (EncoderMethod.predict_step)
         images, labels = batch
         x = images.float() / 255  # (N, C, H, W) in [0, 1]
         if self._trainer is not None and self.trainer.training:

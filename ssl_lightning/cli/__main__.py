@@ -1,0 +1,3 @@
+from ssl_lightning.cli import main
+
+main()

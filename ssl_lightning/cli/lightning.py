@@ -1,0 +1,276 @@
+"""``ssl-lightning fit|validate|test|predict``: LightningCLI with our callbacks, logger and data-model links.
+
+    ssl-lightning fit --config ssl_lightning/configs/simclr.yaml [--trainer.max_epochs=5 ...]
+    ssl-lightning fit --config ... --ckpt_path last   (resume the newest run of that config; --name names it)
+    ssl-lightning predict --config ... --ckpt_path CKPT   (the encoder's features of the test split, to one file)
+
+Option names are whole (no prefix abbreviations); a misspelt one gets the closest valid names.
+validate, test and predict print their results and write no logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import operator
+import sys
+import tempfile
+import typing
+from argparse import ArgumentError
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks.progress import ProgressBar as AnyProgressBar
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
+import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
+from ssl_lightning.callbacks import EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
+from ssl_lightning.checkpoint import read_checkpoint
+from ssl_lightning.cli.parsing import with_suggestions
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.online import OnlineEvaluation
+from ssl_lightning.predictions import FeatureWriter
+
+# Facts about the images that the model takes from the data module: (data attribute, model argument).
+DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
+
+TRAINER_DEFAULTS = {
+    "accelerator": "auto",
+    "plugins": [{"class_path": "ssl_lightning.checkpoint.AtomicCheckpointIO"}],
+    "default_root_dir": "checkpoints",
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        # name None: filled in with the experiment's name (see experiment_name): checkpoints/<name>/version_N.
+        # default_hp_metric off: no placeholder "hp_metric = -1" curve in TensorBoard.
+        "init_args": {"save_dir": "checkpoints", "name": None, "default_hp_metric": False},
+    },
+}
+
+
+class SSLLightningCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # Whole option names only: a prefix like --trainer.max_step would silently set max_steps.
+        # Parse errors come to main, for one line instead of the usage.
+        return super().init_parser(**{"allow_abbrev": False, "exit_on_error": False, **kwargs})
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            raise with_suggestions(err, parser) from err
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_lightning_class_args(FeatureWriter, "features")  # --features.path FILE
+        return parser
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        ints_first(parser)
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_acc_top5",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.save_last_every_n_steps": 100,  # a killed run loses at most 100 steps
+            }
+        )
+        parser.add_argument("--name", type=Optional[str], default=None,
+                            help="the experiment's name: runs go to <save_dir>/<name>/version_N, and --ckpt_path last resumes its "
+                                 "newest run (default: the config file's name, else the method's)")
+        parser.add_argument("--resume_with_changes", action="store_true",
+                            help="--ckpt_path last: continue the run even where this config differs from the run's")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        parser.add_lightning_class_args(LogViewPairs, "view_pairs")
+        parser.add_lightning_class_args(EmbeddingProjector, "projector")
+        parser.add_lightning_class_args(OnlineEvaluation, "online_eval")
+        for source, target in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{source}", f"model.init_args.{target}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI replaces the model's arguments by those saved in a ``--ckpt_path``
+        checkpoint, silently (even the method). Here the config and the command line decide, and a
+        checkpoint that does not fit them is a one-line error (``EncoderMethod.on_load_checkpoint``)."""
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        tensorboard = getattr(logger, "init_args", None) is not None and "name" in logger.init_args
+        if tensorboard and (logger.init_args.name is None or config.get("name")):
+            logger.init_args.name = experiment_name(config)
+        if config.get("ckpt_path") not in (None, "last", "best", "hpc", "registry"):
+            read_checkpoint(config.ckpt_path)  # a missing or corrupt file: one line, before any work
+        if config.trainer.get("precision") is None:
+            config.trainer.precision = default_precision(config.trainer.accelerator)
+        if not wants_our_progress_bar(config.trainer):
+            self.trainer_defaults["callbacks"] = [c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)]
+        if self.subcommand in ("validate", "test", "predict"):
+            # They print their results; a logger and the saved config would only leave a run folder
+            # behind (checkpoints/<method>/version_N) that holds no run.
+            config.trainer.logger = False
+            self.save_config_callback = None
+        if self.subcommand == "fit":
+            check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
+            if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
+                self._resume_latest_run(config, logger.init_args)
+            dirpath = config.checkpoint.dirpath
+            if config.ckpt_path is None and dirpath and list(Path(dirpath).glob("*.ckpt")):
+                raise ConfigError(f"{dirpath} already holds checkpoints of an earlier run; choose another "
+                                  "checkpoint.dirpath, or resume that run with --ckpt_path")
+
+    def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
+        """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``,
+        logging into its version folder. Lightning alone would look in a new, empty version folder;
+        a run folder without checkpoints (a validate or a run stopped before its first save) is passed over."""
+        runs = Path(logger_args.save_dir) / logger_args.name
+        last, version = latest_checkpoint(runs)
+        if last is None:
+            print(f"ssl-lightning: no run with a last.ckpt under {runs}: starting a new run", file=sys.stderr)
+            config.ckpt_path = None
+            return
+        if not config.resume_with_changes:
+            check_same_config(last, self._parser(self.subcommand).dump(config))
+        step = read_checkpoint(last)["global_step"]
+        print(f"ssl-lightning: resuming {last} at step {step}", file=sys.stderr)
+        config.ckpt_path = str(last)
+        logger_args.version = version
+        # The run's config.yaml stays; each resume saves its own config next to it.
+        resumes = len(list(last.parents[1].glob("config*.yaml")))
+        self.save_config_kwargs["config_filename"] = f"config-resume-{resumes}.yaml"
+
+
+def experiment_name(config: Any) -> str:
+    """The name runs are filed under (``checkpoints/<name>/version_N``): ``--name``, else the first
+    config file's stem (simclr_gpu for simclr_gpu.yaml), else the method's lowercased class name."""
+    if config.get("name"):
+        return config.name
+    if config.get("config"):
+        return Path(str(config.config[0])).stem
+    return config.model.class_path.rsplit(".", 1)[-1].lower()
+
+
+def latest_checkpoint(runs: Path) -> tuple[Path | None, int | None]:
+    """The ``last.ckpt`` of the highest-numbered ``runs/version_N`` that has one, and N."""
+    versions = sorted((int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit()), reverse=True)
+    for version in versions:
+        last = runs / f"version_{version}" / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return last, version
+    return None, None
+
+
+# Options a resumed run may change freely: how long it trains, how it logs and shows progress, and
+# the options that choose the run itself. Keys are dotted config paths; a trailing "." is a prefix.
+RESUME_FREE = (
+    "ckpt_path", "config", "name", "resume_with_changes",
+    "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.min_steps", "trainer.max_time",
+    "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.limit_predict_batches",
+    "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.num_sanity_val_steps", "trainer.callbacks", "trainer.logger.init_args.version",
+    "checkpoint.verbose", "checkpoint.save_last_every_n_steps", "view_pairs.", "projector.",
+)
+
+
+def check_same_config(last: Path, config_yaml: str) -> None:
+    """Stops, in one line listing each difference (``key: old -> new``), where the run of ``last``
+    (``<run>/checkpoints/last.ckpt``) was trained with another config than ``config_yaml`` in
+    anything but the options in ``RESUME_FREE``. The run's config is the newest that LightningCLI
+    saved in its folder (``config.yaml``, then ``config-resume-N.yaml`` at each resume)."""
+    run = last.parents[1]
+    saved = sorted(run.glob("config*.yaml"), key=lambda p: (len(p.name), p.name))  # config.yaml, -resume-1, ..., -resume-10
+    if not saved:
+        return
+    old, new = flatten(yaml.safe_load(saved[-1].read_text()) or {}), flatten(yaml.safe_load(config_yaml) or {})
+    changed = [key for key in sorted(old.keys() | new.keys())
+               if old.get(key) != new.get(key) and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE)]
+    if changed:
+        differences = "; ".join(f"{key}: {old.get(key)} -> {new.get(key)}" for key in changed)
+        raise ConfigError(f"the config differs from the one {run} was trained with ({differences}); run with its config, "
+                          "start a new run with --name NEW, or pass --resume_with_changes to continue it with the new one")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI:
+    """The CLI on ``args`` (default: ``sys.argv``); ``run=False`` builds the model, data and trainer
+    of a config (no subcommand) without running anything."""
+    return SSLLightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        # Callbacks every run has, whatever the config lists.
+        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
+        args=args,
+        run=run,
+    )
+
+
+def ints_first(parser: LightningArgumentParser) -> None:
+    """Makes the parser read ``1`` as an int for the Trainer's ``Union[int, float]`` arguments
+    (``limit_val_batches=1``: one batch, not 1.0 = all of them).
+
+    typing caches unions by equality, which ignores order, so Lightning's ``Union[int, float]`` can
+    come back as an earlier-made ``Union[float, int]``; jsonargparse tries the types in order.
+    """
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Union and {int, float} <= set(args) and args.index(float) < args.index(int):
+            if all(isinstance(arg, type) for arg in args):
+                action._typehint = functools.reduce(operator.or_, (int, *(arg for arg in args if arg is not int)))
+
+
+def default_precision(accelerator: Any) -> str | None:
+    """bf16 mixed precision where the run will use a GPU with bf16 (NVIDIA Ampere and later);
+    otherwise None, Lightning's default (32-bit)."""
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else None
+
+
+def wants_our_progress_bar(trainer: Any) -> bool:
+    """False where the run has no progress bar, or where the config lists a progress bar of its own."""
+    if trainer.get("enable_progress_bar") is False:
+        return False
+    for callback in trainer.get("callbacks") or []:
+        path = callback.class_path if hasattr(callback, "class_path") else f"{type(callback).__module__}.{type(callback).__name__}"
+        module, _, name = path.rpartition(".")
+        if issubclass(getattr(importlib.import_module(module), name), AnyProgressBar):
+            return False
+    return True
+
+
+def check_writable(folder: Path) -> None:
+    """Fails before training, with one line, where runs could not save their logs and checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write to the output folder {folder} ({err.strerror or err}); set trainer.default_root_dir and "
+            "trainer.logger.init_args.save_dir to a folder you can write"
+        ) from err
+
+
+def run(args: list[str]) -> None:
+    """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand). LightningCLI
+    reads them from ``sys.argv``, which ``main`` set to them, as Lightning's DDP launcher does."""
+    make_cli()
+

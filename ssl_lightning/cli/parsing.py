@@ -1,0 +1,111 @@
+"""What every ``ssl-lightning`` parser shares: whole option names only (no prefix abbreviations),
+"did you mean" for a misspelt name, and one-line reports of bad arguments.
+
+Light on purpose: nothing here imports torch or Lightning, so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def did_you_mean(word: str, valid: Iterable[str], what: str) -> str:
+    """``unknown <what> 'word'`` with the closest valid names (difflib), then all of them."""
+    valid = list(valid)
+    close = difflib.get_close_matches(word, valid, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown {what} {word!r}{hint} (valid: {', '.join(valid)})"
+
+
+def option_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The long options of ``parser`` and of its subcommands' parsers."""
+    names = []
+    for action in parser._actions:
+        names += [name for name in action.option_strings if name.startswith("--")]
+        for subparser in getattr(action, "_name_parser_map", {}).values():
+            names += option_names(subparser)
+    return sorted(set(names))
+
+
+def with_suggestions(err: argparse.ArgumentError, parser: argparse.ArgumentParser) -> argparse.ArgumentError:
+    """``err``, where it is about unrecognised options, naming the closest options ``parser`` has."""
+    unknown = re.match(r"unrecognized arguments: (.*)", str(err), re.I | re.S)
+    if unknown is None:
+        return err
+    valid = option_names(parser)
+    lines = []
+    for word in unknown.group(1).split():
+        if word.startswith("-"):
+            name = word.split("=", 1)[0]
+            close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+            lines.append(f"unknown option {name}" + (f"; did you mean {' or '.join(close)}?" if close else ""))
+    message = "; ".join(lines) or str(err)
+    return argparse.ArgumentError(None, f"{message} (see --help for the accepted options)")
+
+
+def argument_parser(prog: str, description: str | None = None, **kwargs: Any):
+    """A jsonargparse parser that takes whole option names only and raises ``ArgumentError``."""
+    from jsonargparse import ArgumentParser
+
+    return ArgumentParser(prog=prog, description=description, allow_abbrev=False, exit_on_error=False, **kwargs)
+
+
+def parse(parser: argparse.ArgumentParser, args: list[str]) -> Any:
+    """``parser.parse_args(args)``, with "did you mean" for a misspelt option."""
+    try:
+        return parser.parse_args(args)
+    except argparse.ArgumentError as err:
+        raise with_suggestions(err, parser) from err
+
+
+def run_function(function: Callable[..., Any], prog: str, args: list[str], default_data: str, flags: dict[str, str] | None = None) -> Any:
+    """Calls ``function`` with ``args`` parsed from its signature: the first argument positional,
+    the data module ``--data`` (a class name, default ``default_data``) with ``--data.*`` options;
+    ``flags`` ({argument: help}) are boolean arguments given as bare ``--name`` switches."""
+    flags = flags or {}
+    parser = argument_parser(prog, description=_summary(function))
+    parser.add_function_arguments(function, as_positional=True, skip=set(flags))
+    for name, help in flags.items():
+        parser.add_argument(f"--{name}", action="store_true", help=help)
+    parser.set_defaults(data={"class_path": default_data})  # so --data.val_size=... works
+    return function(**parser.instantiate_classes(parse(parser, args)).as_dict())
+
+
+def _summary(function: Callable[..., Any]) -> str:
+    return (function.__doc__ or "").strip().split("\n\n")[0]
+
+
+def choose(args: list[str], commands: dict[str, str], prog: str, epilog: str = "") -> str:
+    """The subcommand ``args`` starts with, one of ``commands`` ({name: one-line summary}); for
+    ``--help`` (or nothing) prints the commands and exits 0; an unknown one is an ``ArgumentError``."""
+    width = max(map(len, commands)) + 2
+    listing = "\n".join(f"  {name.ljust(width)}{summary}" for name, summary in commands.items())
+    if not args or args[0] in ("-h", "--help"):
+        print(f"usage: {prog} {{{','.join(commands)}}} ...\n\nsubcommands ({prog} SUBCOMMAND --help lists its options):\n{listing}"
+              + (f"\n\n{epilog}" if epilog else ""))
+        sys.exit(0 if args else 2)
+    if args[0] not in commands:
+        raise argparse.ArgumentError(None, did_you_mean(args[0], commands, f"{prog} subcommand"))
+    return args[0]
+
+
+def argument_error_line(err: argparse.ArgumentError) -> str:
+    """jsonargparse's multi-line report of a bad argument, as one line that names the fix."""
+    text = str(err)
+    unknown = re.search(r'^Parser key "(model|data)".*?(?:dot import path string: |[Ii]mport path |has no attribute )[\'"]?([\w.]+)', text, re.S)
+    if unknown:
+        import ssl_lightning.data
+        import ssl_lightning.methods
+
+        group, name = unknown.groups()
+        kind, valid = ("method", ssl_lightning.methods.METHODS) if group == "model" else ("data module", ssl_lightning.data.DATA_MODULES)
+        return f"unknown {kind} {name!r}; choose one of {', '.join(valid)}"
+    noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+    lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
+    line = ": ".join(lines)
+    return line if "--help" in line else f"{line} (see --help for the accepted options)"

@@ -90,8 +90,7 @@ def model_rate(side: int, width: int, batch_size: int = 32, steps: int = 3) -> f
     for step in range(steps + 1):
         if step == 1:
             start = time.perf_counter()
-        x1, x2 = model.views(torch.cat([x, x])).chunk(2)
-        loss = model.compute_loss(x1, x2).loss
+        loss = model.compute_loss(*model.views(x)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

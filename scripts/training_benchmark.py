@@ -151,14 +151,14 @@ def model_only(spec: Spec) -> float:
     images, labels = next(iter(data.train_dataloader()))
     x, labels = images.to(spec.device).float() / 255, labels.to(spec.device)
     with torch.no_grad():  # the views, made once, in advance
-        x1, x2 = model.views(torch.cat([x, x])).chunk(2)
+        views = model.views(x)  # the method's views (the supervised baseline's one)
 
     def step() -> None:
         with torch.autocast(spec.device, dtype=torch.bfloat16, enabled=spec.precision == "bf16-mixed"):
             if isinstance(model, PretrainMethod):
-                loss = model.compute_loss(x1, x2).loss
+                loss = model.compute_loss(*views).loss
             else:
-                loss = F.cross_entropy(model.classifier(model(x1)), labels)
+                loss = F.cross_entropy(model.classifier(model(views[0])), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -178,7 +178,7 @@ def peer(spec: Spec) -> float:
     data = make_data(spec)
     data.setup("fit")
     model = make_method(spec, data).to(spec.device).train()
-    hp, views = model.hparams, model.view_config
+    hp, views = model.hparams, model.view_configs[0]  # SimCLR's two views are alike
     optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
     transform = SimCLRTransform(
         input_size=data.image_size, cj_prob=views["jitter_prob"], cj_strength=1.0, cj_bright=views["brightness"],

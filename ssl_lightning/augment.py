@@ -1,22 +1,26 @@
 """View pipelines: random augmentations applied to a whole batch on its device.
 
-A pipeline is data (a ``ViewConfig``), built into kornia augmentations, which draw independent
-random parameters for every image of the batch in one vectorised call: no per-image Python loop.
-Inputs and outputs are float images in [0, 1], shaped (N, C, H, W).
+A method's views are data: a list with one ``ViewConfig`` per view (BYOL's two views differ in
+blur and solarization; multi-crop is a longer list with smaller crops). Each is built into kornia
+augmentations, which draw independent random parameters for every image of the batch in one
+vectorised call: no per-image Python loop. Inputs and outputs are float images in [0, 1], shaped
+(N, C, H, W).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
 import kornia.augmentation as K
-from torch import nn
+from torch import Tensor, nn
 
 from ssl_lightning.errors import ConfigError
 
 
 class ViewConfig(TypedDict, total=False):
-    """Parameters of one view pipeline. Keys left out take the method's defaults."""
+    """Parameters of one view pipeline. Keys left out take the method's defaults for that view."""
 
     crop_size: int | None  # side of the output views; None keeps the images' own size
     crop_scale: tuple[float, float]  # range of the crop's area, as a share of the image's
@@ -30,10 +34,13 @@ class ViewConfig(TypedDict, total=False):
     grayscale_prob: float  # colour images only
     blur_prob: float  # Gaussian blur, kernel 10% of the view's side
     blur_sigma: tuple[float, float]
+    solarize_prob: float  # solarization: every pixel x >= solarize_threshold becomes 1 - x
+    solarize_threshold: float  # in [0, 1]; BYOL's 0.5
 
 
-# SimCLR's augmentations (arXiv:2002.05709, App. A), colour jitter strength s = 1.
-SIMCLR_VIEWS: ViewConfig = {
+# SimCLR's augmentations (arXiv:2002.05709, App. A), colour jitter strength s = 1. On CIFAR-10
+# (App. B.9) the paper uses s = 0.5 and no blur; the CIFAR configs set those.
+SIMCLR_VIEW: ViewConfig = {
     "crop_size": None,
     "crop_scale": (0.08, 1.0),
     "crop_ratio": (3 / 4, 4 / 3),
@@ -46,21 +53,60 @@ SIMCLR_VIEWS: ViewConfig = {
     "grayscale_prob": 0.2,
     "blur_prob": 0.5,
     "blur_sigma": (0.1, 2.0),
+    "solarize_prob": 0.0,
+    "solarize_threshold": 0.5,
 }
+SIMCLR_VIEWS: list[ViewConfig] = [SIMCLR_VIEW, SIMCLR_VIEW]
+
+# MoCo v2 (arXiv:2003.04297, its code's "aug_plus"): crops of 20-100%, a weaker jitter
+# (0.4, 0.4, 0.4, 0.1), and SimCLR's blur with p 0.5 on both views.
+MOCO_V2_VIEW: ViewConfig = {
+    **SIMCLR_VIEW, "crop_scale": (0.2, 1.0), "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1,
+}
+MOCO_V2_VIEWS: list[ViewConfig] = [MOCO_V2_VIEW, MOCO_V2_VIEW]
+
+# BYOL (arXiv:2006.07733, Table 6): jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, and asymmetric views:
+# blur p 1.0 on the first and 0.1 on the second, solarization p 0.0 and 0.2 (threshold 0.5).
+BYOL_VIEW: ViewConfig = {**SIMCLR_VIEW, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
+BYOL_VIEWS: list[ViewConfig] = [
+    {**BYOL_VIEW, "blur_prob": 1.0, "solarize_prob": 0.0},
+    {**BYOL_VIEW, "blur_prob": 0.1, "solarize_prob": 0.2},
+]
+
+# Barlow Twins (arXiv:2103.03230, "Image augmentations" in its implementation details): BYOL's views.
+BARLOW_TWINS_VIEWS: list[ViewConfig] = BYOL_VIEWS
 
 # Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
 # flips and small shifts): a mild crop and a flip, no colour change or blur. The supervised
 # baseline and transfer learning train on one such view per image.
-SUPERVISED_VIEWS: ViewConfig = {**SIMCLR_VIEWS, "crop_scale": (0.8, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
+SUPERVISED_VIEW: ViewConfig = {**SIMCLR_VIEW, "crop_scale": (0.8, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
 
 
-def resolve_views(views: ViewConfig | None, defaults: ViewConfig) -> ViewConfig:
-    """The defaults, overridden by the keys ``views`` sets; unknown keys are an error."""
-    views = dict(views or {})
-    unknown = sorted(set(views) - set(ViewConfig.__annotations__))
+def resolve_view(view: ViewConfig | None, default: ViewConfig) -> ViewConfig:
+    """The default, overridden by the keys ``view`` sets; unknown keys are an error."""
+    view = dict(view or {})
+    unknown = sorted(set(view) - set(ViewConfig.__annotations__))
     if unknown:
         raise ConfigError(f"unknown view parameter(s) {unknown}; valid ones are {sorted(ViewConfig.__annotations__)}")
-    return {**defaults, **views}
+    return {**default, **view}
+
+
+def resolve_views(views: ViewConfig | Sequence[ViewConfig] | None, defaults: Sequence[ViewConfig]) -> list[ViewConfig]:
+    """One config per view: a mapping (or None) overrides every default view alike, a list overrides
+    each view by position and must have one entry per default view."""
+    if views is None or isinstance(views, Mapping):
+        return [resolve_view(views, default) for default in defaults]
+    if len(views) != len(defaults):
+        raise ConfigError(f"the method makes {len(defaults)} view(s) but views lists {len(views)}; give one mapping "
+                          f"(the same for every view) or a list of {len(defaults)}")
+    return [resolve_view(view, default) for view, default in zip(views, defaults)]
+
+
+def describe_view(config: ViewConfig) -> str:
+    """The settings that tell a method's views apart, for figure headers: crop, blur and solarization."""
+    lo, hi = config["crop_scale"]
+    crop = f"{config['crop_size']} px, " if config["crop_size"] else ""
+    return f"{crop}crop {float(lo)}-{float(hi)}, blur {float(config['blur_prob'])}, solarize {float(config['solarize_prob'])}"
 
 
 def blur_kernel_size(side: int) -> int:
@@ -68,8 +114,8 @@ def blur_kernel_size(side: int) -> int:
     return max(3, int(0.1 * side) // 2 * 2 + 1)
 
 
-def build_views(config: ViewConfig, channels: int, image_size: int) -> nn.Sequential:
-    """The augmentation pipeline for images with ``channels`` channels of side ``image_size``.
+def build_view(config: ViewConfig, channels: int, image_size: int) -> nn.Sequential:
+    """The augmentation pipeline of one view, for images with ``channels`` channels of side ``image_size``.
 
     Colour jitter of saturation and hue and random grayscale only exist for colour (3-channel)
     images; on grayscale images the jitter changes brightness and contrast only.
@@ -93,4 +139,31 @@ def build_views(config: ViewConfig, channels: int, image_size: int) -> nn.Sequen
     if config["blur_prob"] > 0:
         kernel = blur_kernel_size(size)
         steps.append(K.RandomGaussianBlur((kernel, kernel), sigma=config["blur_sigma"], p=config["blur_prob"]))
+    if config["solarize_prob"] > 0:
+        # kornia draws the threshold from the range given (a float is a half-width around 0.5):
+        # a range of one point is exactly the configured threshold, and no addition.
+        threshold = config["solarize_threshold"]
+        steps.append(K.RandomSolarize(thresholds=(threshold, threshold), additions=(0.0, 0.0), p=config["solarize_prob"]))
     return nn.Sequential(*steps)
+
+
+class ViewPipelines(nn.Module):
+    """Makes every view of a batch: ``forward(x)`` (N, C, H, W) -> a list with one (N, C, S_i, S_i)
+    tensor per config, each image with its own random draw in every view.
+
+    Consecutive views with equal configs are made in one call on the batch repeated (``n`` views:
+    ``n * N`` images, then split), which is as random per image and one kornia pass instead of ``n``.
+    """
+
+    def __init__(self, configs: Sequence[ViewConfig], channels: int, image_size: int) -> None:
+        super().__init__()
+        self.configs = list(configs)
+        runs = [(config, len(list(group))) for config, group in itertools.groupby(self.configs)]
+        self.pipelines = nn.ModuleList(build_view(config, channels, image_size) for config, _ in runs)
+        self.repeats = [repeat for _, repeat in runs]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        views: list[Tensor] = []
+        for pipeline, repeat in zip(self.pipelines, self.repeats):
+            views += pipeline(x.repeat(repeat, 1, 1, 1)).chunk(repeat)  # repeat x (N, C, S, S)
+        return views

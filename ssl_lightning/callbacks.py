@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from ssl_lightning.augment import describe_view
 from ssl_lightning.data.labelled import is_labelled
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
@@ -26,11 +28,13 @@ AUTO_MONITOR = "auto"  # RunCheckpoint's monitor chosen by selection_metric
 
 
 class LogViewPairs(Callback):
-    """Logs a grid of augmented view pairs (image n's two views side by side) at the first
-    validation, so one can see what the network is asked to match.
+    """Logs a grid of the augmented views (image n's views side by side, each made by its own
+    view pipeline: view 1, view 2, ...) at the first validation, so one can see what the network is
+    asked to match; the text ``views/configs`` says what sets each view apart. Views smaller than
+    the first (multi-crop) are shown enlarged to its side.
 
     Args:
-        num_pairs: how many images' view pairs to show.
+        num_pairs: how many images' views to show.
     """
 
     def __init__(self, num_pairs: int = 16) -> None:
@@ -40,13 +44,17 @@ class LogViewPairs(Callback):
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        # Only two-view methods have pairs to show (the supervised baseline validates on plain images).
+        # Only pretraining methods have views to show (the supervised baseline validates on plain images).
         if self._done or batch_idx != 0 or not isinstance(trainer.logger, TensorBoardLogger) or not isinstance(batch, ViewBatch):
             return
-        x1, x2 = batch.x1[: self.num_pairs], batch.x2[: self.num_pairs]
-        pairs = torch.stack([x1, x2], dim=1).flatten(0, 1)  # (2n, C, H, W): view 1, view 2, view 1, ...
-        grid = make_grid(pairs.detach().float().cpu(), nrow=8, padding=2, pad_value=1.0)
+        side = batch.views[0].shape[-1]
+        shown = [F.interpolate(v[: self.num_pairs].float(), size=(side, side), mode="nearest") for v in batch.views]
+        per_image = torch.stack(shown, dim=1).flatten(0, 1)  # (n * views, C, S, S): image 1's views, image 2's, ...
+        columns = len(shown) * max(1, 8 // len(shown))  # whole images per grid row
+        grid = make_grid(per_image.detach().cpu(), nrow=columns, padding=2, pad_value=1.0)
         trainer.logger.experiment.add_image("views/pairs", grid, global_step=trainer.global_step)
+        legend = " | ".join(f"view {v + 1}: {describe_view(config)}" for v, config in enumerate(pl_module.view_configs))
+        trainer.logger.experiment.add_text("views/configs", legend, global_step=trainer.global_step)
         self._done = True
 
 

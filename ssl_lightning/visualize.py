@@ -2,7 +2,7 @@
 
     ssl-lightning visualize embeddings SOURCE [--num_images 2000]    t-SNE and PCA, coloured by class
     ssl-lightning visualize neighbours SOURCE [--queries 10 --k 8]   retrieval grid, wrong classes marked
-    ssl-lightning visualize views --config CONFIG.yaml [overrides]   augmentation preview of any config
+    ssl-lightning visualize views --config CONFIG.yaml [overrides]   each view's augmentations, row by row
 
 SOURCE is a checkpoint path or a shipped name; the images are Fashion-MNIST's unless ``--data``
 names another labelled data module (embeddings and neighbours need labels; views do not). Each
@@ -26,8 +26,8 @@ from torch import Tensor  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
 
+from ssl_lightning.augment import ViewPipelines, describe_view  # noqa: E402
 from ssl_lightning.data.base import ImageData  # noqa: E402
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule  # noqa: E402
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
@@ -36,7 +36,7 @@ from ssl_lightning.data.subset import LabelledSubset  # noqa: E402
 from ssl_lightning.encoder import load_encoder  # noqa: E402
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
-from ssl_lightning.evaluation.names import source_name  # noqa: E402
+from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
 from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
 from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder  # noqa: E402
 
@@ -116,15 +116,32 @@ def show(axis: plt.Axes, image: Tensor, edge: str, caption: str) -> None:
     axis.set_xlabel(caption, fontsize=7, color="red" if caption.startswith("✗") else "black")
 
 
-def view_grid(images: Tensor, views: torch.nn.Module, num_views: int, path: Path) -> Path:
-    """A row per image: the image, then ``num_views`` random views of it (float (N, C, H, W) in [0, 1])."""
+def view_rows(images: Tensor, views: ViewPipelines, draws: int) -> list[tuple[str, Tensor]]:
+    """(header, batch) rows: the images (float (N, C, H, W) in [0, 1]), then ``draws`` random draws
+    of each view, each made by that view's own pipeline and headed with the settings that tell the
+    views apart (``describe_view``)."""
     with torch.no_grad():
-        drawn = [views(images) for _ in range(num_views)]  # each (N, C, S, S)
-    size = drawn[0].shape[-1]
-    originals = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True) if images.shape[-1] != size else images
-    rows = torch.stack([originals, *drawn], dim=1).flatten(0, 1)  # (N * (1 + num_views), C, S, S)
-    rows = F.interpolate(rows, scale_factor=max(1, 96 // size), mode="nearest")  # small images, shown larger
-    save_image(make_grid(rows.clamp(0, 1), nrow=1 + num_views, padding=2, pad_value=1.0), path)
+        drawn = [views(images) for _ in range(draws)]  # draws x views x (N, C, S_i, S_i)
+    return [("original", images)] + [
+        (f"view {v + 1}\n({describe_view(config)})" + (f"\ndraw {d + 1}" if draws > 1 else ""), made[v])
+        for v, config in enumerate(views.configs) for d, made in enumerate(drawn)
+    ]
+
+
+def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, title: str) -> Path:
+    """The ``view_rows`` as a figure: a column per image, a row per view and draw, headers on the left."""
+    rows = view_rows(images, views, draws)
+    figure, axes = plt.subplots(len(rows), len(images), figsize=(2.4 + 1.1 * len(images), 0.6 + 1.15 * len(rows)), squeeze=False)
+    for row, (header, batch) in enumerate(rows):
+        axes[row, 0].set_ylabel(header, rotation=0, ha="right", va="center", fontsize=7)
+        for col, image in enumerate(batch):
+            show(axes[row, col], (image.clamp(0, 1) * 255).round().to(torch.uint8), edge="lightgrey", caption="")
+            if row == 0:
+                axes[row, col].set_title(f"image {col + 1}", fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
     return path
 
 
@@ -181,13 +198,14 @@ def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k:
                           f"{source_name(source)}, {len(gallery)} train images")
 
 
-def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_dir: Path | None = None,
+def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: Path | None = None,
           overwrite: bool = False) -> Path:
-    """The views the config's method makes of ``num_images`` validation images."""
+    """The views the config's method makes of ``num_images`` validation images: ``draws`` random
+    draws of each of its views, a row each, headed with that view's settings."""
     from ssl_lightning.cli import make_cli
 
     at_least(num_images, 1, "num_images", "the images shown")
-    at_least(num_views, 1, "num_views", "the views drawn of each")
+    at_least(draws, 1, "draws", "the random draws of each view")
     folder = picture_folder(output_dir, overwrite)
     cli = make_cli(cli_args, run=False)
     data, model = cli.datamodule, cli.model
@@ -195,8 +213,10 @@ def views(cli_args: list[str], num_images: int = 8, num_views: int = 6, output_d
     data.setup("fit")
     torch.manual_seed(0)
     images = data.take(data.val_set, num_images)[0].float() / 255  # (N, C, H, W)
+    name = type(model).__name__
+    title = f"{name}'s {len(model.view_configs)} view(s) of {num_images} {data_name(data)} validation images, {draws} random draw(s) each"
     folder.mkdir(parents=True, exist_ok=True)
-    return view_grid(images, model.views, num_views, folder / "views.png")
+    return view_grid(images, model.views, draws, folder / "views.png", title)
 
 
 def main(args: list[str]) -> None:
@@ -211,7 +231,7 @@ def main(args: list[str]) -> None:
         parser = argparse.ArgumentParser(prog=prog, description=views.__doc__, allow_abbrev=False,
                                          epilog="Every other option is fit's: --config CONFIG.yaml [--data.* --model.* ...]")
         parser.add_argument("--num_images", type=int, default=8)
-        parser.add_argument("--num_views", type=int, default=6)
+        parser.add_argument("--draws", type=int, default=2, help="random draws of each view")
         parser.add_argument("--output_dir", type=Path)
         parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
         own, rest = parser.parse_known_args(args[1:])

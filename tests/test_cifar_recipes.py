@@ -108,3 +108,5 @@ def test_recipe_builds_resnet18_with_the_small_stem_at_batch_512(recipe, cifar, 
         assert model.hparams.num_classes == data.num_classes
     if method == "moco":
         assert model.hparams.queue_size % data.batch_size == 0
+    if method in ("byol", "barlow_twins"):  # solo-learn's asymmetric views: solarization on view 2 only
+        assert [(view["blur_prob"], view["solarize_prob"]) for view in model.view_configs] == [(0.0, 0.0), (0.0, 0.2)]

@@ -412,7 +412,7 @@ def test_a_checkpoint_cannot_monitor_online_metrics_that_will_not_exist(tiny_sim
 def test_training_step_hands_out_features_without_a_graph(tiny_simclr_kwargs):
     model = SimCLR(**tiny_simclr_kwargs)
     x = torch.rand(8, 1, 16, 16)
-    out = model.training_step(ViewBatch(x, x.flip(-1), torch.zeros(8, dtype=torch.long), x), 0)
+    out = model.training_step(ViewBatch([x, x.flip(-1)], torch.zeros(8, dtype=torch.long), x), 0)
     assert out["features"].shape == (8, model.encoder.out_dim)
     assert not out["features"].requires_grad and out["loss"].requires_grad
 

@@ -168,7 +168,8 @@ def test_tutorial_config_builds_the_tutorial_model(stl10, monkeypatch):
     assert not model.hparams.small_images and model.hparams.width == 64 and model.encoder.out_dim == 512
     head = [type(m).__name__ for m in model.projector.layers]
     assert head == ["Linear", "ReLU", "Linear"] and model.projector.layers[-1].out_features == 128
-    assert model.view_config["blur_prob"] == 1.0 and model.views[-1].flags["kernel_size"] == (9, 9)
+    assert [view["blur_prob"] for view in model.view_configs] == [1.0, 1.0]
+    assert model.views.pipelines[0][-1].flags["kernel_size"] == (9, 9)
     assert model.hparams.final_lr_ratio == pytest.approx(1 / 50) and model.hparams.temperature == 0.07
 
 

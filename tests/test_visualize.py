@@ -1,6 +1,7 @@
 """Pictures: the visualize commands write PNGs, and a run's TensorBoard gets projector and HParams data."""
 
 import pytest
+import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -62,12 +63,30 @@ def test_embeddings_and_neighbours_of_an_rgb_image_folder_each_in_a_new_folder(t
 @pytest.mark.parametrize("config", ["simclr", "supervised"])
 def test_views_preview_of_a_config_through_the_console_script(config, tmp_path):
     result = run_cli("visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3",
-                     "--num_views=4", cwd=tmp_path)
+                     "--draws=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     path = tmp_path / "results" / "visualize" / "run_0" / "views.png"
     assert "results/visualize/run_0" in result.stdout
-    with Image.open(path) as image:
-        assert image.size == (5 * 84 + 6 * 2, 3 * 84 + 4 * 2)  # 3 rows of the image + 4 views, 28 px shown at 84
+    assert_png(path)
+    with Image.open(path) as image:  # rows: the images, then 2 draws of each view (SimCLR: 2 views, supervised: 1)
+        assert image.height == pytest.approx(110 * (0.6 + 1.15 * (1 + 2 * (2 if config == "simclr" else 1))), abs=2)
+
+
+def test_view_rows_show_each_view_from_its_own_pipeline():
+    """BYOL's asymmetric views: a row of images, then each view's draws, headed with its settings."""
+    from ssl_lightning.augment import BYOL_VIEWS, SIMCLR_VIEW, ViewPipelines
+    from ssl_lightning.visualize import view_rows
+
+    images = torch.rand(3, 1, 20, 20)
+    small = {**SIMCLR_VIEW, "crop_size": 8}
+    rows = view_rows(images, ViewPipelines([*BYOL_VIEWS, small], channels=1, image_size=20), draws=2)
+    headers = [header for header, _ in rows]
+    assert headers[0] == "original" and torch.equal(rows[0][1], images)
+    assert headers[1:] == [f"view {v}\n({settings})\ndraw {d}" for v, settings in (
+        (1, "crop 0.08-1.0, blur 1.0, solarize 0.0"), (2, "crop 0.08-1.0, blur 0.1, solarize 0.2"),
+        (3, "8 px, crop 0.08-1.0, blur 0.5, solarize 0.0")) for d in (1, 2)]
+    assert [tuple(batch.shape) for _, batch in rows] == [(3, 1, 20, 20)] * 5 + [(3, 1, 8, 8)] * 2
+    assert not torch.equal(rows[1][1], rows[2][1])  # two draws of view 1
 
 
 @pytest.mark.slow
@@ -86,3 +105,30 @@ def test_a_run_logs_the_projector_and_hparams(tmp_path):
     events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
     assert {"hparams/val_acc_top5", "hparams/train_loss"} <= set(events.Tags()["scalars"])
     assert events.PluginTagToContent("hparams")  # the HParams tab has the run
+
+
+def test_log_view_pairs_shows_every_view_of_each_image_side_by_side(tmp_path):
+    """Three views, the third a smaller crop: each image's views in a row, the small one enlarged
+    to the first's side, and a text naming each view's settings."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from ssl_lightning.augment import BYOL_VIEWS, SIMCLR_VIEW
+    from ssl_lightning.callbacks import LogViewPairs
+    from ssl_lightning.methods import ViewBatch
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    views = [torch.zeros(5, 1, 16, 16), torch.full((5, 1, 16, 16), 0.5), torch.ones(5, 1, 8, 8)]
+    configs = [*BYOL_VIEWS, {**SIMCLR_VIEW, "crop_size": 8}]
+    LogViewPairs(num_pairs=4).on_validation_batch_start(
+        SimpleNamespace(logger=logger, global_step=0), SimpleNamespace(view_configs=configs),
+        ViewBatch(views, torch.zeros(5), torch.zeros(5, 1, 16, 16)), batch_idx=0)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    (grid,) = events.Images("views/pairs")
+    # 3 views x 2 images per grid row, 4 images: 6 columns and 2 rows of 16 px tiles with 2 px padding.
+    assert (grid.width, grid.height) == (6 * 18 + 2, 2 * 18 + 2)
+    (text,) = events.Tensors("views/configs/text_summary")  # add_text's tag
+    legend = text.tensor_proto.string_val[0].decode()
+    assert "view 2: crop 0.08-1.0, blur 0.1, solarize 0.2" in legend and "view 3: 8 px" in legend

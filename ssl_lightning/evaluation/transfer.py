@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig, build_views, resolve_views
+from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig, build_view, resolve_view
 from ssl_lightning.backbones import RESNETS
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
 from ssl_lightning.encoder import Encoder, load_encoder
@@ -182,7 +182,7 @@ class TransferClassifier(LightningModule):
                            f"{self.adapter.describe()}, resized {image_size} -> {encoder_size}"
                            + (" (bilinear, antialiased)" if image_size != encoder_size else " (no resize)"))
         self.head = nn.Linear(self.encoder.out_dim, num_classes)
-        self.views = build_views(resolve_views(views, SUPERVISED_VIEWS), channels=in_channels, image_size=image_size)
+        self.views = build_view(resolve_view(views, SUPERVISED_VIEW), channels=in_channels, image_size=image_size)
         # Loaded encoders come in eval mode, and Lightning keeps each submodule's mode as it finds it.
         self.encoder.train(mode == "finetune")
         self.encoder.requires_grad_(mode == "finetune")

@@ -3,8 +3,11 @@ arXiv:2103.03230): the cross-correlation of the two views' embeddings is pushed 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
+from ssl_lightning.augment import BARLOW_TWINS_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import barlow_twins_loss
@@ -21,6 +24,8 @@ class BarlowTwins(PretrainMethod):
             by 1/32 for its LARS set-up; here it is explicit and off by default.)
         **kwargs: the shared arguments of ``PretrainMethod``.
     """
+
+    default_views: ClassVar[list[ViewConfig]] = BARLOW_TWINS_VIEWS  # BYOL's asymmetric views
 
     def __init__(self, projector_dim: int = 8192, lambd: float = 5e-3, loss_scale: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -1,5 +1,5 @@
 """What the methods share. ``EncoderMethod``: an encoder trained on augmented views, with its
-optimizer and schedule (pretraining methods and the supervised baseline). ``PretrainMethod``: two
+optimizer and schedule (pretraining methods and the supervised baseline). ``PretrainMethod``: its
 views in, the loss and the ranking metrics logged. ``MomentumPretrainMethod``: EMA targets."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
+from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
 from ssl_lightning.backbones import channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
 from ssl_lightning.encoder import Encoder
@@ -24,7 +24,7 @@ from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.optim import OptimizerName, optimizer_with_schedule
 
-# Stages whose batches are turned into two views; predict batches stay plain images.
+# Stages whose batches are turned into views; predict batches stay plain images.
 _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING)
 
 
@@ -36,8 +36,7 @@ class StepOutput(NamedTuple):
 
 
 class ViewBatch(NamedTuple):
-    x1: Tensor  # (N, C, S, S) views in [0, 1]
-    x2: Tensor
+    views: list[Tensor]  # one (N, C, S_i, S_i) batch of views in [0, 1] per view config
     labels: Tensor  # (N,), never used for training
     images: Tensor  # (N, C, H, W) the images themselves in [0, 1], unaugmented
 
@@ -51,7 +50,7 @@ class EncoderMethod(LightningModule):
     unaugmented images, every one of them) for callbacks such as ``OnlineEvaluation``.
     """
 
-    default_views: ClassVar[ViewConfig] = SIMCLR_VIEWS
+    default_views: ClassVar[list[ViewConfig]]  # each method's paper's views, one config per view (``augment``)
 
     def __init__(
         self,
@@ -62,7 +61,7 @@ class EncoderMethod(LightningModule):
         image_size: int = 28,
         mean: Sequence[float] = (0.2860,),
         std: Sequence[float] = (0.3530,),
-        views: ViewConfig | None = None,
+        views: ViewConfig | list[ViewConfig] | None = None,
         optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -81,8 +80,9 @@ class EncoderMethod(LightningModule):
             small_images: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
             in_channels, image_size, mean, std: the data's channels, side and per-channel
                 normalisation; the CLI takes them from the data module.
-            views: augmentation parameters (``ssl_lightning.augment.ViewConfig``); keys left out
-                take the method's defaults.
+            views: augmentation parameters (``ssl_lightning.augment.ViewConfig``): one mapping for
+                every view alike, or a list with one per view; keys left out take the method's
+                defaults for that view (``default_views``).
             optimizer: "adamw", "sgd" or "lars" (the last two with ``sgd_momentum``).
             lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
                 norm weights).
@@ -98,14 +98,14 @@ class EncoderMethod(LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.view_config = resolve_views(views, self.default_views)
-        self.views = build_views(self.view_config, channels=in_channels, image_size=image_size)
+        self.view_configs = resolve_views(views, self.default_views)
+        self.views = ViewPipelines(self.view_configs, channels=in_channels, image_size=image_size)
         self.encoder = Encoder(
             backbone=backbone,
             width=width,
             small_images=small_images,
             in_channels=in_channels,
-            input_size=self.view_config["crop_size"] or image_size,
+            input_size=self.view_configs[0]["crop_size"] or image_size,  # the first view: a global crop under multi-crop
             mean=mean,
             std=std,
         )
@@ -193,8 +193,8 @@ class PretrainMethod(EncoderMethod, ABC):
     """Base of the self-supervised methods. A subclass adds its heads and implements ``compute_loss``.
 
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
-    ``views`` makes two augmented views of every image (a ``ViewBatch``), and the labels are never
-    used for training.
+    ``views`` makes the method's augmented views of every image (a ``ViewBatch``, one batch per
+    entry of ``default_views``), and the labels are never used for training.
     Logged: ``{train,val,test}_loss``, ``{train,val,test}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``
     (val and test: means over the full batches, ``is_full_batch``).
     """
@@ -212,8 +212,9 @@ class PretrainMethod(EncoderMethod, ABC):
                               "raise data.init_args.batch_size")
 
     @abstractmethod
-    def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
-        """The method's loss on two batches of views (N, C, H, W), the embeddings to rank and the
+    def compute_loss(self, *views: Tensor) -> StepOutput:
+        """The method's loss on its batches of views (each (N, C, S, S), in the order of
+        ``default_views``; a two-view method takes ``x1, x2``), the embeddings to rank and the
         encoder features of view 1."""
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -221,13 +222,10 @@ class PretrainMethod(EncoderMethod, ABC):
             return batch
         images, labels = batch
         x = images.float() / 255  # (N, C, H, W) in [0, 1]
-        # One call for both views: every image of the 2N gets its own random draw.
-        x1, x2 = self.views(torch.cat([x, x])).chunk(2)  # 2 x (N, C, S, S)
-        return ViewBatch(x1, x2, labels, x)
+        return ViewBatch(self.views(x), labels, x)  # every image gets its own random draw in every view
 
     def _shared_step(self, batch: ViewBatch, stage: str) -> StepOutput:
-        x1, x2 = batch.x1, batch.x2
-        out = self.compute_loss(x1, x2)
+        out = self.compute_loss(*batch.views)
         if stage == "train":
             self.check_finite(out.loss)
         logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
@@ -240,7 +238,7 @@ class PretrainMethod(EncoderMethod, ABC):
                 on_epoch=not per_step,
                 # Step metrics reach the bar through callbacks.ProgressBar, without a read every step.
                 prog_bar=not per_step and name in ("loss", "acc_top5"),
-                batch_size=x1.shape[0],
+                batch_size=len(batch.images),
                 sync_dist=not per_step,  # epoch means over all processes under DDP
             )
         return out

@@ -3,9 +3,12 @@ predictor regresses the projection of a momentum target network, with no negativ
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
+from ssl_lightning.augment import BYOL_VIEWS, ViewConfig
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import byol_loss
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
@@ -26,6 +29,7 @@ class BYOL(MomentumPretrainMethod):
     """
 
     cross_view_ranking = True
+    default_views: ClassVar[list[ViewConfig]] = BYOL_VIEWS  # asymmetric: view 1 always blurred, view 2 may be solarized
 
     def __init__(
         self,

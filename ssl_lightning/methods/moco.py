@@ -4,9 +4,12 @@ past keys as negatives."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
+from ssl_lightning.augment import MOCO_V2_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, moco_info_nce
@@ -37,6 +40,7 @@ class MoCo(MomentumPretrainMethod):
     """
 
     cross_view_ranking = True
+    default_views: ClassVar[list[ViewConfig]] = MOCO_V2_VIEWS
 
     def __init__(
         self,

@@ -3,9 +3,12 @@ arXiv:2002.05709): two views of each image, a projection head, and the NT-Xent l
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
+from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, info_nce
@@ -24,6 +27,8 @@ class SimCLR(PretrainMethod):
             (False: Linear -> ReLU -> Linear, the UvA tutorial's head).
         **kwargs: the shared arguments of ``PretrainMethod`` (backbone, views, optimizer, ...).
     """
+
+    default_views: ClassVar[list[ViewConfig]] = SIMCLR_VIEWS
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ssl_lightning.augment import SUPERVISED_VIEWS, ViewConfig
+from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig
 from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
 from ssl_lightning.methods.base import EncoderMethod
 
@@ -18,7 +18,7 @@ class Supervised(EncoderMethod):
     It has the shared encoder arguments of ``EncoderMethod`` (backbone, width, views, optimizer, ...).
     """
 
-    default_views: ClassVar[ViewConfig] = SUPERVISED_VIEWS
+    default_views: ClassVar[list[ViewConfig]] = [SUPERVISED_VIEW]  # one view per image
 
     def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
         """
@@ -39,7 +39,7 @@ class Supervised(EncoderMethod):
         images, labels = batch
         x = images.float() / 255  # (N, C, H, W) in [0, 1]
         if self._trainer is not None and self.trainer.training:
-            x = self.views(x)  # (N, C, S, S), a random draw per image
+            (x,) = self.views(x)  # (N, C, S, S), a random draw per image
         return x, labels
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:

@@ -36,8 +36,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 train: install
 	$(BIN)/ssl-lightning fit --config $(CONFIG) $(ARGS)
 
+# One pytest worker per core (pytest-xdist): most of a tiny test is single-threaded Python.
 test: install
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n auto $(ARGS)
 
 # Training throughput of every method and of lightly's SimCLR pipeline (ARGS="--quick" for a short run).
 benchmark: install

@@ -18,11 +18,11 @@ from torch import Tensor, nn
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig, build_views, resolve_views
 from ssl_lightning.backbones import channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
+from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import Encoder
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
-from ssl_lightning.distributed import gather
 from ssl_lightning.optim import LrScaling, OptimizerName, optimizer_with_schedule
 
 # Stages whose batches are turned into two views; predict batches stay plain images.

@@ -7,29 +7,37 @@ from torch import Tensor, nn
 
 class ProjectionHead(nn.Module):
     """An MLP: ``num_layers - 1`` hidden blocks of Linear -> BatchNorm -> ReLU (Linear -> ReLU
-    without ``batch_norm``), then a Linear to ``out_dim``.
+    without ``batch_norm``), then a Linear to ``out_dim`` (with a bias unless ``last_bias=False``).
+    A Linear followed by BatchNorm has no bias: BN's shift makes it redundant.
 
-    - SimCLR's projection head (arXiv:2002.05709, Sec. 2.1), 2 layers: "a MLP with one hidden
-      layer to obtain z_i = g(h_i) = W(2) σ(W(1) h_i)"; its reference code adds BatchNorm.
-    - MoCo v2's head (arXiv:2003.04297): the same 2-layer MLP.
-    - BYOL's projector and predictor (arXiv:2006.07733, Sec. 3.3), 2 layers: "a linear layer ...
-      followed by batch normalization, rectified linear units (ReLU), and a final linear layer".
-    - Barlow Twins' projector (arXiv:2103.03230, Sec. 3), 3 layers: "three linear layers, each
-      with 8192 output units. The first two layers of the projector are followed by a batch
-      normalization layer and rectified linear units".
-    - The UvA deep-learning tutorial's SimCLR head on STL-10: Linear -> ReLU -> Linear, no
-      BatchNorm (``batch_norm=False``).
+    Each method builds the head of its paper:
+
+    - SimCLR (arXiv:2002.05709, Sec. 2.1), 2 layers: "We use a MLP with one hidden layer to obtain
+      z_i = g(h_i) = W(2) σ(W(1) h_i) where σ is a ReLU non-linearity"; its reference code adds
+      BatchNorm (``batch_norm=True``; the UvA tutorial's head has none).
+    - MoCo v2 (arXiv:2003.04297, Sec. 2): "we replace the fc head in MoCo with a 2-layer MLP head
+      (hidden layer 2048-d, with ReLU)": Linear -> ReLU -> Linear, no BatchNorm
+      (``batch_norm=False``, as the authors' code). BN in the head is MoCo v3's design, and BN in
+      the key head is one more way for a query to read its key's batch statistics.
+    - BYOL's projector and predictor (arXiv:2006.07733, Sec. 3.3), 2 layers: "a linear layer with
+      output size 4096 followed by batch normalization, rectified linear units (ReLU), and a final
+      linear layer with output dimension 256".
+    - Barlow Twins' projector (arXiv:2103.03230, Sec. 3), 3 layers: "The projector network has
+      three linear layers, each with 8192 output units. The first two layers of the projector are
+      followed by a batch normalization layer and rectified linear units." The authors' code
+      (facebookresearch/barlowtwins, main.py) has no bias in any of them (``last_bias=False``).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True,
+                 last_bias: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_layers - 1):
-            layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim, bias=not batch_norm))  # BN makes a bias redundant
+            layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(hidden_dim))
             layers.append(nn.ReLU(inplace=True))
-        layers.append(nn.Linear(hidden_dim if num_layers > 1 else in_dim, out_dim))
+        layers.append(nn.Linear(hidden_dim if num_layers > 1 else in_dim, out_dim, bias=last_bias))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, h: Tensor) -> Tensor:

@@ -6,23 +6,46 @@ import math
 from typing import Literal
 
 import torch
-from pytorch_lightning import LightningModule
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.errors import ConfigError
 
 OptimizerName = Literal["adamw", "sgd", "lars"]
+LrScaling = Literal["none", "linear", "sqrt"]
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights with decay (and LARS adaptation); biases and norm weights (all 1-d
-    parameters) without either, as in the LARS set-ups of SimCLR, BYOL and Barlow Twins."""
+def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_norm_lr_ratio: float = 1.0) -> list[dict]:
+    """Two groups: weights with decay (and LARS adaptation) at ``lr``; biases and norm weights (all
+    1-d parameters) without either, as in the LARS set-ups of SimCLR, BYOL and Barlow Twins, at
+    ``bias_norm_lr_ratio`` x lr (Barlow Twins: 0.0048 / 0.2 = 0.024). The names label the groups'
+    curves in LearningRateMonitor (``lr-LARS/weights``, ``lr-LARS/biases_and_norms``)."""
+    if bias_norm_lr_ratio < 0:
+        raise ConfigError(f"bias_norm_lr_ratio is the biases' and norms' learning rate as a share of lr, >= 0; got {bias_norm_lr_ratio}")
     params = [p for p in module.parameters() if p.requires_grad]
     return [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, "lars_adapt": True},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lars_adapt": False},
+        {"name": "weights", "params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay,
+         "lars_adapt": True},
+        {"name": "biases_and_norms", "params": [p for p in params if p.ndim <= 1], "lr": lr * bias_norm_lr_ratio,
+         "weight_decay": 0.0, "lars_adapt": False},
     ]
+
+
+def scaled_lr(base_lr: float, scaling: LrScaling, global_batch_size: int) -> float:
+    """The learning rate for a global batch (images per optimizer step, all processes and
+    accumulated batches together), as the papers scale it: "linear" is base x batch / 256 (SimCLR,
+    MoCo, BYOL, Barlow Twins: "learning rate = 0.3 x BatchSize/256"); "sqrt" is SimCLR's square-root
+    rule, base x sqrt(batch) ("LearningRate = 0.075 x sqrt(BatchSize)", arXiv:2002.05709 App. B.1;
+    its code's ``learning_rate_scaling=sqrt``); "none" is base."""
+    if scaling == "none":
+        return base_lr
+    if scaling == "linear":
+        return base_lr * global_batch_size / 256
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(global_batch_size)
+    raise ConfigError(f"unknown lr_scaling {scaling!r}; choose 'none', 'linear' or 'sqrt'")
 
 
 class LARS(torch.optim.Optimizer):
@@ -67,11 +90,11 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(
     params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float, momentum: float,
-    lars_eta: float = 0.001, lars_clip: bool = False,
+    lars_eta: float = 0.001, lars_clip: bool = False, bias_norm_lr_ratio: float = 1.0,
 ) -> torch.optim.Optimizer:
     """The optimizer over a module's ``param_groups`` or over given groups (a group's own "lr" wins);
     ``lars_eta`` and ``lars_clip`` are LARS's η and ``clip``."""
-    groups = param_groups(params, weight_decay) if isinstance(params, nn.Module) else params
+    groups = param_groups(params, lr, weight_decay, bias_norm_lr_ratio) if isinstance(params, nn.Module) else params
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
@@ -81,20 +104,40 @@ def build_optimizer(
     raise ConfigError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")
 
 
+def global_batch_size(trainer: Trainer) -> int | None:
+    """Images per optimizer step: the data module's batch size x processes x accumulated batches
+    (None where the data module does not say its batch size)."""
+    batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+    return None if batch_size is None else batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
+
 def optimizer_with_schedule(
     module: LightningModule, params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float,
     momentum: float, warmup_epochs: float, final_lr_ratio: float = 0.0, lars_eta: float = 0.001, lars_clip: bool = False,
+    bias_norm_lr_ratio: float = 1.0, lr_scaling: LrScaling = "none",
 ) -> dict:
     """``configure_optimizers``' answer: the optimizer and a per-step warm-up + cosine schedule whose
-    length is the run's (``trainer.estimated_stepping_batches``), ending at ``final_lr_ratio`` x lr."""
+    length is the run's (``trainer.estimated_stepping_batches``), ending at ``final_lr_ratio`` x lr.
+    Every parameter group follows the schedule in proportion to its own peak rate.
+
+    ``lr`` is scaled by ``lr_scaling`` for the global batch (``scaled_lr``); the rate used is
+    written once to the log and to the loggers' hyperparameters (``effective_lr``)."""
     trainer = module.trainer
+    batch = global_batch_size(trainer)
+    if lr_scaling != "none" and batch is None:
+        raise ConfigError(f"lr_scaling={lr_scaling!r} needs the global batch size: train with a data module that has batch_size, or set lr_scaling: none")
+    lr = scaled_lr(lr, lr_scaling, batch or 0)
+    rank_zero_info(f"learning rate {lr:.6g} (lr_scaling {lr_scaling}, global batch {batch if batch is not None else 'unknown'})")
+    for logger in module.loggers:
+        logger.log_hyperparams({"effective_lr": lr, "global_batch_size": batch or 0})
     total_steps = trainer.estimated_stepping_batches
     if not math.isfinite(total_steps):
         raise ConfigError("the learning-rate schedule needs a finite length: set trainer.max_epochs or trainer.max_steps")
     if not math.isfinite(trainer.num_training_batches):  # max_steps runs don't load the data first
         trainer.fit_loop.setup_data()
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-    optimizer = build_optimizer(params, name, lr=lr, weight_decay=weight_decay, momentum=momentum, lars_eta=lars_eta, lars_clip=lars_clip)
+    optimizer = build_optimizer(params, name, lr=lr, weight_decay=weight_decay, momentum=momentum, lars_eta=lars_eta,
+                                lars_clip=lars_clip, bias_norm_lr_ratio=bias_norm_lr_ratio)
     scheduler = warmup_cosine(optimizer, round(warmup_epochs * steps_per_epoch), int(total_steps), final_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -1,7 +1,10 @@
 """One DDP training step of every method on 2 CPU processes (gloo), run by test_distributed.py as
 ``python tests/ddp_step.py OUT_DIR``. Lightning's launcher starts the second process by running
 this script again. Each process saves to OUT_DIR/<method>-<rank>.pt what it trained on and what it
-computed; the test replays the concatenated batch in one process and compares."""
+computed; the test replays the concatenated batch in one process and compares.
+
+Then a run whose loss is NaN in process 1 only: each process saves to OUT_DIR/diverged-<rank>.pt
+where it stopped and why (a process that went on alone would wait in DDP's next all-reduce)."""
 
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from conftest import RandomImages
 from ssl_lightning.distributed import gather
+from ssl_lightning.errors import TrainingDivergedError
 from ssl_lightning.evaluation.online import OnlineEvaluation
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised
 
@@ -64,6 +68,22 @@ def main(out: Path) -> None:
                           callbacks=[OnlineEvaluation(), record])
         trainer.fit(make(), datamodule=RandomImages(batch_size=8, val_size=32))
         torch.save(record.saved, out / f"{name}-{trainer.global_rank}.pt")
+    diverge_in_process_1(out)
+
+
+def diverge_in_process_1(out: Path) -> None:
+    model = MAKERS["simclr"]()
+    compute = model.compute_loss
+    nan_here = lambda: model.global_rank == 1 and model.global_step == 2  # noqa: E731
+    model.compute_loss = lambda x1, x2: (lambda o: o._replace(loss=o.loss * float("nan")) if nan_here() else o)(compute(x1, x2))
+    trainer = Trainer(strategy="ddp", accelerator="cpu", devices=2, max_steps=6, limit_val_batches=0, log_every_n_steps=1, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    try:
+        trainer.fit(model, datamodule=RandomImages(batch_size=8, val_size=32))
+        stopped = {"message": None}
+    except TrainingDivergedError as error:
+        stopped = {"message": str(error)}
+    torch.save({**stopped, "global_step": trainer.global_step}, out / f"diverged-{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":

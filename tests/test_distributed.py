@@ -1,5 +1,5 @@
 """Distributed training: the gather helper, and one DDP step on 2 CPU processes (gloo) against
-one process on the concatenated batch, for every method."""
+one process on the concatenated batch, for every method; a non-finite loss in one process stops all."""
 
 import subprocess
 import sys
@@ -74,6 +74,14 @@ def test_one_ddp_step_equals_one_process_on_the_whole_batch(method, ddp_results)
         assert torch.allclose(saved[0]["queue"], model.queue.keys, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_non_finite_loss_in_one_process_stops_every_process_at_the_same_step(ddp_results):
+    stopped = [torch.load(ddp_results / f"diverged-{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for rank in (0, 1):  # both stopped after the bad step (2), process 0 on process 1's record
+        assert stopped[rank]["global_step"] == 3, stopped
+        assert stopped[rank]["message"].startswith("the training loss is nan in process 1 at step 2 (epoch 0)"), stopped
+
+
 @pytest.mark.parametrize("method", ["moco", "byol"])
 def test_sync_batchnorm_keeps_the_momentum_targets_paired(method):
     """Lightning's ``sync_batchnorm=True`` swaps every BatchNorm for a SyncBatchNorm in place: the
@@ -82,7 +90,8 @@ def test_sync_batchnorm_keeps_the_momentum_targets_paired(method):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     for online, target in model._momentum_pairs:
         assert any(online is m for m in model.modules()) and any(target is m for m in model.modules())
-        assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in target.modules())
+    target_encoder = model._momentum_pairs[0][1]  # (MoCo v2's key head has no BatchNorm)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in target_encoder.modules())
     bn = model.encoder.backbone.bn1
     with torch.no_grad():
         bn.weight.fill_(2.0)

@@ -77,13 +77,6 @@ def test_targets_are_outside_the_optimizer_and_move_once_per_optimizer_step(name
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
-def test_byol_momentum_follows_the_cosine_schedule(random_images, tmp_path):
-    model = BYOL(projection_hidden_dim=16, projection_dim=8, target_momentum=0.9, target_momentum_end=1.0, **DATA)
-    trainer, _ = fit(model, random_images, tmp_path, max_epochs=1, limit_val_batches=0)
-    assert trainer.global_step == 4
-    assert model.current_target_momentum() == pytest.approx(1.0)
-
-
 def test_moco_enqueues_its_keys_in_training_only(random_images, tmp_path):
     model = METHODS["moco"]()
     queue_before = model.queue.keys.clone()
@@ -156,3 +149,44 @@ def test_the_methods_import_from_the_package_top():
         assert getattr(ssl_lightning, name) is getattr(ssl_lightning.methods, name)
     with pytest.raises(AttributeError, match="no attribute 'Simclr'"):
         ssl_lightning.Simclr
+
+
+def layer_types(head):
+    return [(type(m).__name__, getattr(m, "bias", None) is not None) for m in head.layers]
+
+
+def test_moco_head_is_moco_v2s_linear_relu_linear_without_batch_norm():
+    model = METHODS["moco"]()
+    expected = [("Linear", True), ("ReLU", False), ("Linear", True)]
+    assert layer_types(model.projector) == layer_types(model.key_projector) == expected
+    v3_head = MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, projection_batch_norm=True, **DATA).projector
+    assert layer_types(v3_head) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False), ("Linear", True)]
+
+
+def test_barlow_twins_projector_is_the_official_codes_bias_free_mlp():
+    projector = METHODS["barlow_twins"]().projector
+    assert layer_types(projector) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False)] * 2 + [("Linear", False)]
+    assert [m.out_features for m in projector.layers if isinstance(m, torch.nn.Linear)] == [16, 16, 16]
+
+
+class KeySubBatches:
+    """Records the sizes of the sub-batches that MoCo's key encoder sees."""
+
+    def __init__(self, model):
+        self.sizes = []
+        model.key_encoder.register_forward_pre_hook(lambda module, args: self.sizes.append(len(args[0])))
+
+
+@pytest.mark.parametrize(("batch", "sizes"), [(16, [8, 8]), (12, [4, 4, 4]), (14, [7, 7]), (7, [7]), (2, [2])])
+def test_moco_cuts_any_key_batch_into_equal_sub_batches_of_two_or_more(batch, sizes):
+    model = MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=3 if batch == 12 else 2, **DATA)
+    recorded = KeySubBatches(model)
+    keys = model.keys(torch.rand(batch, 1, 16, 16))
+    assert recorded.sizes == sizes and keys.shape == (batch, 8)
+
+
+@pytest.mark.parametrize("splits", [3, 16])
+def test_moco_refuses_key_splits_that_do_not_cut_the_batch_into_pairs_or_more(splits, random_images, tmp_path):
+    model = MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=splits, **DATA)
+    with pytest.raises(ConfigError, match=f"key_bn_splits={splits} does not cut a batch of 16 into equal sub-batches of 2"):
+        fit(model, random_images, tmp_path, max_steps=1)

@@ -61,3 +61,32 @@ def test_queue_stores_detached_keys():
 def test_queue_size_must_be_a_multiple_of_the_batch():
     with pytest.raises(ConfigError, match="multiple of the batch size"):
         KeyQueue(size=10, dim=3).enqueue(torch.randn(4, 3))
+
+
+def test_byol_moves_its_targets_with_the_cosine_tau_at_every_optimizer_step(random_images, tmp_path):
+    """The τ of each update, as used (recorded inside ``update_targets`` and checked on a target
+    parameter), against BYOL's τ = 1 − (1 − τ_base)(cos(πk/K) + 1)/2, k the optimizer steps taken
+    before this one (τ_base at the first update) and K the run's."""
+    from conftest import fit
+    from ssl_lightning.methods import BYOL
+
+    model = BYOL(projection_hidden_dim=16, projection_dim=8, target_momentum=0.9, target_momentum_end=1.0, width=8, in_channels=1,
+                 image_size=16, mean=(0.5,), std=(0.29,))
+    online, target = model._momentum_pairs[1]  # the projector and its target
+    used = []
+    real_update = model.update_targets
+
+    def recording_update(tau):
+        before = [(o.detach().clone(), t.detach().clone()) for o, t in zip(online.parameters(), target.parameters())]
+        real_update(tau)
+        for (o, t), t_after in zip(before, target.parameters()):
+            torch.testing.assert_close(t_after, tau * t + (1 - tau) * o)
+        used.append((model.trainer.global_step, tau))
+
+    model.update_targets = recording_update
+    fit(model, random_images, tmp_path, max_epochs=2, limit_val_batches=0)
+    total = 8  # 2 epochs of 4 batches
+    expected = [1 - (1 - 0.9) * (math.cos(math.pi * k / total) + 1) / 2 for k in range(total)]
+    assert [k for k, _ in used] == list(range(total))  # once per optimizer step
+    assert [tau for _, tau in used] == pytest.approx(expected)
+    assert used[0][1] == pytest.approx(0.9) and used[-1][1] > 0.996

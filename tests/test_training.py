@@ -1,3 +1,4 @@
+import copy
 import math
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from conftest import fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError, TrainingDivergedError
-from ssl_lightning.methods import MoCo, SimCLR, Supervised
-from ssl_lightning.optim import param_groups, warmup_cosine
+from ssl_lightning.methods import BarlowTwins, MoCo, SimCLR, Supervised
+from ssl_lightning.optim import param_groups, scaled_lr, warmup_cosine
 
 
 def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tiny_simclr_kwargs, tmp_path):
@@ -55,7 +56,7 @@ def test_a_batch_of_one_image_is_explained(tiny_simclr_kwargs):
 
 def test_no_weight_decay_on_biases_and_norm_weights(tiny_simclr_kwargs):
     model = SimCLR(**tiny_simclr_kwargs)
-    decay, no_decay = param_groups(model, weight_decay=0.1)
+    decay, no_decay = param_groups(model, lr=0.5, weight_decay=0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     bn_weight = model.encoder.backbone.bn1.weight
@@ -285,3 +286,85 @@ def test_channels_last_at_width_8_keeps_the_contiguous_layout_and_trains():
     # In channels-last this step crashes the process (SIGSEGV in oneDNN's 1x1 backward), hence the subprocess.
     result = subprocess.run([sys.executable, "-c", CHANNELS_LAST_WIDTH_8_STEP], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"exit code {result.returncode}: {result.stderr[-2000:]}"
+
+
+def test_lars_matches_lightly_on_the_same_parameters_and_gradients():
+    """Several LARS steps with momentum, weight decay and excluded 1-d parameters against lightly's
+    LARS (Lightning Bolts' code), an independent implementation.
+
+    The two differ by design in the trust ratio's denominator: ours is η‖w‖/‖∇ + λw‖, the form of
+    SimCLR's, BYOL's and Barlow Twins' code (the norm of the decayed gradient); lightly's is You et
+    al.'s Eq. 6, η‖w‖/(‖∇‖ + λ‖w‖ + ε). They exclude the same parameters (ours: the group without
+    ``lars_adapt``; lightly: a group whose weight decay is 0). For one semantics, lightly gets the
+    decayed gradient ∇ + λw as its gradient and a weight decay of 1e-30 (not 0, so it still adapts;
+    too small to add anything), which makes its ratio η‖w‖/(‖∇ + λw‖ + ε)."""
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    from ssl_lightning.optim import LARS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Tanh(), torch.nn.Linear(5, 3))  # smooth: no kink to amplify rounding
+    twin = copy.deepcopy(model)
+    lr, momentum, weight_decay, eta = 0.5, 0.9, 1e-2, 0.02
+    ours = LARS(param_groups(model, lr, weight_decay), lr=lr, momentum=momentum, eta=eta)
+    adapted = [p for p in twin.parameters() if p.ndim > 1]
+    theirs = LightlyLARS([{"params": adapted, "weight_decay": 1e-30}, {"params": [p for p in twin.parameters() if p.ndim <= 1],
+                          "weight_decay": 0.0}], lr=lr, momentum=momentum, trust_coefficient=eta)
+    initial = [p.detach().clone() for p in model.parameters()]
+    for _ in range(5):
+        x = torch.randn(16, 6)
+        for net in (model, twin):
+            net.zero_grad()
+            net(x).pow(2).sum().backward()
+        with torch.no_grad():
+            for p in adapted:
+                p.grad.add_(p, alpha=weight_decay)  # the decayed gradient, as ours decays the adapted group
+        ours.step()
+        theirs.step()
+        for a, b in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(a, b)
+    assert all(not torch.equal(a, b) for a, b in zip(model.parameters(), initial))  # every parameter moved
+
+
+def test_biases_and_norms_follow_the_schedule_at_their_share_of_lr(random_images, tmp_path):
+    from pytorch_lightning.callbacks import LearningRateMonitor
+    from pytorch_lightning.loggers import CSVLogger
+
+    model = BarlowTwins(projector_dim=16, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), optimizer="lars",
+                        lr=0.2, warmup_epochs=0.5)
+    assert model.hparams.bias_norm_lr_ratio == 0.024  # the paper's 0.0048 / 0.2
+    monitor = LearningRateMonitor("step")
+    trainer = Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[monitor], enable_progress_bar=False,
+                      enable_checkpointing=False, enable_model_summary=False, max_steps=4, limit_val_batches=0, log_every_n_steps=1)
+    trainer.fit(model, datamodule=random_images)
+    weights, biases = trainer.optimizers[0].param_groups
+    assert weights["initial_lr"] == pytest.approx(0.2) and biases["initial_lr"] == pytest.approx(0.0048)
+    assert weights["lr"] != 0.2  # the schedule moved it
+    assert biases["lr"] == pytest.approx(0.024 * weights["lr"])
+    logged_weights, logged_biases = monitor.lrs["lr-LARS/weights"], monitor.lrs["lr-LARS/biases_and_norms"]
+    assert len(logged_weights) == 4 and len(set(logged_weights)) > 1
+    assert logged_biases == pytest.approx([0.024 * lr for lr in logged_weights])
+
+
+def test_lr_scaling_rules():
+    assert scaled_lr(0.3, "none", 4096) == 0.3
+    assert scaled_lr(0.3, "linear", 4096) == pytest.approx(0.3 * 16)  # SimCLR: 0.3 x BatchSize / 256
+    assert scaled_lr(0.075, "sqrt", 4096) == pytest.approx(0.075 * 64)  # SimCLR: 0.075 x sqrt(BatchSize)
+    with pytest.raises(ConfigError, match="unknown lr_scaling 'log'"):
+        scaled_lr(0.1, "log", 256)
+
+
+def test_lr_scaling_counts_accumulated_batches_and_is_logged(random_images, tiny_simclr_kwargs, tmp_path, caplog):
+    from pytorch_lightning.loggers import CSVLogger
+
+    model = SimCLR(**tiny_simclr_kwargs, lr=0.1, lr_scaling="linear")
+    logger = CSVLogger(tmp_path)
+    trainer = Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                      max_steps=1, limit_val_batches=0, accumulate_grad_batches=4)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, datamodule=random_images)
+    expected = 0.1 * 64 / 256  # 16 images x 4 accumulated batches x 1 process
+    assert [group["initial_lr"] for group in trainer.optimizers[0].param_groups] == pytest.approx([expected] * 2)
+    assert f"learning rate {expected:.6g} (lr_scaling linear, global batch 64)" in caplog.text
+    assert logger.experiment.hparams["effective_lr"] == pytest.approx(expected)
+    assert logger.experiment.hparams["global_batch_size"] == 64

@@ -227,9 +227,9 @@ class TransferClassifier(LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        groups = [{**group, "lr": hp.lr} for group in param_groups(self.head, hp.weight_decay)]
+        groups = [{**group, "name": f"head/{group['name']}"} for group in param_groups(self.head, hp.lr, hp.weight_decay)]
         if hp.mode == "finetune":
-            groups += [{**group, "lr": hp.backbone_lr} for group in param_groups(self.encoder, hp.weight_decay)]
+            groups += [{**group, "name": f"encoder/{group['name']}"} for group in param_groups(self.encoder, hp.backbone_lr, hp.weight_decay)]
         return optimizer_with_schedule(self, groups, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -17,21 +17,29 @@ from ssl_lightning.methods.base import PretrainMethod, StepOutput
 class BarlowTwins(PretrainMethod):
     """Barlow Twins. The ranking metrics compare z1 with z2 (the projector's outputs).
 
+    The projector is the paper's (``ProjectionHead``: three bias-free Linear layers, BatchNorm and
+    ReLU after the first two), and the biases and norm weights learn at ``bias_norm_lr_ratio`` x
+    the weights' rate: "We use a learning rate of 0.2 for the weights and 0.0048 for the biases and
+    batch normalization parameters" (arXiv:2103.03230, Sec. 4), a ratio of 0.024.
+
     Args:
         projector_dim: width of every layer of the 3-layer projector (paper: 8192).
         lambd: λ, weight of the off-diagonal (redundancy) term (paper: 5e-3).
         loss_scale: a factor on the whole loss, 1 = the paper's formula. (The paper's code scales
             by 1/32 for its LARS set-up; here it is explicit and off by default.)
+        bias_norm_lr_ratio: the biases' and norm weights' learning rate as a share of ``lr``
+            (paper: 0.0048 / 0.2 = 0.024).
         **kwargs: the shared arguments of ``PretrainMethod``.
     """
 
     default_views: ClassVar[list[ViewConfig]] = BARLOW_TWINS_VIEWS  # BYOL's asymmetric views
 
-    def __init__(self, projector_dim: int = 8192, lambd: float = 5e-3, loss_scale: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, projector_dim: int = 8192, lambd: float = 5e-3, loss_scale: float = 1.0,
+                 bias_norm_lr_ratio: float = 0.024, **kwargs) -> None:
+        super().__init__(bias_norm_lr_ratio=bias_norm_lr_ratio, **kwargs)
         self.lambd = lambd
         self.loss_scale = loss_scale
-        self.projector = ProjectionHead(self.encoder.out_dim, projector_dim, projector_dim, num_layers=3)
+        self.projector = ProjectionHead(self.encoder.out_dim, projector_dim, projector_dim, num_layers=3, last_bias=False)
 
     def compute_loss(self, x1: Tensor, x2: Tensor) -> StepOutput:
         # Views encoded apart: each view's BatchNorm statistics are its own, as in the paper.

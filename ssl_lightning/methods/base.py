@@ -18,11 +18,12 @@ from torch import Tensor, nn
 from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
 from ssl_lightning.backbones import channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
+from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import Encoder
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
-from ssl_lightning.optim import OptimizerName, optimizer_with_schedule
+from ssl_lightning.optim import LrScaling, OptimizerName, optimizer_with_schedule
 
 # Stages whose batches are turned into views; predict batches stay plain images.
 _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING)
@@ -70,6 +71,8 @@ class EncoderMethod(LightningModule):
         final_lr_ratio: float = 0.0,
         lars_eta: float = 0.001,
         lars_clip: bool = False,
+        bias_norm_lr_ratio: float = 1.0,
+        lr_scaling: LrScaling = "none",
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
@@ -90,6 +93,11 @@ class EncoderMethod(LightningModule):
             final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
             lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each
                 layer's rate is clipped at ``lr`` (``ssl_lightning.optim.LARS``).
+            bias_norm_lr_ratio: the learning rate of biases and norm weights as a share of the
+                weights' (1: the same; Barlow Twins: 0.0048 / 0.2 = 0.024).
+            lr_scaling: "none" (``lr`` is the peak rate), "linear" (lr x global batch / 256) or
+                "sqrt" (SimCLR's lr x sqrt(global batch)); the global batch counts every process
+                and accumulated batch (``ssl_lightning.optim.scaled_lr``).
             channels_last: keep the encoder's convolutions in the channels-last memory layout
                 (faster on CPUs and on GPUs' tensor cores; same results up to rounding). Ignored
                 at width 8 with ResNet-18/34, whose channels-last CPU backward crashes.
@@ -157,13 +165,20 @@ class EncoderMethod(LightningModule):
 
     def raise_if_diverged(self) -> None:
         """Stops training if a training loss was NaN or infinite; checkpoints written so far hold
-        finite weights (``on_save_checkpoint`` calls this before writing)."""
+        finite weights (``on_save_checkpoint`` calls this before writing).
+
+        Under DDP every process calls this at the same points (all of them log, end epochs and save
+        together), and the first non-finite loss of any process stops them all: the records are
+        gathered, so no process goes on alone to wait in a collective that the others left."""
         if self._first_nonfinite is None:
-            return
-        step, epoch, loss = self._first_nonfinite.tolist()
-        if not math.isnan(step):
+            self._first_nonfinite = torch.full((3,), float("nan"), device=self.device)
+        records = gather(self._first_nonfinite[None]).tolist()  # (world_size, 3): (step, epoch, loss) per process
+        diverged = [(rank, record) for rank, record in enumerate(records) if not math.isnan(record[0])]
+        if diverged:
+            rank, (step, epoch, loss) = min(diverged, key=lambda item: item[1][0])  # the earliest step
+            where = f" in process {rank}" if len(records) > 1 else ""
             raise TrainingDivergedError(
-                f"the training loss is {loss} at step {int(step)} (epoch {int(epoch)}); training stopped and the "
+                f"the training loss is {loss}{where} at step {int(step)} (epoch {int(epoch)}); training stopped and the "
                 "checkpoints written so far are intact; lower model.init_args.lr or check the data, then resume "
                 "from the last checkpoint with --ckpt_path"
             )
@@ -178,7 +193,7 @@ class EncoderMethod(LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs,
-                                       hp.final_lr_ratio, hp.lars_eta, hp.lars_clip)
+                                       hp.final_lr_ratio, hp.lars_eta, hp.lars_clip, hp.bias_norm_lr_ratio, hp.lr_scaling)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_diverged()  # never a checkpoint of non-finite weights

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ssl_lightning.augment import MOCO_V2_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, moco_info_nce
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
@@ -25,15 +26,20 @@ class MoCo(MomentumPretrainMethod):
 
     BatchNorm leak: the paper shuffles the keys' BN across GPUs so that a query and its key do not
     share batch statistics. On one device, the keys are computed on the batch shuffled and split
-    into ``key_bn_splits`` sub-batches, each with its own BN statistics (MoCo's "shuffling BN"
-    emulated on one device), then put back in order; the queries use the whole batch. Under DDP this
-    happens within each process (each process's BN already sees only its own batch), and the queue
-    receives the keys of all processes.
+    into ``key_bn_splits`` sub-batches of equal size, each with its own BN statistics (MoCo's
+    "shuffling BN" emulated on one device), then put back in order; the queries use the whole batch.
+    Under DDP this happens within each process (each process's BN already sees only its own batch),
+    and the queue receives the keys of all processes. The data module's batch size must split into
+    ``key_bn_splits`` equal sub-batches of 2 images or more (checked at setup); a batch of another
+    size (the last, smaller batch of a split without ``drop_last``) is cut into the most equal
+    sub-batches of 2 or more that fit, at most ``key_bn_splits``.
 
     Args:
         temperature: InfoNCE temperature (MoCo v2: 0.2).
         queue_size: K, the number of past keys used as negatives; a multiple of the batch size.
         projection_hidden_dim, projection_dim: the MLP head (MoCo v2: 2048 and 128).
+        projection_batch_norm: BatchNorm in the head's hidden layer (MoCo v2: none, Linear -> ReLU
+            -> Linear; True: MoCo v3's Linear -> BN -> ReLU -> Linear).
         key_bn_splits: sub-batches of the shuffled key batch (1 turns the shuffle off).
         target_momentum: the key encoder's momentum m (constant).
         **kwargs: the shared arguments of ``PretrainMethod``.
@@ -48,15 +54,18 @@ class MoCo(MomentumPretrainMethod):
         queue_size: int = 4096,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 128,
+        projection_batch_norm: bool = False,
         key_bn_splits: int = 8,
         target_momentum: float = 0.99,
         **kwargs,
     ) -> None:
         check_temperature(temperature)  # before building anything: fail fast on a bad config
         super().__init__(target_momentum=target_momentum, **kwargs)  # constant unless target_momentum_end is set
+        if key_bn_splits < 1:
+            raise ConfigError(f"key_bn_splits is a number of sub-batches, at least 1; got {key_bn_splits}")
         self.temperature = temperature
         self.key_bn_splits = key_bn_splits
-        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
+        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim, batch_norm=projection_batch_norm)
         self.key_encoder = self.momentum_target(self.encoder)
         self.key_projector = self.momentum_target(self.projector)
         self.queue = KeyQueue(queue_size, projection_dim)
@@ -66,11 +75,22 @@ class MoCo(MomentumPretrainMethod):
         batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
         if batch_size:  # fail before training, not at the first enqueue; every process enqueues all keys
             self.queue.check_batch_size(batch_size * self.trainer.world_size)
+            if batch_size % self.key_bn_splits or batch_size // self.key_bn_splits < 2:
+                raise ConfigError(
+                    f"key_bn_splits={self.key_bn_splits} does not cut a batch of {batch_size} into equal sub-batches of 2 "
+                    "images or more; set model.init_args.key_bn_splits to a divisor of the batch size at most half of it"
+                )
+
+    def key_splits(self, n: int) -> int:
+        """How many equal sub-batches a key batch of ``n`` is cut into: the most, up to
+        ``key_bn_splits``, that leave 2 images or more in each (BatchNorm's statistics of one image
+        are the image itself). 1 when none fits."""
+        return max((s for s in range(1, self.key_bn_splits + 1) if n % s == 0 and n // s >= 2), default=1)
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:
         order = torch.randperm(len(x), device=x.device)
-        chunks = x[order].chunk(self.key_bn_splits)
+        chunks = x[order].chunk(self.key_splits(len(x)))  # equal sub-batches
         shuffled = torch.cat([self.key_projector(self.key_encoder(chunk)) for chunk in chunks])  # (N, D)
         return shuffled[order.argsort()]  # back to the input order
 

@@ -2,7 +2,7 @@
 
     python scripts/gpu_check.py --out DIR [--data-dir FASHION_MNIST_DIR]   # on the GPU machine
     python scripts/gpu_check.py --dry-run --out DIR                        # every step on the CPU, tiny sizes
-    python scripts/gpu_check.py --merge DIR/gpu_check.csv [--readme README.md]   # the results into README
+    python scripts/gpu_check.py --merge DIR/gpu_check.csv [--page docs/speed.md]   # the results into the speed page
 
 scripts/gpu_check.sh readies a machine without internet (wheels, Fashion-MNIST) and runs the first
 command there. It writes DIR/gpu_check.md (the report), DIR/gpu_check.csv (one row per number:
@@ -482,7 +482,7 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, elapsed: float) ->
     return "\n".join(lines) + "\n"
 
 
-# --- README ----------------------------------------------------------------------------------------
+# --- the speed page ----------------------------------------------------------------------------------------
 
 def outcomes_from_csv(path: Path) -> list[Outcome]:
     """The outcomes as gpu_check.csv holds them (numbers as numbers)."""
@@ -502,7 +502,7 @@ def outcomes_from_csv(path: Path) -> list[Outcome]:
 
 
 def readme_block(outcomes: list[Outcome]) -> str:
-    """README's block of results: where and with what it ran, which checks passed, the throughput
+    """The speed page's block of results: where and with what it ran, which checks passed, the throughput
     tables and the time to accuracy."""
     from benchmark import throughput_tables
 
@@ -543,25 +543,22 @@ def readme_block(outcomes: list[Outcome]) -> str:
     return "\n".join([*lines, README_END])
 
 
-def merge(csv: Path, readme: Path) -> None:
-    """Writes the results block into README's Speed section, in place of an earlier one, else
-    before its "What was not measured" part, else at the section's end."""
-    text = readme.read_text()
-    if "\n## Speed\n" not in text:
-        raise SystemExit(f"gpu_check: {readme} has no '## Speed' section to write the results into; give --readme the project's README.md")
+def merge(csv: Path, page: Path) -> None:
+    """Writes the results block into the speed page (docs/speed.md), in place of an earlier one,
+    else before its "The GPU targets" section, else at its end."""
+    text = page.read_text()
+    if not text.startswith("# Speed\n"):
+        raise SystemExit(f"gpu_check: {page} is not the speed page ('# Speed'); give --page the project's docs/speed.md")
     block = readme_block(outcomes_from_csv(csv))
     if README_BEGIN in text:
         before, rest = text.split(README_BEGIN, 1)
         text = before + block + rest.split(README_END, 1)[1]
     else:
-        speed = text.index("\n## Speed\n")
-        end = text.find("\n## ", speed + 1)
-        end = len(text) if end == -1 else end
-        anchor = text.find("\n### What was not measured", speed, end)
-        at = end if anchor == -1 else anchor
+        anchor = text.find("\n## The GPU targets")
+        at = len(text) if anchor == -1 else anchor
         text = text[:at] + "\n" + block + "\n" + text[at:]
-    readme.write_text(text)
-    print(f"wrote the results of {csv} into {readme}")
+    page.write_text(text)
+    print(f"wrote the results of {csv} into {page}")
 
 
 def main() -> None:
@@ -572,13 +569,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="folder with Fashion-MNIST's four *-ubyte.gz files (default: the data module's)")
     parser.add_argument("--budget", type=float, default=525, help="seconds for everything, from the start")
     parser.add_argument("--work", type=Path, help="scratch folder for runs and checkpoints (default: a temporary one, removed at the end)")
-    parser.add_argument("--merge", type=Path, metavar="CSV", help="write the results of this gpu_check.csv into --readme's Speed section")
-    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--merge", type=Path, metavar="CSV", help="write the results of this gpu_check.csv into --page")
+    parser.add_argument("--page", type=Path, default=REPO / "docs" / "speed.md")
     args = parser.parse_args()
     if args.merge:
         if not args.merge.is_file():
             raise SystemExit(f"gpu_check: {args.merge} not found; give --merge the gpu_check.csv that a run wrote into its --out folder")
-        merge(args.merge, args.readme)
+        merge(args.merge, args.page)
         return
     if args.out is None:
         parser.error("give --out DIR (or --merge CSV)")

@@ -10,7 +10,7 @@
 #   scripts/gpu_check.sh run OUT    there, in a copy of the repo with .whl/ and .gpu_data/: the wheels
 #                                   into /tmp/site, then the check (9 minutes), its report into OUT
 #
-# Then, here: python scripts/gpu_check.py --merge OUT/gpu_check.csv (the results into README).
+# Then, here: python scripts/gpu_check.py --merge OUT/gpu_check.csv (the results into docs/speed.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

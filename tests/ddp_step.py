@@ -17,7 +17,7 @@ from conftest import RandomImages
 from ssl_lightning.distributed import gather
 from ssl_lightning.errors import TrainingDivergedError
 from ssl_lightning.evaluation.online import OnlineEvaluation
-from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised
+from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised, ViewBatch
 
 DATA = dict(width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
 MAKERS = {
@@ -46,8 +46,10 @@ class Record(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         freeze_batch_norm_statistics(pl_module)
-        self.saved["inputs"] = [t.clone() for t in batch]  # the views (or images) and labels this process trained on
-        self.saved["gathered_labels"] = gather(batch[2] if len(batch) == 4 else batch[1])  # int64 under gloo
+        # the views, labels and images (or the images and labels) this process trained on
+        tensors = [*batch.views, batch.labels, batch.images] if isinstance(batch, ViewBatch) else list(batch)
+        self.saved["inputs"] = [t.clone() for t in tensors]
+        self.saved["gathered_labels"] = gather(batch.labels if isinstance(batch, ViewBatch) else batch[1])  # int64 under gloo
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # after DDP's gradient averaging
         self.saved["grads"] = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}

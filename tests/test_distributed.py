@@ -13,6 +13,8 @@ from ddp_step import MAKERS, freeze_batch_norm_statistics
 from ssl_lightning.distributed import gather
 
 TESTS = Path(__file__).resolve().parent
+# One worker runs the whole module under `pytest -n` (make test), so its module fixture runs once.
+pytestmark = pytest.mark.xdist_group("ddp_step")
 
 
 def test_gather_is_the_identity_in_one_process():

@@ -1,5 +1,5 @@
 """scripts/gpu_check.py, the prepared GPU check: its dry run on the CPU (every step, tiny sizes), its
-time boxes, the CUDA sync recorder, --merge into a copy of README, and the wheel closure of
+time boxes, the CUDA sync recorder, --merge into a copy of the speed page, and the wheel closure of
 scripts/gpu_check.sh."""
 
 import subprocess
@@ -18,6 +18,8 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
+# One worker runs the whole module under `pytest -n` (make test), so its module fixture runs once.
+pytestmark = pytest.mark.xdist_group("gpu_check_dry_run")
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +70,19 @@ def test_the_dry_run_runs_every_step_and_writes_the_report(dry_run):
 
 
 @pytest.mark.slow
-def test_merge_writes_the_results_into_readme_once(dry_run, scripts, tmp_path):
+def test_merge_writes_the_results_into_the_speed_page_once(dry_run, scripts, tmp_path):
     _, out = dry_run
-    readme = tmp_path / "README.md"
-    original = (REPO / "README.md").read_text()
-    readme.write_text(original)
+    page = tmp_path / "speed.md"
+    original = (REPO / "docs" / "speed.md").read_text()
+    page.write_text(original)
     result = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--merge", str(out / "gpu_check.csv"),
-                             "--readme", str(readme)], capture_output=True, text=True, timeout=300)
+                             "--page", str(page)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    scripts.gpu_check.merge(out / "gpu_check.csv", readme)  # again: it replaces its block
-    text = readme.read_text()
+    scripts.gpu_check.merge(out / "gpu_check.csv", page)  # again: it replaces its block
+    text = page.read_text()
     begin, end = text.index("<!-- gpu_check results: begin"), text.index("<!-- gpu_check results: end -->")
     assert text.count("<!-- gpu_check results: begin") == 1
-    speed = text.index("\n## Speed\n")
-    assert speed < begin < end < text.index("\n### What was not measured", speed)
+    assert text.index("\n## The GPU check\n") < begin < end < text.index("\n## The GPU targets")
     block = text[begin:end]
     pipeline = pd.read_csv(out / "gpu_check.csv").query("metric == 'pipeline_images_per_s'")["value"].astype(float).iloc[0]
     assert f"| simclr | {pipeline:.0f} |" in block
@@ -207,7 +208,7 @@ def test_the_wheel_closure_finds_what_neither_the_wheels_nor_the_machine_have(sc
     assert any("kornia: 2 wheels" in line for line in closure.problems(roots, sorted(tmp_path.glob("*.whl")), machine)[0])
 
 
-def test_the_report_and_readme_show_what_only_a_gpu_run_has(scripts, tmp_path):
+def test_the_report_and_speed_page_show_what_only_a_gpu_run_has(scripts, tmp_path):
     """Outcomes shaped as on a GPU (lightly's pipeline, torch.compile, syncs with their places, a
     failure; the numbers are made up) through the report, the CSV and --merge."""
     gpu_check = scripts.gpu_check
@@ -236,11 +237,11 @@ def test_the_report_and_readme_show_what_only_a_gpu_run_has(scripts, tmp_path):
     assert "| **ratio ssl-lightning / lightly** | **3.00** |" in report and "SimCLR with `--compile`" in report
     assert "- torch/_tensor.py:1 (item), from ssl_lightning/x.py:2 (f): 6" in report
     assert "moco: failed" in report and "CUDA error: an illegal memory access" in report
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n## Speed\n\nsome text\n\n## Tests\n")
-    gpu_check.merge(args.out / "gpu_check.csv", readme)
-    text = readme.read_text()
-    assert text.index("some text") < text.index("### Measured by the GPU check: NVIDIA H200, 2026-12-02") < text.index("## Tests")
+    page = tmp_path / "speed.md"
+    page.write_text("# Speed\n\nsome text\n\n## The GPU targets\n")
+    gpu_check.merge(args.out / "gpu_check.csv", page)
+    text = page.read_text()
+    assert text.index("some text") < text.index("### Measured by the GPU check: NVIDIA H200, 2026-12-02") < text.index("## The GPU targets")
     assert "6 of 8 checks passed; not passed: moco (every method trains: failed), simclr_gpu.yaml (time to accuracy: timed out)" in text
     assert "| **ratio ssl-lightning / lightly** | **3.00** |" in text and "SimCLR with `--compile`: pipeline 12000 img/s" in text
     assert "(torch.cuda.set_sync_debug_mode('warn')): simclr 6" in text and "cuDNN 91000" in text

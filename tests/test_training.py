@@ -20,11 +20,11 @@ def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tin
 
     class Spy(SimCLR):
         def training_step(self, batch, batch_idx):
-            seen["train"] = [t.shape for t in batch]
+            seen["train"] = [*(view.shape for view in batch.views), batch.labels.shape, batch.images.shape]
             return super().training_step(batch, batch_idx)
 
     fit(Spy(**tiny_simclr_kwargs), random_images, tmp_path, max_steps=1, limit_val_batches=0)
-    assert seen["train"] == [(16, 1, 16, 16), (16, 1, 16, 16), (16,), (16, 1, 16, 16)]  # x1, x2, labels, images
+    assert seen["train"] == [(16, 1, 16, 16), (16, 1, 16, 16), (16,), (16, 1, 16, 16)]  # view 1, view 2, labels, images
     model = SimCLR(**tiny_simclr_kwargs)
     images, labels = torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.zeros(4)
     assert model.on_after_batch_transfer((images, labels), 0) == (images, labels)  # no trainer: untouched

@@ -13,9 +13,6 @@ from ddp_step import MAKERS, freeze_batch_norm_statistics
 from ssl_lightning.distributed import gather
 
 TESTS = Path(__file__).resolve().parent
-# One worker runs the whole module under `pytest -n` (make test), and its costly fixture is
-# session-scoped, so it runs once.
-pytestmark = pytest.mark.xdist_group("ddp_step")
 
 
 def test_gather_is_the_identity_in_one_process():
@@ -23,7 +20,7 @@ def test_gather_is_the_identity_in_one_process():
     assert gather(x) is x
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session")  # once per pytest worker, however make test spreads the tests
 def ddp_results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
     result = subprocess.run([sys.executable, str(TESTS / "ddp_step.py"), str(out)], cwd=TESTS.parent,

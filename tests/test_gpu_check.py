@@ -18,9 +18,6 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-# One worker runs the whole module under `pytest -n` (make test), and its costly fixture is
-# session-scoped, so it runs once.
-pytestmark = pytest.mark.xdist_group("gpu_check_dry_run")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def scripts():
         yield SimpleNamespace(gpu_check=gpu_check, cuda_syncs=cuda_syncs, wheel_closure=wheel_closure)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session")  # once per pytest worker, however make test spreads the tests
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
     result = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--dry-run", "--out", str(out)],

@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,13 @@ def fit(model, data, tmp_path, callbacks_extra=(), ckpt_path=None, **trainer_kwa
                       enable_model_summary=False, callbacks=[checkpoint, *callbacks_extra], **trainer_kwargs)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, checkpoint
+
+
+def cli_here(args, cwd: Path, monkeypatch) -> None:
+    """``ssl-lightning *args`` in this process, in ``cwd``, for tests where a console-script
+    start-up (seconds of imports) adds nothing; errors end in ``SystemExit`` as they do there."""
+    from ssl_lightning.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # main() hands its arguments to LightningCLI through sys.argv
+    main(list(args))

@@ -1,5 +1,6 @@
 """End to end through the real console script, in a temporary working directory."""
 
+import logging
 import re
 import shutil
 import subprocess
@@ -13,8 +14,9 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages, write_colour_squares
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages, cli_here, write_colour_squares
 from ssl_lightning import load_encoder
+from test_image_folder import LIGHTNING_LOG
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation import knn_accuracy
@@ -40,12 +42,11 @@ def test_fast_dev_run_through_the_console_script(method, tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
 
 
-def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path):
+def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, monkeypatch):
     args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=2",
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1"]
     for _ in range(2):
-        result = run_cli(*args, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr[-3000:]
+        cli_here(args, tmp_path, monkeypatch)
     runs = sorted(p.name for p in (tmp_path / "checkpoints" / "simclr").iterdir())
     assert runs == ["version_0", "version_1"]
 
@@ -68,13 +69,15 @@ def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path):
         assert torch.allclose(encoder(x), module(x), atol=1e-6)
 
 
-def test_bad_temperature_is_one_line_without_traceback(tmp_path):
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--model.init_args.temperature=0", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "temperature must be > 0" in result.stderr
-    assert "Traceback" not in result.stderr
-    verbose = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--model.init_args.temperature=0", "--verbose", cwd=tmp_path)
-    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+def test_bad_temperature_is_one_line_without_traceback(tmp_path, monkeypatch, capsys):
+    args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--model.init_args.temperature=0"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_here(args, tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "temperature must be > 0" in last_line and last_line.endswith("(run with --verbose for the traceback)")
+    with pytest.raises(ValueError, match="temperature must be > 0"):  # --verbose: the exception itself, with its traceback
+        cli_here([*args, "--verbose"], tmp_path, monkeypatch)
 
 
 def test_missing_dataset_is_one_line(tmp_path, monkeypatch, capsys):
@@ -101,18 +104,17 @@ def test_a_batch_of_one_image_is_one_line(tmp_path, monkeypatch, capsys):
     assert "needs batches of at least 2 images" in last_line and "raise data.init_args.batch_size" in last_line  # at setup
 
 
-def test_supervised_baseline_through_the_console_script(tmp_path):
+def test_supervised_baseline_fits_and_tests_through_the_cli(tmp_path, monkeypatch, capsys):
     args = ["fit", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA, "--data.init_args.labels_per_class=5",
             "--trainer.max_epochs=2"]
-    result = run_cli(*args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli_here(args, tmp_path, monkeypatch)
     run = tmp_path / "checkpoints" / "supervised" / "version_0"
     events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
     assert {"train_acc", "val_acc", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
-    result = run_cli("test", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA,
-                     "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test_acc" in result.stdout
+    capsys.readouterr()
+    cli_here(["test", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")],
+             tmp_path, monkeypatch)
+    assert "test_acc" in capsys.readouterr().out
 
 
 FIT_CONFIGS = sorted(path.stem for path in CONFIGS.glob("*.yaml") if "model" in yaml.safe_load(path.read_text()))
@@ -171,14 +173,13 @@ def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reprodu
     assert float(saved["best_model_score"]) == pytest.approx(offline, abs=0.01)
 
 
-def test_pretraining_logs_online_evaluation(tmp_path):
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_pretraining_logs_online_evaluation(tmp_path, monkeypatch):
+    cli_here(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1"], tmp_path, monkeypatch)
     events = EventAccumulator(str(tmp_path / "checkpoints" / "simclr" / "version_0"), size_guidance={"scalars": 0}).Reload()
     assert {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} <= set(events.Tags()["scalars"])
 
 
-def test_pretraining_on_unlabelled_images_with_a_labelled_eval_data_module_from_yaml(tmp_path):
+def test_pretraining_on_unlabelled_images_with_a_labelled_eval_data_module_from_yaml(tmp_path, monkeypatch, caplog):
     """Unlabelled RGB photos (a flat folder) pretrain; a labelled image folder given in YAML as
     online_eval.eval_data is what online evaluation scores. The view grid and the projector need
     no labels (the projector then has no metadata)."""
@@ -199,11 +200,11 @@ online_eval:
       val_size: 8
       batch_size: 8
 """)
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.width=8",
-                     *TINY_HEADS["simclr"], "--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'photos'}",
-                     "--data.init_args.labels=none", "--data.init_args.image_size=16", "--data.init_args.val_size=16",
-                     "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
+        cli_here(["fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.width=8",
+                  *TINY_HEADS["simclr"], "--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'photos'}",
+                  "--data.init_args.labels=none", "--data.init_args.image_size=16", "--data.init_args.val_size=16",
+                  "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10"], tmp_path, monkeypatch)
     run = tmp_path / "checkpoints" / "simclr" / "version_0"
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
     assert {"val_acc_top5", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
@@ -212,19 +213,17 @@ online_eval:
     assert "views/pairs" in events.Tags()["images"]
     projector = (run / "projector_config.pbtxt").read_text()
     assert "val_features" in projector and "sprite" in projector and "metadata" not in projector
-    assert "online evaluation is off" not in result.stderr
+    assert "ImageFolderDataModule: 48 train images" in caplog.text and "online evaluation is off" not in caplog.text
     assert list((run / "checkpoints").glob("best-*-val_knn_acc=*.ckpt"))  # selected on eval_data's kNN accuracy
 
 
-def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=2", "--trainer.limit_val_batches=1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path, monkeypatch, capsys):
+    cli_here(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_steps=2", "--trainer.limit_val_batches=1"], tmp_path, monkeypatch)
     checkpoint = tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt"
     out = tmp_path / "sweep"
-    result = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
-                     "--budgets", "2", "5", "all", "--seeds=2", "--weight_decays", "1e-3", "1e-1",
-                     "--supervised_steps=2", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli_here(["evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
+              "--budgets", "2", "5", "all", "--seeds=2", "--weight_decays", "1e-3", "1e-1",
+              "--supervised_steps=2", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)], tmp_path, monkeypatch)
     table = pd.read_csv(out / "results.csv")
     # 3 encoders x (probe + kNN) x (2 budgets x 2 seeds + all once) + supervised x 5 draws
     assert len(table) == 3 * 2 * 5 + 5
@@ -237,23 +236,27 @@ def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path):
     assert (out / "label_efficiency.png").stat().st_size > 10_000
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2 * 3  # SimCLR and random encoder x pool/val/test
     # a second run reads every feature from the cache
-    again = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
-                    "--budgets", "2", "--seeds=1", "--references=false", "--cache_dir", str(tmp_path / "cache"),
-                    "--output_dir", str(tmp_path / "again"), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "batch/s" not in again.stderr  # no feature-extraction progress bar: nothing was encoded
+    capsys.readouterr()
+    cli_here(["evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--test_size=200",
+              "--budgets", "2", "--seeds=1", "--references=false", "--cache_dir", str(tmp_path / "cache"),
+              "--output_dir", str(tmp_path / "again")], tmp_path, monkeypatch)
+    assert "batch/s" not in capsys.readouterr().err  # no feature-extraction progress bar: nothing was encoded
 
 
-def test_sweep_input_errors_are_one_line(tmp_path):
-    result = run_cli("evaluate", str(tmp_path / "missing.ckpt"), cwd=tmp_path)
-    assert result.returncode == 1 and "checkpoint not found" in result.stderr and "Traceback" not in result.stderr
+def test_sweep_input_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    def error_line(*args):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_here(["evaluate", *args], tmp_path, monkeypatch)
+        assert exit_info.value.code == 1
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert "checkpoint not found" in error_line(str(tmp_path / "missing.ckpt"))
     model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8)
     checkpoint = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": model.state_dict(), "encoder_config": model.encoder.config}, checkpoint)
-    result = run_cli("evaluate", str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--budgets", "100",
-                     "--references=false", "--cache_dir", str(tmp_path / "cache"), cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "100 labels per class asked for, but class" in result.stderr and "use at most" in result.stderr
+    line = error_line(str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--budgets", "100", "--references=false",
+                      "--cache_dir", str(tmp_path / "cache"))
+    assert line.startswith("ssl-lightning: error: ") and "100 labels per class asked for, but class" in line and "use at most" in line
 
 
 def test_training_benchmark_writes_its_table(tmp_path):

@@ -10,14 +10,13 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, write_colour_squares
+from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, cli_here, fit, write_colour_squares
 from ssl_lightning import Encoder, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
 from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.errors import CheckpointError, ConfigError, DataNotFoundError
 from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
 from ssl_lightning.evaluation.transfer_comparison import compare
-from test_cli import run_cli
 
 DATA = dict(num_classes=4, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
 
@@ -209,7 +208,7 @@ def test_torchvision_dataset_offline_is_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_comparison_command_on_a_generated_image_folder(encoder_file, tmp_path):
+def test_comparison_command_on_a_generated_image_folder(encoder_file, tmp_path, monkeypatch):
     write_colour_squares(tmp_path / "bees")
     config = tmp_path / "transfer.yaml"
     config.write_text(f"""
@@ -222,8 +221,7 @@ max_epochs: 2
 output_dir: {tmp_path / 'results'}
 log_dir: {tmp_path / 'logs'}
 """)
-    result = run_cli("transfer", "--config", str(config), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli_here(["transfer", "--config", str(config)], tmp_path, monkeypatch)
     table = pd.read_csv(tmp_path / "results" / "results.csv")  # --output_dir itself
     assert list(table["run"]) == ["simclr finetune", "simclr feature_extract", "scratch"]
     assert table["test_acc"].between(0, 1).all() and (table["best_epoch"] >= 1).all()

@@ -5,9 +5,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, save_encoder, write_colour_squares
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, cli_here, save_encoder, write_colour_squares
 from ssl_lightning.cli import main
-from test_cli import run_cli
 
 
 @pytest.fixture
@@ -61,12 +60,11 @@ def test_embeddings_and_neighbours_of_an_rgb_image_folder_each_in_a_new_folder(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["simclr", "supervised"])
-def test_views_preview_of_a_config_through_the_console_script(config, tmp_path):
-    result = run_cli("visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3",
-                     "--draws=2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_views_preview_of_a_config_through_the_cli(config, tmp_path, monkeypatch, capsys):
+    cli_here(["visualize", "views", "--config", str(CONFIGS / f"{config}.yaml"), *TINY_DATA, "--num_images=3", "--draws=2"],
+             tmp_path, monkeypatch)
     path = tmp_path / "results" / "visualize" / "run_0" / "views.png"
-    assert "results/visualize/run_0" in result.stdout
+    assert "results/visualize/run_0" in capsys.readouterr().out
     assert_png(path)
     with Image.open(path) as image:  # rows: the images, then 2 draws of each view (SimCLR: 2 views, supervised: 1)
         assert image.height == pytest.approx(110 * (0.6 + 1.15 * (1 + 2 * (2 if config == "simclr" else 1))), abs=2)
@@ -90,10 +88,9 @@ def test_view_rows_show_each_view_from_its_own_pipeline():
 
 
 @pytest.mark.slow
-def test_a_run_logs_the_projector_and_hparams(tmp_path):
-    result = run_cli("fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                     "--trainer.limit_val_batches=1", "--projector.num_images=40", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_a_run_logs_the_projector_and_hparams(tmp_path, monkeypatch):
+    cli_here(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+              "--trainer.limit_val_batches=1", "--projector.num_images=40"], tmp_path, monkeypatch)
     run = tmp_path / "checkpoints" / "simclr" / "version_0"
     config = (run / "projector_config.pbtxt").read_text()
     assert "val_features" in config and "sprite" in config and "metadata" in config

@@ -27,10 +27,12 @@ dataset:
 	fi
 
 # The virtual environment, rebuilt when the package's requirements change. constraints.txt pins the
-# exact torch/torchvision builds.
+# exact torch/torchvision builds. Then every subcommand's --help is built once, in one process, and
+# stored in the help cache, so that even the first `ssl-lightning SUBCOMMAND --help` is quick.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c 'from ssl_lightning.cli.help_cache import warm; warm()'
 	touch $@
 
 train: install

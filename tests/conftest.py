@@ -99,6 +99,14 @@ def save_encoder(path: Path, **config) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def help_cache_of_the_session(tmp_path_factory, monkeypatch):
+    """``SUBCOMMAND --help`` run in a test stores its text in the session's tmp folder, not in the
+    user's cache: a test process has classes of its own (RandomImages) that the help would list."""
+    folder = tmp_path_factory.getbasetemp() / "help-cache"
+    monkeypatch.setattr("ssl_lightning.cli.help_cache.cache_folder", lambda: folder)
+
+
 @pytest.fixture
 def random_images():
     return RandomImages(batch_size=16, val_size=32)

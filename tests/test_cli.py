@@ -330,7 +330,7 @@ def test_top_level_help_lists_every_subcommand_and_loads_neither_torch_nor_light
     assert {"fit", "evaluate", "transfer", "visualize", "checkpoints", "prepare", "embed"} <= set(listed)
 
 
-@pytest.mark.parametrize("args", [[name] for name in COMMANDS] + [["visualize", name] for name in ("embeddings", "neighbours", "views")],
+@pytest.mark.parametrize("args", [[name] for name in COMMANDS] + [["visualize", name] for name in COMMANDS["visualize"].subcommands],
                          ids=" ".join)
 def test_every_subcommand_has_a_clean_help(args, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -3,11 +3,13 @@
 
 fit, validate, test and predict are LightningCLI's (``ssl_lightning.cli.lightning``); the others are
 functions of the package with parsers of their own. Errors caused by input (``UserError``) print as
-one line; ``--verbose`` shows the traceback. ``docs/cli.md`` describes every subcommand.
+one line; ``--verbose`` shows the traceback. ``SUBCOMMAND --help`` prints a stored copy of the
+help where it has one (``help_cache``). ``docs/cli.md`` describes every subcommand.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -15,6 +17,7 @@ import warnings
 from argparse import ArgumentError
 from typing import Any, NamedTuple
 
+from ssl_lightning.cli import help_cache
 from ssl_lightning.cli.parsing import argument_error_line, choose
 from ssl_lightning.errors import UserError
 
@@ -22,6 +25,7 @@ from ssl_lightning.errors import UserError
 class Command(NamedTuple):
     summary: str
     runner: str  # "module:function", called with the arguments after the subcommand's name
+    subcommands: tuple[str, ...] = ()  # its own, each with a --help of its own
 
 
 LIGHTNING = "ssl_lightning.cli.lightning:run"  # called with the subcommand's name too
@@ -38,12 +42,13 @@ COMMANDS = {
     "transfer": Command("fine-tuning vs feature extraction vs training from scratch on other data: --sources SRC [...]",
                         "ssl_lightning.evaluation.transfer_comparison:main"),
     "visualize": Command("PNGs of what an encoder learned or of a config's views: embeddings|neighbours|views ...",
-                         "ssl_lightning.visualize:main"),
+                         "ssl_lightning.visualize:main", ("embeddings", "neighbours", "views")),
     "checkpoints": Command("the shipped pretrained checkpoints and their test accuracies", "ssl_lightning.shipped:main"),
     "prepare": Command("write an image folder as litdata shards for ShardedDataModule: --data_dir DIR --output_dir DIR --image_size N",
                        "ssl_lightning.data.prepare:main"),
 }
 
+HELP = ("-h", "--help")
 EPILOG = "Self-supervised visual representation learning on PyTorch Lightning. --verbose: an error's traceback."
 
 
@@ -72,14 +77,41 @@ def main(args: list[str] | None = None) -> None:
 
 def dispatch(args: list[str]) -> None:
     """Runs the subcommand ``args`` names; an option first (``--config X fit``) is LightningCLI's."""
-    if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+    if args and args[0].startswith("-") and args[0] not in HELP:
         name = "fit"  # any LightningCLI subcommand: they share the runner
     else:
         summaries = {name: command.summary for name, command in COMMANDS.items()}
         name = choose(args, summaries, "ssl-lightning", epilog=EPILOG)
-        args = args if COMMANDS[name].runner == LIGHTNING else args[1:]
-    module, function = COMMANDS[name].runner.split(":")
+    runner = COMMANDS[name].runner
+    run = functools.partial(call, runner, args if runner == LIGHTNING else args[1:])
+    topic = help_topic(args)
+    if topic:
+        help_cache.print_help(topic, build=run)  # exits
+    else:
+        run()
+
+
+def call(runner: str, args: list[str]) -> None:
+    module, function = runner.split(":")
     getattr(importlib.import_module(module), function)(args)
+
+
+def help_topic(args: list[str]) -> list[str] | None:
+    """The subcommand (``["fit"]``, ``["visualize", "views"]``) whose help ``args`` asks for and
+    nothing else, so that the help depends on no other argument; None for any other ``args``."""
+    if len(args) in (2, 3) and args[-1] in HELP and args[0] in COMMANDS:
+        topic = args[:-1]
+        if len(topic) == 1 or topic[1] in COMMANDS[topic[0]].subcommands:
+            return topic
+    return None
+
+
+def help_topics() -> list[list[str]]:
+    """Every subcommand and subcommand's subcommand that has a help of its own."""
+    topics = []
+    for name, command in COMMANDS.items():
+        topics += [[name]] + [[name, sub] for sub in command.subcommands]
+    return topics
 
 
 def silence_known_warnings() -> None:

@@ -55,8 +55,9 @@ TRAINER_DEFAULTS = {
 class SSLLightningCLI(LightningCLI):
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         # Whole option names only: a prefix like --trainer.max_step would silently set max_steps.
-        # Parse errors come to main, for one line instead of the usage.
-        return super().init_parser(**{"allow_abbrev": False, "exit_on_error": False, **kwargs})
+        # Parse errors come to main, for one line instead of the usage. The name is the command's
+        # however it was started (python -m ssl_lightning.cli too), so a stored help fits every start.
+        return super().init_parser(**{"allow_abbrev": False, "exit_on_error": False, "prog": "ssl-lightning", **kwargs})
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         try:

@@ -171,9 +171,9 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
             shutil.copy2(path, out / name / path.name)
     names = list(runs)
     sweep = {}
-    if args.quick:  # for tests: 2,000 train images, no feature cache
-        sweep = {"data": FashionMNISTDataModule(train_size=2000, val_size=500), "budgets": [10, "all"], "seeds": 1,
-                 "test_size": 1000, "cache_dir": None}
+    if args.quick:  # for tests: 1,000 train images, no feature cache
+        sweep = {"data": FashionMNISTDataModule(train_size=1000, val_size=200), "budgets": [10, "all"], "seeds": 1,
+                 "test_size": 500, "cache_dir": None}
     # results/release is rewritten on purpose: it is this script's output.
     table = evaluate([out / f"{name}.pt" for name in names], names=names, output_dir=args.results, overwrite=True, **sweep)
     entries = {}
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the sweep over all checkpoints goes")
     parser.add_argument("--fit_args", nargs=argparse.REMAINDER, default=[], help="passed on to `ssl-lightning fit` (last)")
     parser.add_argument("--card_note", help="a remark on the training time for every model card (e.g. other work on the machine)")
-    parser.add_argument("--quick", action="store_true", help="a small sweep (2,000 train images, 2 budgets, 1 seed, 1,000 test images), for tests")
+    parser.add_argument("--quick", action="store_true", help="a small sweep (1,000 train images, 2 budgets, 1 seed, 500 test images), for tests")
     args = parser.parse_args()
     if args.stage in ("all", "train"):
         for method in args.methods:

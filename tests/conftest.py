@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,17 @@ from ssl_lightning.data.in_memory import InMemoryImages
 from ssl_lightning.data.source import UNLABELLED
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores, and so do the console scripts
+    it starts (they inherit OMP_NUM_THREADS): two workers of two OpenMP threads each on two cores
+    ran the suite about 3x slower, each thread waiting for one that had no core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 CONFIGS = REPO / "ssl_lightning" / "configs"
 SIMCLR_CONFIG = CONFIGS / "simclr.yaml"
 

@@ -81,7 +81,7 @@ CASES = {
     "unknown method": (lambda t, c: ["--model.class_path=SimCRL"], "unknown method 'SimCRL'; choose one of SimCLR, MoCo, BYOL"),
     "unknown backbone": (lambda t, c: ["--model.init_args.backbone=resnet99"], "unknown backbone 'resnet99'; choose one of"),
     "unwritable output": (lambda t, c: [f"--trainer.logger.init_args.save_dir={t / 'a_file' / 'runs'}"] if (t / "a_file").touch() is None else [],
-                          "cannot write to the output folder"),
+                          "a_file is a file, not a folder; choose another trainer.logger.init_args.save_dir"),
     "earlier checkpoints in the folder": (
         lambda t, c: [f"--checkpoint.dirpath={t}", "--trainer.fast_dev_run=false", "--trainer.max_steps=1"] if (t / "old.ckpt").touch() is None else [],
         "already holds checkpoints of an earlier run"),

@@ -14,7 +14,6 @@ import functools
 import importlib
 import operator
 import sys
-import tempfile
 import typing
 from argparse import ArgumentError
 from pathlib import Path
@@ -33,6 +32,7 @@ from ssl_lightning.callbacks import AUTO_MONITOR, EmbeddingProjector, ExactResum
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.parsing import with_suggestions
 from ssl_lightning.errors import ConfigError
+from ssl_lightning.outputs import check_can_create
 from ssl_lightning.evaluation.online import OnlineEvaluation
 from ssl_lightning.predictions import FeatureWriter
 
@@ -119,7 +119,10 @@ class SSLLightningCLI(LightningCLI):
             config.trainer.logger = False
             self.save_config_callback = None
         if self.subcommand == "fit":
-            check_writable(Path(logger.init_args.save_dir if tensorboard else config.trainer.default_root_dir))
+            if tensorboard:
+                check_can_create(Path(logger.init_args.save_dir), "trainer.logger.init_args.save_dir")
+            else:
+                check_can_create(Path(config.trainer.default_root_dir or "."), "trainer.default_root_dir")
             if tensorboard and config.ckpt_path == "last" and config.checkpoint.dirpath is None:
                 self._resume_latest_run(config, logger.init_args)
             dirpath = config.checkpoint.dirpath
@@ -256,18 +259,6 @@ def wants_our_progress_bar(trainer: Any) -> bool:
         if issubclass(getattr(importlib.import_module(module), name), AnyProgressBar):
             return False
     return True
-
-
-def check_writable(folder: Path) -> None:
-    """Fails before training, with one line, where runs could not save their logs and checkpoints."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot write to the output folder {folder} ({err.strerror or err}); set trainer.default_root_dir and "
-            "trainer.logger.init_args.save_dir to a folder you can write"
-        ) from err
 
 
 def run(args: list[str]) -> None:

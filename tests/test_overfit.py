@@ -18,11 +18,11 @@ DATA = dict(width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), vie
 # name: (model, AdamW lr, steps, images per batch, acc_top1 it must pass)
 METHODS = {
     "simclr": (lambda: SimCLR(projection_hidden_dim=32, projection_dim=16, **DATA), 1e-2, 40, 64, 0.9),
-    # MoCo sees the 64 images as two batches of 32 in turn with a queue of 32, so that the queue holds the
-    # other half's keys: a queue of the batch's own earlier keys would make each image its own negative.
-    # Its rank among the batch's keys is noisier (its loss ranks against the queue): 0.8.
-    "moco": (lambda: MoCo(projection_hidden_dim=32, projection_dim=16, queue_size=32, key_bn_splits=2, target_momentum=0.9, **DATA),
-             3e-3, 60, 32, 0.8),
+    # MoCo sees the 64 images as four batches of 16 in turn with a queue of 48, so that the queue holds the
+    # keys of the other 48 images, as in MoCo: a queue of the batch's own earlier keys would make each
+    # image its own negative. Its loss never contrasts images of one batch, yet they come apart too.
+    "moco": (lambda: MoCo(projection_hidden_dim=32, projection_dim=16, queue_size=48, key_bn_splits=2, target_momentum=0.9, **DATA),
+             1e-3, 120, 16, 0.9),
     "byol": (lambda: BYOL(projection_hidden_dim=32, projection_dim=16, target_momentum=0.9, target_momentum_end=0.9, **DATA),
              1e-2, 90, 64, 0.9),
     "barlow_twins": (lambda: BarlowTwins(projector_dim=64, **DATA), 1e-2, 60, 64, 0.9),

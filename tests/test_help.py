@@ -197,3 +197,14 @@ def test_warm_stores_what_a_fresh_process_builds(warmed, tmp_path):
     text, modules = help_and_modules(topic, tmp_path, cwd=warmed)
     assert modules != "[]"  # built, not read from a cache
     assert text == stored(warmed)[entry_name(topic)]
+
+
+def test_the_fingerprint_is_the_same_from_any_working_directory(tmp_path, monkeypatch):
+    """``python -c`` puts the working directory on ``sys.path``; a source checkout there holds
+    ``*.egg-info``. ``make install`` warms the cache from the checkout, the console script reads
+    it from anywhere: both must find the same entries."""
+    elsewhere = help_cache.fingerprint()
+    (tmp_path / "ssl_lightning.egg-info").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", *sys.path])
+    assert help_cache.fingerprint() == elsewhere

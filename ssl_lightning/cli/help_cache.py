@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,12 +64,14 @@ def fingerprint() -> str:
 
 
 def installed_distributions() -> list[str]:
-    """The names of the metadata folders on ``sys.path`` (``torch-2.5.1.dist-info``): every
-    installed distribution with its version, from a directory listing, without reading metadata."""
+    """The names of the metadata folders in the environment's site-packages (``torch-2.5.1.dist-info``):
+    every installed distribution with its version, from a directory listing, without reading
+    metadata. Not every ``sys.path`` entry: ``python -c`` adds the working directory, and a
+    source checkout's ``*.egg-info`` there would give each folder a fingerprint of its own."""
     names = []
-    for folder in sys.path:
-        with contextlib.suppress(OSError):  # a zip file, a folder that is gone
-            names += [name for name in os.listdir(folder or ".") if name.endswith((".dist-info", ".egg-info"))]
+    for folder in {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}:
+        with contextlib.suppress(OSError):  # a folder that is not there
+            names += [name for name in os.listdir(folder) if name.endswith((".dist-info", ".egg-info"))]
     return sorted(names)
 
 

@@ -1,5 +1,5 @@
 """Runs have an identity: the experiment's name files them, ``--ckpt_path last`` resumes the newest
-run of that experiment with a checkpoint and refuses a changed config, and Ctrl-C or SIGTERM leave
+run of that experiment with a checkpoint and this config, and refuses a changed config, and Ctrl-C or SIGTERM leave
 a ``last.ckpt`` to resume from. Through the CLI, in-process."""
 
 import json
@@ -45,6 +45,19 @@ def test_ckpt_path_last_resumes_the_newest_run_with_a_checkpoint_and_refuses_ano
     assert f"resuming {RUN / 'checkpoints' / 'last.ckpt'} at step 1" in capsys.readouterr().err
     assert step_of(tmp_path / RUN / "checkpoints" / "last.ckpt") == 2
     assert not list((tmp_path / "checkpoints" / "simclr" / "version_1").iterdir())
+
+
+def test_ckpt_path_last_passes_over_newer_runs_of_the_experiment_trained_with_another_config(tmp_path, monkeypatch, capsys):
+    """As after README's own-data examples: a newer run of simclr.yaml on other data (here another
+    lr) does not hide the run that this config trained."""
+    monkeypatch.chdir(tmp_path)
+    main([*FIT, "--trainer.max_steps=1"])
+    main([*FIT, "--trainer.max_steps=1", "--model.init_args.lr=0.5"])  # version_1
+    capsys.readouterr()
+    main([*FIT, "--trainer.max_steps=2", "--ckpt_path", "last"])
+    assert f"resuming {RUN / 'checkpoints' / 'last.ckpt'} at step 1" in capsys.readouterr().err
+    assert step_of(RUN / "checkpoints" / "last.ckpt") == 2
+    assert step_of(RUN.with_name("version_1") / "checkpoints" / "last.ckpt") == 1
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

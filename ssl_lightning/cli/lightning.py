@@ -131,17 +131,26 @@ class SSLLightningCLI(LightningCLI):
                                   "checkpoint.dirpath, or resume that run with --ckpt_path")
 
     def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
-        """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``,
-        logging into its version folder. Lightning alone would look in a new, empty version folder;
-        a run folder without checkpoints (a validate or a run stopped before its first save) is passed over."""
+        """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``
+        and was trained with this config (the newest of all with ``--resume_with_changes``), logging
+        into its version folder. Lightning alone would look in a new, empty version folder; a run
+        folder without checkpoints (a validate or a run stopped before its first save) is passed over."""
         runs = Path(logger_args.save_dir) / logger_args.name
-        last, version = latest_checkpoint(runs)
-        if last is None:
+        candidates = run_checkpoints(runs)
+        if not candidates:
             print(f"ssl-lightning: no run with a last.ckpt under {runs}: starting a new run", file=sys.stderr)
             config.ckpt_path = None
             return
+        last, version = candidates[0]
         if not config.resume_with_changes:
-            check_same_config(last, self._parser(self.subcommand).dump(config))
+            config_yaml = self._parser(self.subcommand).dump(config)
+            same = [(path, number) for path, number in candidates if not config_differences(path, config_yaml)]
+            if not same:
+                differences = "; ".join(config_differences(last, config_yaml))
+                raise ConfigError(f"the config differs from the one {last.parents[1]} was trained with ({differences}), and so "
+                                  f"do those of the other runs under {runs}; run with its config, start a new run with --name NEW, "
+                                  "or pass --resume_with_changes to continue it with the new one")
+            last, version = same[0]
         step = read_checkpoint(last)["global_step"]
         print(f"ssl-lightning: resuming {last} at step {step}", file=sys.stderr)
         config.ckpt_path = str(last)
@@ -161,14 +170,11 @@ def experiment_name(config: Any) -> str:
     return config.model.class_path.rsplit(".", 1)[-1].lower()
 
 
-def latest_checkpoint(runs: Path) -> tuple[Path | None, int | None]:
-    """The ``last.ckpt`` of the highest-numbered ``runs/version_N`` that has one, and N."""
+def run_checkpoints(runs: Path) -> list[tuple[Path, int]]:
+    """The ``last.ckpt`` of every ``runs/version_N`` that has one, with N, the newest first."""
     versions = sorted((int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit()), reverse=True)
-    for version in versions:
-        last = runs / f"version_{version}" / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return last, version
-    return None, None
+    return [(runs / f"version_{n}" / "checkpoints" / "last.ckpt", n) for n in versions
+            if (runs / f"version_{n}" / "checkpoints" / "last.ckpt").is_file()]
 
 
 # Options a resumed run may change freely: how long it trains, how it logs and shows progress, and
@@ -183,22 +189,17 @@ RESUME_FREE = (
 )
 
 
-def check_same_config(last: Path, config_yaml: str) -> None:
-    """Stops, in one line listing each difference (``key: old -> new``), where the run of ``last``
-    (``<run>/checkpoints/last.ckpt``) was trained with another config than ``config_yaml`` in
-    anything but the options in ``RESUME_FREE``. The run's config is the newest that LightningCLI
-    saved in its folder (``config.yaml``, then ``config-resume-N.yaml`` at each resume)."""
-    run = last.parents[1]
-    saved = sorted(run.glob("config*.yaml"), key=lambda p: (len(p.name), p.name))  # config.yaml, -resume-1, ..., -resume-10
+def config_differences(last: Path, config_yaml: str) -> list[str]:
+    """Each difference (``key: old -> new``) between the config the run of ``last``
+    (``<run>/checkpoints/last.ckpt``) was trained with and ``config_yaml``, in anything but the
+    options in ``RESUME_FREE``. The run's config is the newest that LightningCLI saved in its folder
+    (``config.yaml``, then ``config-resume-N.yaml`` at each resume); a run without one has none."""
+    saved = sorted(last.parents[1].glob("config*.yaml"), key=lambda p: (len(p.name), p.name))  # config.yaml, -resume-1, ..., -resume-10
     if not saved:
-        return
+        return []
     old, new = flatten(yaml.safe_load(saved[-1].read_text()) or {}), flatten(yaml.safe_load(config_yaml) or {})
-    changed = [key for key in sorted(old.keys() | new.keys())
-               if old.get(key) != new.get(key) and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE)]
-    if changed:
-        differences = "; ".join(f"{key}: {old.get(key)} -> {new.get(key)}" for key in changed)
-        raise ConfigError(f"the config differs from the one {run} was trained with ({differences}); run with its config, "
-                          "start a new run with --name NEW, or pass --resume_with_changes to continue it with the new one")
+    return [f"{key}: {old.get(key)} -> {new.get(key)}" for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in RESUME_FREE)]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

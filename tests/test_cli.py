@@ -42,11 +42,12 @@ def test_fast_dev_run_through_the_console_script(method, tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
 
 
-def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, monkeypatch):
+def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, monkeypatch, capsys):
     args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=2",
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1"]
-    for _ in range(2):
+    for version in range(2):
         cli_here(args, tmp_path, monkeypatch)
+        assert f"this run's logs, config and checkpoints go to checkpoints/simclr/version_{version}\n" in capsys.readouterr().err
     runs = sorted(p.name for p in (tmp_path / "checkpoints" / "simclr").iterdir())
     assert runs == ["version_0", "version_1"]
 
@@ -406,3 +407,14 @@ def test_predict_from_a_checkpoint_saves_that_encoders_features(tmp_path, monkey
     saved = load_features(tmp_path / "features.pt")
     assert torch.allclose(saved["features"], expected, atol=1e-5)
     assert saved["source"] == str(tmp_path / "simclr.ckpt")
+
+
+def test_a_packaged_config_is_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    cli_here(["fit", "--config", "simclr", *TINY, "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+              "--trainer.enable_progress_bar=false"], tmp_path, monkeypatch)
+    assert (tmp_path / "checkpoints" / "simclr" / "version_0" / "checkpoints" / "last.ckpt").is_file()  # named as simclr.yaml's runs
+    with pytest.raises(SystemExit) as exit_info:
+        cli_here(["fit", "--config", "ssl_lightning/configs/simclr.yml", *TINY], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "config file not found: ssl_lightning/configs/simclr.yml" in line and "cifar10/moco, " in line

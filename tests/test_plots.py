@@ -20,7 +20,8 @@ def test_label_efficiency_draws_the_supervised_baseline_in_the_probe_panel_only(
             for evaluator in evaluators for budget in [10, 100, "all"] for seed in range(2)]
     figure = label_efficiency_figure(pd.DataFrame(rows), per_class_all=5500)
     probe, knn = figure.axes
-    assert figure.get_suptitle() and probe.get_title() == "linear probe on frozen features" and knn.get_title() == "kNN on frozen features"
+    assert "mean ± std over label draws" in figure.get_suptitle()
+    assert probe.get_title() == "linear probe on frozen features" and knn.get_title() == "kNN on frozen features"
     assert probe.get_xlabel() == knn.get_xlabel() == "labelled images per class" and probe.get_ylabel() == "test accuracy"
     assert [t.get_text() for t in probe.get_xticklabels()] == ["10", "100", "all"]
     assert legend_texts(probe) == ["SimCLR", "raw pixels", SUPERVISED_LABEL]
@@ -61,3 +62,9 @@ def test_transfer_plot_pairs_each_sources_modes_by_colour_with_integer_epochs():
     ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
     assert ticks == [1, 2, 3]  # whole epochs, not 1.25, 1.5, ...
     assert axis.get_title() and axis.get_xlabel() == "epoch" and axis.get_ylabel() == "validation accuracy"
+
+
+def test_label_efficiency_of_one_draw_per_budget_claims_no_spread():
+    rows = [{"model": "SimCLR", "evaluator": evaluator, "labels_per_class": budget, "seed": 0, "test_acc": 0.6}
+            for evaluator in ["linear probe", "kNN"] for budget in [10, "all"]]
+    assert "one label draw per budget" in label_efficiency_figure(pd.DataFrame(rows), per_class_all=5500).get_suptitle()

@@ -130,6 +130,10 @@ class SSLLightningCLI(LightningCLI):
                 raise ConfigError(f"{dirpath} already holds checkpoints of an earlier run; choose another "
                                   "checkpoint.dirpath, or resume that run with --ckpt_path")
 
+    def before_fit(self) -> None:
+        if self.trainer.is_global_zero and self.trainer.logger is not None and not self.trainer.fast_dev_run:
+            print(f"ssl-lightning: this run's logs, config and checkpoints go to {self.trainer.log_dir}", file=sys.stderr)
+
     def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
         """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``
         and was trained with this config (the newest of all with ``--resume_with_changes``), logging
@@ -265,5 +269,35 @@ def wants_our_progress_bar(trainer: Any) -> bool:
 def run(args: list[str]) -> None:
     """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand). LightningCLI
     reads them from ``sys.argv``, which ``main`` set to them, as Lightning's DDP launcher does."""
+    sys.argv[1:] = with_packaged_configs(args)
     make_cli()
+
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def with_packaged_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``--config`` that is not a file here but names a config the package ships
+    (``simclr``, ``cifar10/moco.yaml``, or ``ssl_lightning/configs/simclr.yaml`` typed in another
+    folder) replaced by that file's path; a missing ``.yaml`` file that is neither is one line."""
+    resolved = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            resolved[i + 1] = packaged_config(args[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = f"--config={packaged_config(arg[len('--config='):])}"
+    return resolved
+
+
+def packaged_config(value: str) -> str:
+    if Path(value).is_file():
+        return value
+    name = value.replace("\\", "/").split("ssl_lightning/configs/", 1)[-1]
+    for candidate in (PACKAGED_CONFIGS / name, PACKAGED_CONFIGS / f"{name}.yaml"):
+        if candidate.is_file() and candidate.resolve().is_relative_to(PACKAGED_CONFIGS):
+            return str(candidate)
+    if value.endswith((".yaml", ".yml")):  # anything else may be YAML text, which --config also takes
+        shipped = ", ".join(sorted(str(p.relative_to(PACKAGED_CONFIGS).with_suffix("")) for p in PACKAGED_CONFIGS.rglob("*.yaml")))
+        raise ConfigError(f"config file not found: {value}; give a path to a YAML file, or the name of a config the package ships: {shipped}")
+    return value
 

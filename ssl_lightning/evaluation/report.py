@@ -53,7 +53,9 @@ def label_efficiency_figure(table: pd.DataFrame, per_class_all: float) -> Figure
         axis.set_xticks(ticks, [("all" if x == per_class_all else f"{x:g}") for x in ticks])
         axis.legend(title="model", fontsize=8, title_fontsize=8)
         axis.grid(alpha=0.3)
-    figure.suptitle("Test accuracy with few labels (mean ± std over label draws)")
+    draws = data[data["labels_per_class"] != "all"].groupby(["model", "evaluator", "labels_per_class"]).size()
+    spread = "mean ± std over label draws" if len(draws) and draws.max() > 1 else "one label draw per budget"
+    figure.suptitle(f"Test accuracy with few labels ({spread})")
     figure.tight_layout()
     return figure
 

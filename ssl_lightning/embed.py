@@ -1,4 +1,4 @@
-"""``ssl-lightning embed SOURCE --output FILE``: an encoder's features of one split of a data
+"""``ssl-lightning embed SOURCE [--output FILE]``: an encoder's features of one split of a data
 module, saved to one file (the layout of ``ssl_lightning.predictions``), without a config.
 
     ssl-lightning embed simclr-fashion-mnist                  (writes predictions/simclr-fashion-mnist-test.pt)

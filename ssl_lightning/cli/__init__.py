@@ -35,7 +35,7 @@ COMMANDS = {
     "test": Command("a checkpoint's loss and metrics on the test split: --config CONFIG.yaml --ckpt_path CKPT", LIGHTNING),
     "predict": Command("a checkpoint's encoder features of the test split, saved to one file: --config ... --ckpt_path CKPT",
                        LIGHTNING),
-    "embed": Command("an encoder's features of a split, saved to one file: SOURCE --output FILE [--data NAME --data.*]",
+    "embed": Command("an encoder's features of a split, saved to one file: SOURCE [--output FILE] [--data NAME --data.*]",
                      "ssl_lightning.embed:main"),
     "evaluate": Command("label-budget sweep (linear probe, kNN, supervised) of checkpoints: CKPT [CKPT ...]",
                         "ssl_lightning.evaluation.label_efficiency:main"),

@@ -32,8 +32,8 @@ from ssl_lightning.callbacks import AUTO_MONITOR, EmbeddingProjector, ExactResum
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.parsing import with_suggestions
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.outputs import check_can_create
 from ssl_lightning.evaluation.online import OnlineEvaluation
+from ssl_lightning.outputs import check_can_create
 from ssl_lightning.predictions import FeatureWriter
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
@@ -148,13 +148,12 @@ class SSLLightningCLI(LightningCLI):
         last, version = candidates[0]
         if not config.resume_with_changes:
             config_yaml = self._parser(self.subcommand).dump(config)
-            same = [(path, number) for path, number in candidates if not config_differences(path, config_yaml)]
-            if not same:
-                differences = "; ".join(config_differences(last, config_yaml))
-                raise ConfigError(f"the config differs from the one {last.parents[1]} was trained with ({differences}), and so "
-                                  f"do those of the other runs under {runs}; run with its config, start a new run with --name NEW, "
-                                  "or pass --resume_with_changes to continue it with the new one")
-            last, version = same[0]
+            differences = [config_differences(path, config_yaml) for path, _ in candidates]
+            if all(differences):
+                raise ConfigError(f"the config differs from the one {last.parents[1]} was trained with ({'; '.join(differences[0])}), "
+                                  f"and so do those of the other runs under {runs}; run with its config, start a new run with "
+                                  "--name NEW, or pass --resume_with_changes to continue it with the new one")
+            last, version = candidates[differences.index([])]
         step = read_checkpoint(last)["global_step"]
         print(f"ssl-lightning: resuming {last} at step {step}", file=sys.stderr)
         config.ckpt_path = str(last)
@@ -177,8 +176,8 @@ def experiment_name(config: Any) -> str:
 def run_checkpoints(runs: Path) -> list[tuple[Path, int]]:
     """The ``last.ckpt`` of every ``runs/version_N`` that has one, with N, the newest first."""
     versions = sorted((int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit()), reverse=True)
-    return [(runs / f"version_{n}" / "checkpoints" / "last.ckpt", n) for n in versions
-            if (runs / f"version_{n}" / "checkpoints" / "last.ckpt").is_file()]
+    lasts = ((runs / f"version_{n}" / "checkpoints" / "last.ckpt", n) for n in versions)
+    return [(last, n) for last, n in lasts if last.is_file()]
 
 
 # Options a resumed run may change freely: how long it trains, how it logs and shows progress, and

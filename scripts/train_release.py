@@ -34,6 +34,7 @@ from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
+from ssl_lightning.outputs import numbered_folders
 from ssl_lightning.shipped import export_encoder, run_selection, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +53,8 @@ def release_name(method: str) -> str:
 
 def run_folder(runs_dir: Path, method: str) -> Path | None:
     """The newest version folder of ``method``'s release runs."""
-    runs = [p for p in (runs_dir / method).glob("version_*") if p.name[len("version_"):].isdigit()]
-    return max(runs, key=lambda p: int(p.name[len("version_"):]), default=None)
+    runs = numbered_folders(runs_dir / method, "version_")
+    return runs[0][1] if runs else None
 
 
 def train(method: str, args: argparse.Namespace) -> None:

@@ -10,10 +10,6 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import Tensor
 
-# torch >= 2.14 deprecates torch.distributed.nn for a private module; the public API still works and
-# test_distributed.py checks its gradients, so the notice is not shown to users.
-warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
-
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -33,7 +29,11 @@ def gather(x: Tensor) -> Tensor:
     if world_size() == 1:
         return x
     if x.requires_grad:
-        return torch.cat(dist_nn.all_gather(x))
+        with warnings.catch_warnings():
+            # torch >= 2.14 deprecates torch.distributed.nn for a private module; the public API
+            # still works and test_distributed.py checks its gradients, so the notice is not shown.
+            warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
+            return torch.cat(dist_nn.all_gather(x))
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)

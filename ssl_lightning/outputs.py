@@ -15,10 +15,16 @@ RESULTS = Path("results")
 OVERWRITE_HELP = "write into an --output_dir that holds files already"  # every command's --overwrite
 
 
+def numbered_folders(folder: Path, prefix: str) -> list[tuple[int, Path]]:
+    """(N, path) of every ``folder/<prefix>N`` (``run_3``, Lightning's ``version_3``), the highest N first."""
+    numbered = ((p.name[len(prefix):], p) for p in Path(folder).glob(f"{prefix}*"))
+    return sorted(((int(n), p) for n, p in numbered if n.isdigit()), key=lambda item: item[0], reverse=True)
+
+
 def next_run_folder(folder: Path) -> Path:
     """``folder/run_N`` with N one above the highest taken (run_0 in a new folder)."""
-    taken = [int(p.name[4:]) for p in Path(folder).glob("run_*") if p.name[4:].isdigit()]
-    return Path(folder) / f"run_{max(taken, default=-1) + 1}"
+    taken = numbered_folders(folder, "run_")
+    return Path(folder) / f"run_{taken[0][0] + 1 if taken else 0}"
 
 
 def output_folder(command: str, output_dir: Path | None, overwrite: bool = False) -> Path:

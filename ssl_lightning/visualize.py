@@ -15,30 +15,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display backend
+from torch import Tensor
+from torch.utils.data import Dataset
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ssl_lightning.augment import ViewPipelines, describe_view  # noqa: E402
-from ssl_lightning.data.base import ImageData  # noqa: E402
-from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule  # noqa: E402
-from ssl_lightning.data.label_budget import sample_per_class, seeded_subset  # noqa: E402
-from ssl_lightning.data.labelled import require_labels  # noqa: E402
-from ssl_lightning.data.subset import LabelledSubset  # noqa: E402
-from ssl_lightning.encoder import load_encoder  # noqa: E402
-from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features  # noqa: E402
-from ssl_lightning.errors import ConfigError  # noqa: E402
-from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
-from ssl_lightning.evaluation.transfer import adapt_channels  # noqa: E402
-from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder  # noqa: E402
+from ssl_lightning.augment import ViewPipelines, describe_view
+from ssl_lightning.data.base import ImageData
+from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
+from ssl_lightning.data.label_budget import sample_per_class, seeded_subset
+from ssl_lightning.data.labelled import require_labels
+from ssl_lightning.data.subset import LabelledSubset
+from ssl_lightning.encoder import load_encoder
+from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.evaluation.names import data_name, source_name
+from ssl_lightning.evaluation.transfer import adapt_channels
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder
 
 
 def pca_figure(features: Tensor, names: list[str], title: str) -> Figure:
@@ -91,7 +88,8 @@ def retrieval_grid(
     similarity = F.normalize(query_features, dim=1) @ F.normalize(gallery_features, dim=1).T  # (Q, G)
     neighbours = similarity.topk(k, dim=1).indices  # (Q, k)
     query_images, query_labels = queries
-    figure, axes = plt.subplots(len(query_images), k + 1, figsize=(1.3 * (k + 1), 1.45 * len(query_images)), squeeze=False)
+    figure = Figure(figsize=(1.3 * (k + 1), 1.45 * len(query_images)))
+    axes = figure.subplots(len(query_images), k + 1, squeeze=False)
     for row, (image, label) in enumerate(zip(query_images, query_labels)):
         hits = gallery.labels[neighbours[row]] == label
         show(axes[row, 0], image, edge="black", caption=f"{names[label]}\n{int(hits.sum())}/{k} same class")
@@ -101,11 +99,10 @@ def retrieval_grid(
     figure.suptitle(f"Nearest neighbours in feature space ({title}); red: another class", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 
-def show(axis: plt.Axes, image: Tensor, edge: str, caption: str) -> None:
+def show(axis: Axes, image: Tensor, edge: str, caption: str) -> None:
     """One uint8 (C, H, W) image in a coloured frame, with a caption below."""
     pixels = image.permute(1, 2, 0).squeeze(-1).numpy()
     axis.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255)
@@ -131,7 +128,8 @@ def view_rows(images: Tensor, views: ViewPipelines, draws: int) -> list[tuple[st
 def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, title: str) -> Path:
     """The ``view_rows`` as a figure: a column per image, a row per view and draw, headers on the left."""
     rows = view_rows(images, views, draws)
-    figure, axes = plt.subplots(len(rows), len(images), figsize=(2.4 + 1.1 * len(images), 0.6 + 1.15 * len(rows)), squeeze=False)
+    figure = Figure(figsize=(2.4 + 1.1 * len(images), 0.6 + 1.15 * len(rows)))
+    axes = figure.subplots(len(rows), len(images), squeeze=False)
     for row, (header, batch) in enumerate(rows):
         axes[row, 0].set_ylabel(header, rotation=0, ha="right", va="center", fontsize=7)
         for col, image in enumerate(batch):
@@ -141,7 +139,6 @@ def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, titl
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 

@@ -78,3 +78,14 @@ def test_a_signal_mid_run_saves_last_ckpt_at_that_step_and_the_run_resumes_from_
     if signum == signal.SIGINT:  # once is enough for the resume: the checkpoint is the same either way
         main([*FIT, "--trainer.max_steps=3", "--ckpt_path", "last"])
         assert "at step 2" in capsys.readouterr().err and step_of(last) == 3
+
+
+def test_numbered_folders_are_listed_highest_first_and_the_next_run_goes_above_them(tmp_path):
+    from ssl_lightning.outputs import next_run_folder, numbered_folders
+
+    assert next_run_folder(tmp_path) == tmp_path / "run_0"
+    for name in ("run_0", "run_10", "run_2", "run_x", "version_3", "run_3.txt"):
+        (tmp_path / name).mkdir()
+    assert numbered_folders(tmp_path, "run_") == [(10, tmp_path / "run_10"), (2, tmp_path / "run_2"), (0, tmp_path / "run_0")]
+    assert numbered_folders(tmp_path, "version_") == [(3, tmp_path / "version_3")]
+    assert next_run_folder(tmp_path) == tmp_path / "run_11"  # above the highest, not the count

@@ -33,7 +33,7 @@ from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.parsing import with_suggestions
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.online import OnlineEvaluation
-from ssl_lightning.outputs import check_can_create
+from ssl_lightning.outputs import check_can_create, numbered_folders
 from ssl_lightning.predictions import FeatureWriter
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
@@ -175,8 +175,7 @@ def experiment_name(config: Any) -> str:
 
 def run_checkpoints(runs: Path) -> list[tuple[Path, int]]:
     """The ``last.ckpt`` of every ``runs/version_N`` that has one, with N, the newest first."""
-    versions = sorted((int(p.name[len("version_"):]) for p in runs.glob("version_*") if p.name[len("version_"):].isdigit()), reverse=True)
-    lasts = ((runs / f"version_{n}" / "checkpoints" / "last.ckpt", n) for n in versions)
+    lasts = ((folder / "checkpoints" / "last.ckpt", n) for n, folder in numbered_folders(runs, "version_"))
     return [(last, n) for last, n in lasts if last.is_file()]
 
 

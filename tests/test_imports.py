@@ -1,0 +1,46 @@
+"""Importing ssl-lightning changes no process-wide state: the warnings filters, the matplotlib
+backend and the logging levels are as they were (a notebook keeps its inline plots and its own
+warnings and log levels)."""
+
+import subprocess
+import sys
+import textwrap
+
+# Run in a fresh interpreter: pytest's own warnings filters and the modules other tests imported
+# would hide what an import changes. The libraries the package builds on are imported first, so
+# the comparison sees only what ssl-lightning's own modules do.
+PROBE = textwrap.dedent(
+    """
+    import importlib, logging, pkgutil, warnings
+    import jsonargparse, kornia, litdata, matplotlib, matplotlib.pyplot, numpy, PIL, pytorch_lightning
+    import seaborn, sklearn, tensorboard, torch, torchmetrics, torchvision, tqdm, yaml
+    import ssl_lightning
+
+    def state():
+        levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+                  if isinstance(logger, logging.Logger)}
+        return list(warnings.filters), matplotlib.rcParams._get("backend"), logging.root.level, levels
+
+    before = state()
+    modules = [m.name for m in pkgutil.walk_packages(ssl_lightning.__path__, "ssl_lightning.")
+               if not m.name.endswith("__main__")]  # __main__ runs the command line
+    for name in modules:
+        importlib.import_module(name)
+    after = state()
+    for what, old, new in zip(("warnings filters", "matplotlib backend", "root log level", "log levels"), before, after):
+        if what == "log levels":  # loggers that existed before and whose level changed
+            new = {name: level for name, level in new.items() if name in old and old[name] != level}
+            old = {name: old[name] for name in new}
+        elif what == "warnings filters":
+            new = [f for f in new if f not in old]
+            old = []
+        assert old == new, f"importing ssl_lightning changed the {what}: {old} -> {new}"
+    print(len(modules), "modules")
+    """
+)
+
+
+def test_importing_every_module_changes_no_global_state():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[0]) > 40  # every module was imported, not a handful

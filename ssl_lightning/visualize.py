@@ -12,7 +12,6 @@ prints it; an ``--output_dir`` that holds files already is refused unless ``--ov
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,8 @@ from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.names import data_name, source_name
 from ssl_lightning.evaluation.transfer import adapt_channels
-from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folder
+from ssl_lightning.methods.base import EncoderMethod
+from ssl_lightning.outputs import check_can_create, output_folder
 
 
 def pca_figure(features: Tensor, names: list[str], title: str) -> Figure:
@@ -195,17 +195,12 @@ def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k:
                           f"{source_name(source)}, {len(gallery)} train images")
 
 
-def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: Path | None = None,
-          overwrite: bool = False) -> Path:
-    """The views the config's method makes of ``num_images`` validation images: ``draws`` random
-    draws of each of its views, a row each, headed with that view's settings."""
-    from ssl_lightning.cli import make_cli
-
-    at_least(num_images, 1, "num_images", "the images shown")
-    at_least(draws, 1, "draws", "the random draws of each view")
-    folder = picture_folder(output_dir, overwrite)
-    cli = make_cli(cli_args, run=False)
-    data, model = cli.datamodule, cli.model
+def views(model: EncoderMethod, data: ImageData, num_images: int = 8, draws: int = 2,
+          output_dir: Path | None = None, overwrite: bool = False) -> Path:
+    """The views ``model`` (a method, as a config builds it) makes of ``num_images`` validation
+    images of ``data``: ``draws`` random draws of each of its views, a row each, headed with that
+    view's settings."""
+    folder = views_folder(num_images, draws, output_dir, overwrite)
     data.prepare_data()
     data.setup("fit")
     torch.manual_seed(0)
@@ -216,25 +211,8 @@ def views(cli_args: list[str], num_images: int = 8, draws: int = 2, output_dir: 
     return view_grid(images, model.views, draws, folder / "views.png", title)
 
 
-def main(args: list[str]) -> None:
-    """``ssl-lightning visualize embeddings|neighbours|views ...``."""
-    from ssl_lightning.cli.parsing import choose, run_function
-
-    commands = {"embeddings": embeddings, "neighbours": neighbours, "views": views}
-    name = choose(args, {name: command.__doc__.split("\n")[0] for name, command in commands.items()}, "ssl-lightning visualize",
-                  epilog=__doc__.split("\n\n")[2].replace("\n", " "))
-    prog = f"ssl-lightning visualize {name}"
-    if name == "views":
-        parser = argparse.ArgumentParser(prog=prog, description=views.__doc__, allow_abbrev=False,
-                                         epilog="Every other option is fit's: --config CONFIG.yaml [--data.* --model.* ...]")
-        parser.add_argument("--num_images", type=int, default=8)
-        parser.add_argument("--draws", type=int, default=2, help="random draws of each view")
-        parser.add_argument("--output_dir", type=Path)
-        parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-        own, rest = parser.parse_known_args(args[1:])
-        written = [views(rest, **vars(own))]
-    else:
-        result = run_function(commands[name], prog, args[1:], default_data="ssl_lightning.data.FashionMNISTDataModule",
-                              flags={"overwrite": OVERWRITE_HELP})
-        written = result if isinstance(result, list) else [result]
-    print(f"wrote {', '.join(str(p) for p in written)} (folder: {written[0].parent})")
+def views_folder(num_images: int, draws: int, output_dir: Path | None, overwrite: bool) -> Path:
+    """The folder ``views`` writes to, once its counts are checked (one-line errors, before any work)."""
+    at_least(num_images, 1, "num_images", "the images shown")
+    at_least(draws, 1, "draws", "the random draws of each view")
+    return picture_folder(output_dir, overwrite)

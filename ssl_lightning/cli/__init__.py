@@ -42,7 +42,7 @@ COMMANDS = {
     "transfer": Command("fine-tuning vs feature extraction vs training from scratch on other data: --sources SRC [...]",
                         "ssl_lightning.evaluation.transfer_comparison:main"),
     "visualize": Command("PNGs of what an encoder learned or of a config's views: embeddings|neighbours|views ...",
-                         "ssl_lightning.visualize:main", ("embeddings", "neighbours", "views")),
+                         "ssl_lightning.cli.visualize:main", ("embeddings", "neighbours", "views")),
     "checkpoints": Command("the shipped pretrained checkpoints and their test accuracies", "ssl_lightning.shipped:main"),
     "prepare": Command("write an image folder as litdata shards for ShardedDataModule: --data_dir DIR --output_dir DIR --image_size N",
                        "ssl_lightning.data.prepare:main"),

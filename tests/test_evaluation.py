@@ -10,11 +10,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
+from ssl_lightning.classification import accuracy
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
 from ssl_lightning.data.source import UNLABELLED, TensorSource
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError, UserError
-from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation import features as features_module
 from ssl_lightning.evaluation import (

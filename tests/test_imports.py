@@ -44,3 +44,32 @@ def test_importing_every_module_changes_no_global_state():
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[0]) > 40  # every module was imported, not a handful
+
+
+# Rooms that must not reach into others: the methods into the downstream side, the pictures into
+# the command line (each would close a cycle, as both are built on the methods and the pictures).
+LAYERING = [("ssl_lightning.methods", "ssl_lightning.evaluation"), ("ssl_lightning.visualize", "ssl_lightning.cli")]
+
+
+def test_rooms_import_no_room_built_on_them():
+    probe = "import sys\n" + "".join(
+        f"import {room}\n"
+        f"assert not [m for m in sys.modules if m.startswith('{forbidden}')], '{room} imports {forbidden}'\n"
+        for room, forbidden in LAYERING
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_rooms_have_no_deferred_imports_of_a_room_built_on_them():
+    """The same, for imports inside functions, which an import alone does not run."""
+    from pathlib import Path
+
+    import ssl_lightning
+
+    package = Path(ssl_lightning.__file__).parent
+    for room, forbidden in LAYERING:
+        path = package.joinpath(*room.split(".")[1:])
+        sources = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        for source in sources:
+            assert f"from {forbidden}" not in source.read_text(), f"{source.name} imports {forbidden}"

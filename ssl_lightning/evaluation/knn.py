@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssl_lightning.classification import accuracy
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import accuracy
 
 
 def knn_scores(

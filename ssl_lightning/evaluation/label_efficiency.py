@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ssl_lightning.classification import accuracy
 from ssl_lightning.data.base import ImageData
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
@@ -36,7 +37,6 @@ from ssl_lightning.data.labelled import require_labels
 from ssl_lightning.data.subset import LabelledSubset, shuffled_loader
 from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer

@@ -15,9 +15,9 @@ from pytorch_lightning import LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ssl_lightning.classification import classification_step
 from ssl_lightning.data.labelled import LABELLED_EXAMPLE, require_label_values
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import classification_step
 
 
 def zero_linear(in_dim: int, out_dim: int) -> nn.Linear:

@@ -12,12 +12,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
+from ssl_lightning.classification import accuracy
 from ssl_lightning.data.label_budget import seeded_subset
 from ssl_lightning.data.labelled import describe, is_labelled, require_labels
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.distributed import gather
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.evaluation.classification import accuracy
 from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import zero_linear

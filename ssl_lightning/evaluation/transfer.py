@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig, build_view, resolve_view
 from ssl_lightning.backbones import RESNETS
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
+from ssl_lightning.classification import check_classifier_data, classification_step
+from ssl_lightning.data.labelled import LABELLED_EXAMPLE
 from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
-from ssl_lightning.data.labelled import LABELLED_EXAMPLE
-from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
 from ssl_lightning.optim import OptimizerName, optimizer_with_schedule, param_groups
 
 Mode = Literal["finetune", "feature_extract"]

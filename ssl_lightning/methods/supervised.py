@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig
-from ssl_lightning.evaluation.classification import check_classifier_data, classification_step
+from ssl_lightning.classification import check_classifier_data, classification_step
 from ssl_lightning.methods.base import EncoderMethod
 
 

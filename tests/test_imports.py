@@ -21,20 +21,18 @@ PROBE = textwrap.dedent(
                   if isinstance(logger, logging.Logger)}
         return list(warnings.filters), matplotlib.rcParams._get("backend"), logging.root.level, levels
 
-    before = state()
+    filters, backend, root_level, levels = state()
     modules = [m.name for m in pkgutil.walk_packages(ssl_lightning.__path__, "ssl_lightning.")
                if not m.name.endswith("__main__")]  # __main__ runs the command line
     for name in modules:
         importlib.import_module(name)
-    after = state()
-    for what, old, new in zip(("warnings filters", "matplotlib backend", "root log level", "log levels"), before, after):
-        if what == "log levels":  # loggers that existed before and whose level changed
-            new = {name: level for name, level in new.items() if name in old and old[name] != level}
-            old = {name: old[name] for name in new}
-        elif what == "warnings filters":
-            new = [f for f in new if f not in old]
-            old = []
-        assert old == new, f"importing ssl_lightning changed the {what}: {old} -> {new}"
+    new_filters, new_backend, new_root_level, new_levels = state()
+    added = [f for f in new_filters if f not in filters]
+    assert not added, f"importing ssl_lightning added warnings filters: {added}"
+    assert new_backend == backend, f"importing ssl_lightning changed the matplotlib backend: {backend} -> {new_backend}"
+    assert new_root_level == root_level, f"importing ssl_lightning changed the root log level: {root_level} -> {new_root_level}"
+    changed = {name: (level, new_levels[name]) for name, level in levels.items() if new_levels[name] != level}
+    assert not changed, f"importing ssl_lightning changed log levels (old, new): {changed}"
     print(len(modules), "modules")
     """
 )

@@ -35,8 +35,8 @@ def main(args: list[str]) -> None:
 
 def config_views(cli_args: list[str], num_images: int, draws: int, output_dir: Path | None, overwrite: bool) -> Path:
     """``visualize.views`` of the method and data that fit's arguments ``cli_args`` build."""
-    from ssl_lightning.cli.lightning import make_cli
+    from ssl_lightning.cli.lightning import make_cli, with_packaged_configs
 
-    visualize.views_folder(num_images, draws, output_dir, overwrite)  # bad counts or folders fail before the config is built
-    cli = make_cli(cli_args, run=False)
-    return visualize.views(cli.model, cli.datamodule, num_images, draws, output_dir, overwrite)
+    folder = visualize.views_folder(num_images, draws, output_dir, overwrite)  # bad counts or folders fail before the config is built
+    cli = make_cli(with_packaged_configs(cli_args), run=False)  # --config simclr, as fit takes it
+    return visualize.views(cli.model, cli.datamodule, num_images, draws, output_dir=folder, overwrite=overwrite)

@@ -88,13 +88,13 @@ GPU = Sizes(
 )
 DRY_RUN = Sizes(
     device="cpu", precision="32-true",  # bf16 is ~20x slower on this CPU; tests/test_speed.py trains under it
-    fit_args=("--model.init_args.width=8", "--data.init_args.batch_size=32", "--trainer.num_sanity_val_steps=0"),
+    fit_args=("--model.init_args.encoder.width=8", "--data.init_args.batch_size=32", "--trainer.num_sanity_val_steps=0"),
     fit_steps=3, fit_data=("--data.init_args.train_size=128", "--data.init_args.val_size=64"),  # 4 steps an epoch
     sync_data=("--data.init_args.val_size=64",),  # 448 train images: 14 steps an epoch
     throughput_args=("--image-size", "16", "--channels", "3", "--width", "8", "--batch-size", "16", "--warmup", "1", "--steps", "2"),
     throughput_methods=("simclr",),  # one method shows the plumbing; tests/test_cli.py runs the benchmark itself
     peer=False, workers=1,
-    tta_minutes=0.5, tta_args=("--model.init_args.width=8", "--data.init_args.batch_size=32", "--data.init_args.train_size=96",
+    tta_minutes=0.5, tta_args=("--model.init_args.encoder.width=8", "--data.init_args.batch_size=32", "--data.init_args.train_size=96",
                                "--data.init_args.val_size=64"),
     tta_train_images=96, tta_max_epochs=1, compile=False,
 )
@@ -173,7 +173,7 @@ def environment(ctx: Context) -> None:
 
 def fit_args(ctx: Context, method: str, runs: Path) -> list[str]:
     return ["fit", "--config", str(CONFIGS / f"{method}.yaml"), f"--trainer.accelerator={ctx.sizes.device}",
-            f"--trainer.precision={ctx.sizes.precision}", "--model.init_args.channels_last=true", *ctx.data_args(),
+            f"--trainer.precision={ctx.sizes.precision}", "--model.init_args.encoder.channels_last=true", *ctx.data_args(),
             *ctx.sizes.fit_args, f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}"]
 
 
@@ -282,7 +282,7 @@ def time_to_accuracy(ctx: Context) -> None:
     run_script("benchmark.py", ["time-to-accuracy", "--config", str(CONFIGS / "simclr_gpu.yaml"), "--minutes", str(ctx.sizes.tta_minutes),
                                 "--out", str(out), f"--trainer.accelerator={ctx.sizes.device}",
                                 f"--trainer.precision={ctx.sizes.precision}", f"--trainer.max_epochs={epochs}",
-                                f"--model.init_args.warmup_epochs={warmup}", *ctx.data_args(), *ctx.sizes.tta_args])
+                                f"--model.init_args.optimizer.warmup_epochs={warmup}", *ctx.data_args(), *ctx.sizes.tta_args])
     for name, value in pd.read_csv(out / "results.csv").iloc[0].items():
         ctx.record(name, plain(value))
 

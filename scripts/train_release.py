@@ -64,7 +64,7 @@ def train(method: str, args: argparse.Namespace) -> None:
                f"--trainer.logger.init_args.save_dir={args.runs_dir}",
                f"--trainer.logger.init_args.name={method}"]
     if args.gpu:
-        command += ["--model.init_args.width=64", "--trainer.precision=bf16-mixed"]
+        command += ["--model.init_args.encoder.width=64", "--trainer.precision=bf16-mixed"]
     if args.resume:
         command += ["--ckpt_path", "last"]
     command += args.fit_args

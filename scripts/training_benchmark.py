@@ -23,6 +23,7 @@ from pytorch_lightning import Callback, Trainer
 
 import ssl_lightning.methods
 from ssl_lightning.data import FashionMNISTDataModule, ImageDataModule
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.methods import EncoderMethod, MomentumPretrainMethod, PretrainMethod, Supervised
 from ssl_lightning.optim import build_optimizer
 
@@ -78,9 +79,10 @@ def make_method(spec: Spec, data: ImageDataModule) -> EncoderMethod:
     """The method as its config defines it (heads, views, optimizer), on the benchmark's backbone."""
     model = yaml.safe_load((CONFIGS / f"{spec.method}.yaml").read_text())["model"]
     cls = getattr(ssl_lightning.methods, model["class_path"])
-    args = {**model.get("init_args", {}), "backbone": "resnet18", "width": spec.width, "small_images": spec.small_images,
-            "in_channels": data.num_channels, "image_size": data.image_size, "mean": data.mean, "std": data.std,
-            "channels_last": spec.channels_last, "compile": spec.compile}
+    encoder = EncoderConfig(backbone="resnet18", width=spec.width, small_images=spec.small_images, in_channels=data.num_channels,
+                            input_size=data.image_size, mean=data.mean, std=data.std, channels_last=spec.channels_last,
+                            compile=spec.compile)
+    args = {**model.get("init_args", {}), "encoder": encoder}
     if cls is Supervised:
         args["num_classes"] = data.num_classes
     return cls(**args)
@@ -124,9 +126,9 @@ def fit(spec: Spec) -> float:
     from ssl_lightning.cli import make_cli
 
     with tempfile.TemporaryDirectory() as runs:
-        args = ["fit", "--config", str(CONFIGS / f"{spec.method}.yaml"), "--model.init_args.backbone=resnet18",
-                f"--model.init_args.width={spec.width}", f"--model.init_args.small_images={spec.small_images}",
-                f"--model.init_args.channels_last={spec.channels_last}", f"--model.init_args.compile={spec.compile}",
+        args = ["fit", "--config", str(CONFIGS / f"{spec.method}.yaml"), "--model.init_args.encoder.backbone=resnet18",
+                f"--model.init_args.encoder.width={spec.width}", f"--model.init_args.encoder.small_images={spec.small_images}",
+                f"--model.init_args.encoder.channels_last={spec.channels_last}", f"--model.init_args.encoder.compile={spec.compile}",
                 f"--trainer.accelerator={spec.device}", f"--trainer.precision={spec.precision}",
                 f"--trainer.max_steps={spec.warmup + spec.steps}", f"--trainer.default_root_dir={runs}",
                 f"--trainer.logger.init_args.save_dir={runs}", "--trainer.callbacks+=training_benchmark.StepTimer",
@@ -146,8 +148,7 @@ def model_only(spec: Spec) -> float:
     data.setup("fit")
     model = make_method(spec, data).to(spec.device).train()
     model.configure_model()  # compiles, where asked, as Lightning does in the pipeline
-    hp = model.hparams
-    optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
+    optimizer = build_optimizer(model, model.optimizer_config)
     images, labels = next(iter(data.train_dataloader()))
     x, labels = images.to(spec.device).float() / 255, labels.to(spec.device)
     with torch.no_grad():  # the views, made once, in advance
@@ -178,8 +179,8 @@ def peer(spec: Spec) -> float:
     data = make_data(spec)
     data.setup("fit")
     model = make_method(spec, data).to(spec.device).train()
-    hp, views = model.hparams, model.view_configs[0]  # SimCLR's two views are alike
-    optimizer = build_optimizer(model, hp.optimizer, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.sgd_momentum)
+    views = model.view_configs[0]  # SimCLR's two views are alike
+    optimizer = build_optimizer(model, model.optimizer_config)
     transform = SimCLRTransform(
         input_size=data.image_size, cj_prob=views["jitter_prob"], cj_strength=1.0, cj_bright=views["brightness"],
         cj_contrast=views["contrast"], cj_sat=views["saturation"], cj_hue=views["hue"], min_scale=views["crop_scale"][0],

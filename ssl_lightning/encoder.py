@@ -7,49 +7,88 @@ wrongly prepared inputs. It returns (N, D) features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from ssl_lightning.backbones import build_backbone
+from ssl_lightning.backbones import build_backbone, channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, read_checkpoint
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.shipped import ENCODER_PREFIX, resolve
 
 
-class Encoder(nn.Module):
-    """Backbone with its input normalisation and resizing; ``config`` rebuilds it (``Encoder(**config)``)."""
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What an ``Encoder`` is: its backbone, and the images it is given.
 
-    def __init__(
-        self,
-        backbone: str = "resnet18",
-        width: int = 64,
-        small_images: bool = True,
-        in_channels: int = 1,
-        input_size: int = 28,
-        mean: Sequence[float] = (0.5,),
-        std: Sequence[float] = (0.5,),
-    ) -> None:
+    Args:
+        backbone: torchvision ResNet name (resnet18, resnet34, resnet50).
+        width: channels of the backbone's first stage (64 in the papers' ResNets).
+        small_images: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
+        in_channels: channels of the images (the CLI takes them from the data module).
+        input_size: side of the images the encoder is trained at; others are resized to it (the
+            CLI takes the data's side; a method whose first view crops to another size trains at that).
+        mean, std: per-channel normalisation of images in [0, 1] (the CLI takes the data's).
+        channels_last: keep the convolutions in the channels-last memory layout (faster on CPUs
+            and on GPUs' tensor cores; same results up to rounding). Ignored at width 8 with
+            ResNet-18/34, whose channels-last CPU backward crashes.
+        compile: ``torch.compile`` the backbone when training starts (the first steps are slow
+            while it compiles; it pays off on long runs).
+    """
+
+    backbone: str = "resnet18"
+    width: int = 64
+    small_images: bool = True
+    in_channels: int = 1
+    input_size: int = 28
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    channels_last: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        # Plain floats (YAML, tensors and checkpoints give lists or numpy values), for hashing and saving.
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ConfigError(f"mean and std need one value per input channel ({self.in_channels}), "
+                              f"got {list(self.mean)} and {list(self.std)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists for mean and std): what checkpoints and hyperparameter logs keep."""
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def of(cls, value: EncoderConfig | Mapping[str, Any]) -> EncoderConfig:
+        """``value`` as a config: a mapping is what ``asdict`` and checkpoints hold (older
+        checkpoints lack the later fields, which take their defaults)."""
+        return value if isinstance(value, cls) else cls(**value)
+
+
+class Encoder(nn.Module):
+    """Backbone with its input normalisation and resizing, built from an ``EncoderConfig``;
+    ``config`` is that config as a plain dict (what checkpoints keep: ``Encoder(config)`` rebuilds it)."""
+
+    def __init__(self, config: EncoderConfig | Mapping[str, Any] = EncoderConfig()) -> None:
         super().__init__()
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise ConfigError(f"mean and std need one value per input channel ({in_channels}), got {list(mean)} and {list(std)}")
-        self.config: dict[str, Any] = {
-            "backbone": backbone,
-            "width": width,
-            "small_images": small_images,
-            "in_channels": in_channels,
-            "input_size": input_size,
-            "mean": [float(m) for m in mean],
-            "std": [float(s) for s in std],
-        }
-        self.backbone = build_backbone(backbone, in_channels=in_channels, small_images=small_images, width=width)
+        config = EncoderConfig.of(config)
+        self.config: dict[str, Any] = config.as_dict()
+        self.backbone = build_backbone(config.backbone, in_channels=config.in_channels, small_images=config.small_images,
+                                       width=config.width)
         self.out_dim: int = self.backbone.out_dim
-        self.register_buffer("mean", torch.tensor(self.config["mean"]).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(self.config["std"]).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(config.std).view(1, -1, 1, 1))
+        if config.channels_last and channels_last_is_safe(self):
+            self.to(memory_format=torch.channels_last)
+        elif config.channels_last:
+            rank_zero_info(f"channels_last ignored: its CPU backward crashes at backbone width {config.width} (strided "
+                           "1x1 convolutions of fewer than 16 channels); the encoder keeps the contiguous layout")
 
     def forward(self, images: Tensor) -> Tensor:
         """(N, C, H, W) float images in [0, 1] -> (N, D) features, in the encoder's dtype."""
@@ -81,7 +120,7 @@ def load_encoder(
     if dtype is not None and not dtype.is_floating_point:
         raise ConfigError(f"load_encoder's dtype must be a floating type such as torch.bfloat16, got {dtype}")
     checkpoint = read_checkpoint(resolve(source), trusted=trusted)
-    encoder = Encoder(**checkpoint[ENCODER_CONFIG_KEY])
+    encoder = Encoder(checkpoint[ENCODER_CONFIG_KEY])
     state = {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
     encoder.load_state_dict(state)  # float16 shipped weights are cast to the encoder's float32
     return encoder.to(device=device, dtype=dtype).eval()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningModule, Trainer
@@ -15,6 +17,43 @@ from ssl_lightning.errors import ConfigError
 
 OptimizerName = Literal["adamw", "sgd", "lars"]
 LrScaling = Literal["none", "linear", "sqrt"]
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer and its warm-up + cosine learning-rate schedule.
+
+    Args:
+        name: "adamw", "sgd" or "lars" (the last two with ``momentum``).
+        lr: peak learning rate (scaled by ``lr_scaling``).
+        weight_decay: decoupled weight decay, not on biases and norm weights.
+        momentum: SGD's and LARS's momentum.
+        warmup_epochs: length of the linear warm-up, before the cosine decay.
+        final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
+        lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each layer's
+            rate is clipped at ``lr`` (``LARS``).
+        bias_norm_lr_ratio: the learning rate of biases and norm weights as a share of the
+            weights' (1: the same; Barlow Twins: 0.0048 / 0.2 = 0.024).
+        lr_scaling: "none" (``lr`` is the peak rate), "linear" (lr x global batch / 256) or
+            "sqrt" (SimCLR's lr x sqrt(global batch)); the global batch counts every process and
+            accumulated batch (``scaled_lr``).
+    """
+
+    name: OptimizerName = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    final_lr_ratio: float = 0.0
+    lars_eta: float = 0.001
+    lars_clip: bool = False
+    bias_norm_lr_ratio: float = 1.0
+    lr_scaling: LrScaling = "none"
+
+    @classmethod
+    def of(cls, value: OptimizerConfig | Mapping[str, Any]) -> OptimizerConfig:
+        """``value`` as a config: a mapping is what ``asdict`` and checkpoints' hyperparameters hold."""
+        return value if isinstance(value, cls) else cls(**value)
 
 
 def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_norm_lr_ratio: float = 1.0) -> list[dict]:
@@ -88,20 +127,18 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(
-    params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float, momentum: float,
-    lars_eta: float = 0.001, lars_clip: bool = False, bias_norm_lr_ratio: float = 1.0,
-) -> torch.optim.Optimizer:
-    """The optimizer over a module's ``param_groups`` or over given groups (a group's own "lr" wins);
-    ``lars_eta`` and ``lars_clip`` are LARS's η and ``clip``."""
-    groups = param_groups(params, lr, weight_decay, bias_norm_lr_ratio) if isinstance(params, nn.Module) else params
-    if name == "adamw":
+def build_optimizer(params: nn.Module | list[dict], config: OptimizerConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """The optimizer over a module's ``param_groups`` or over given groups (a group's own "lr"
+    wins), at ``lr`` (default: ``config.lr``)."""
+    lr = config.lr if lr is None else lr
+    groups = param_groups(params, lr, config.weight_decay, config.bias_norm_lr_ratio) if isinstance(params, nn.Module) else params
+    if config.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta, clip=lars_clip)
-    raise ConfigError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+    if config.name == "lars":
+        return LARS(groups, lr=lr, momentum=config.momentum, eta=config.lars_eta, clip=config.lars_clip)
+    raise ConfigError(f"unknown optimizer {config.name!r}; choose 'adamw', 'sgd' or 'lars'")
 
 
 def global_batch_size(trainer: Trainer) -> int | None:
@@ -111,11 +148,7 @@ def global_batch_size(trainer: Trainer) -> int | None:
     return None if batch_size is None else batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def optimizer_with_schedule(
-    module: LightningModule, params: nn.Module | list[dict], name: OptimizerName, lr: float, weight_decay: float,
-    momentum: float, warmup_epochs: float, final_lr_ratio: float = 0.0, lars_eta: float = 0.001, lars_clip: bool = False,
-    bias_norm_lr_ratio: float = 1.0, lr_scaling: LrScaling = "none",
-) -> dict:
+def optimizer_with_schedule(module: LightningModule, params: nn.Module | list[dict], config: OptimizerConfig) -> dict:
     """``configure_optimizers``' answer: the optimizer and a per-step warm-up + cosine schedule whose
     length is the run's (``trainer.estimated_stepping_batches``), ending at ``final_lr_ratio`` x lr.
     Every parameter group follows the schedule in proportion to its own peak rate.
@@ -124,9 +157,10 @@ def optimizer_with_schedule(
     written once to the log and to the loggers' hyperparameters (``effective_lr``)."""
     trainer = module.trainer
     batch = global_batch_size(trainer)
+    lr_scaling = config.lr_scaling
     if lr_scaling != "none" and batch is None:
         raise ConfigError(f"lr_scaling={lr_scaling!r} needs the global batch size: train with a data module that has batch_size, or set lr_scaling: none")
-    lr = scaled_lr(lr, lr_scaling, batch or 0)
+    lr = scaled_lr(config.lr, lr_scaling, batch or 0)
     rank_zero_info(f"learning rate {lr:.6g} (lr_scaling {lr_scaling}, global batch {batch if batch is not None else 'unknown'})")
     for logger in module.loggers:
         logger.log_hyperparams({"effective_lr": lr, "global_batch_size": batch or 0})
@@ -136,9 +170,8 @@ def optimizer_with_schedule(
     if not math.isfinite(trainer.num_training_batches):  # max_steps runs don't load the data first
         trainer.fit_loop.setup_data()
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-    optimizer = build_optimizer(params, name, lr=lr, weight_decay=weight_decay, momentum=momentum, lars_eta=lars_eta,
-                                lars_clip=lars_clip, bias_norm_lr_ratio=bias_norm_lr_ratio)
-    scheduler = warmup_cosine(optimizer, round(warmup_epochs * steps_per_epoch), int(total_steps), final_lr_ratio)
+    optimizer = build_optimizer(params, config, lr)
+    scheduler = warmup_cosine(optimizer, round(config.warmup_epochs * steps_per_epoch), int(total_steps), config.final_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

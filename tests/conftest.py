@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ssl_lightning.data import ImageDataModule
 from ssl_lightning.data.in_memory import InMemoryImages
 from ssl_lightning.data.source import UNLABELLED
+from ssl_lightning.encoder import EncoderConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ SIMCLR_CONFIG = CONFIGS / "simclr.yaml"
 
 # CLI overrides that make a config tiny: a width-8 ResNet-18 on 256 Fashion-MNIST images.
 TINY_DATA = [
-    "--model.init_args.width=8",
+    "--model.init_args.encoder.width=8",
     "--data.init_args.batch_size=32",
     "--data.init_args.val_size=64",
     "--data.init_args.train_size=256",
@@ -42,6 +43,10 @@ TINY_HEADS = {
     "barlow_twins": ["--model.init_args.projector_dim=32"],
 }
 TINY = TINY_DATA + TINY_HEADS["simclr"]
+
+
+# A width-8 ResNet-18 on RandomImages' images.
+TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,), std=(0.29,))
 
 
 class RandomImages(ImageDataModule):
@@ -101,11 +106,11 @@ def write_colour_squares(root, size=20):
 
 
 def save_encoder(path: Path, **config) -> Path:
-    """A seeded random ``Encoder(**config)`` saved as an encoder-only checkpoint (the shipped format) of "SimCLR"."""
+    """A seeded random ``Encoder(EncoderConfig(**config))`` saved as an encoder-only checkpoint (the shipped format) of "SimCLR"."""
     from ssl_lightning import Encoder
 
     torch.manual_seed(0)
-    encoder = Encoder(**config)
+    encoder = Encoder(EncoderConfig(**config))
     torch.save({"encoder_config": encoder.config, "method": "SimCLR",
                 "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}, path)
     return path
@@ -126,7 +131,7 @@ def random_images():
 
 @pytest.fixture
 def tiny_simclr_kwargs():
-    return dict(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    return dict(encoder=TINY_ENCODER, projection_hidden_dim=16, projection_dim=8)
 
 
 def fit(model, data, tmp_path, callbacks_extra=(), ckpt_path=None, **trainer_kwargs):

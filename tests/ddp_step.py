@@ -13,13 +13,13 @@ import torch
 from pytorch_lightning import Callback, Trainer, seed_everything
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import RandomImages
+from conftest import TINY_ENCODER, RandomImages
 from ssl_lightning.distributed import gather
 from ssl_lightning.errors import TrainingDivergedError
 from ssl_lightning.evaluation.online import OnlineEvaluation
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised, ViewBatch
 
-DATA = dict(width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+DATA = dict(encoder=TINY_ENCODER)
 MAKERS = {
     "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
     "moco": lambda: MoCo(projection_hidden_dim=16, projection_dim=8, queue_size=32, key_bn_splits=2, **DATA),

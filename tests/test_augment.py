@@ -13,6 +13,7 @@ from ssl_lightning.augment import (
     resolve_view,
     resolve_views,
 )
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods import BYOL, Supervised
 
@@ -96,7 +97,7 @@ def test_a_mapping_overrides_every_view_and_a_list_each_view():
 
 def test_a_list_of_the_wrong_length_says_how_many_views_the_method_makes():
     with pytest.raises(ConfigError, match="makes 2 view.*lists 3.*one mapping"):
-        BYOL(width=8, views=[{}, {}, {}])
+        BYOL(encoder=EncoderConfig(width=8), views=[{}, {}, {}])
 
 
 def test_one_mapping_makes_the_views_the_single_pipeline_made():
@@ -118,7 +119,7 @@ def test_a_list_of_one_mapping_is_the_one_view_mapping():
     made = []
     for views in ({"crop_scale": (0.5, 1.0)}, [{"crop_scale": (0.5, 1.0)}]):
         torch.manual_seed(0)
-        made.append(Supervised(width=8, views=views).views(x))
+        made.append(Supervised(encoder=EncoderConfig(width=8), views=views).views(x))
     assert len(made[0]) == len(made[1]) == 1 and torch.equal(made[0][0], made[1][0])
 
 

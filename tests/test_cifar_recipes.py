@@ -81,7 +81,7 @@ def test_generated_files_read_through_torchvision_are_the_images_written(name, c
     assert data.classes[:2] == (["class0", "class1"] if name == "CIFAR10" else ["fine0", "fine1"])
 
 
-TINY_CIFAR = ["--model.init_args.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=8"]
+TINY_CIFAR = ["--model.init_args.encoder.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=8"]
 TINY_METHOD = {**TINY_HEADS, "moco": [*TINY_HEADS["moco"], "--model.init_args.key_bn_splits=2"]}  # 8 sub-batches of 2 take twice as long
 
 
@@ -102,7 +102,7 @@ def test_recipe_builds_resnet18_with_the_small_stem_at_batch_512(recipe, cifar, 
     model, data = cli.model, cli.datamodule
     dataset, method = recipe.split("/")
     assert data.name == dataset.upper() and data.batch_size == 512 and data.image_size == 32
-    assert model.hparams.backbone == "resnet18" and model.hparams.width == 64 and model.hparams.small_images
+    assert {key: model.encoder.config[key] for key in ("backbone", "width", "small_images")} == {"backbone": "resnet18", "width": 64, "small_images": True}
     assert cli.trainer.precision == "32-true"  # unset in the recipes: bf16-mixed only where a GPU has bf16
     if method == "supervised":
         assert model.hparams.num_classes == data.num_classes

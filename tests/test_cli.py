@@ -14,8 +14,8 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages, cli_here, write_colour_squares
-from ssl_lightning import load_encoder
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_ENCODER, TINY_HEADS, RandomImages, cli_here, write_colour_squares
+from ssl_lightning import EncoderConfig, load_encoder
 from test_image_folder import LIGHTNING_LOG
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.errors import ConfigError
@@ -132,7 +132,7 @@ def test_every_config_monitors_a_metric_its_runs_log(config, labels, tmp_path, m
     data = [f"--data.class_path=conftest.{'RandomImages' if labels == 'labelled' else 'UnlabelledRandomImages'}", *RANDOM_DATA]
     if config == "supervised":
         data.append(f"--model.init_args.num_classes={RandomImages.num_classes}")
-    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), "--model.init_args.width=8", *TINY_HEADS.get(config.removesuffix("_gpu"), []),
+    cli = make_cli(["--config", str(CONFIGS / f"{config}.yaml"), "--model.init_args.encoder.width=8", *TINY_HEADS.get(config.removesuffix("_gpu"), []),
                     *data, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
                     "--trainer.num_sanity_val_steps=0", "--projector.num_images=0", "--trainer.enable_progress_bar=false"], run=False)
     if config == "supervised" and labels == "unlabelled":
@@ -154,7 +154,7 @@ def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reprodu
     of every validation image, the last batch of 52 included) of that file gives the same
     accuracy, well above chance (10%)."""
     monkeypatch.chdir(tmp_path)
-    cli = make_cli(["--config", str(SIMCLR_CONFIG), "--model.init_args.width=8", *TINY_HEADS["simclr"], "--data.class_path=DigitsDataModule",
+    cli = make_cli(["--config", str(SIMCLR_CONFIG), "--model.init_args.encoder.width=8", *TINY_HEADS["simclr"], "--data.class_path=DigitsDataModule",
                     "--data.init_args.batch_size=64", "--data.init_args.train_size=256", "--data.init_args.val_size=180",
                     "--online_eval.knn_k=20", "--trainer.max_epochs=2", "--trainer.num_sanity_val_steps=0", "--projector.num_images=0",
                     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"], run=False)
@@ -202,7 +202,7 @@ online_eval:
       batch_size: 8
 """)
     with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
-        cli_here(["fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.width=8",
+        cli_here(["fit", "--config", str(SIMCLR_CONFIG), "--config", str(tmp_path / "eval.yaml"), "--model.init_args.encoder.width=8",
                   *TINY_HEADS["simclr"], "--data.class_path=ImageFolderDataModule", f"--data.init_args.data_dir={tmp_path / 'photos'}",
                   "--data.init_args.labels=none", "--data.init_args.image_size=16", "--data.init_args.val_size=16",
                   "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10"], tmp_path, monkeypatch)
@@ -252,7 +252,7 @@ def test_sweep_input_errors_are_one_line(tmp_path, monkeypatch, capsys):
         return capsys.readouterr().err.strip().splitlines()[-1]
 
     assert "checkpoint not found" in error_line(str(tmp_path / "missing.ckpt"))
-    model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8)
+    model = SimCLR(encoder=EncoderConfig(width=8), projection_hidden_dim=16, projection_dim=8)
     checkpoint = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": model.state_dict(), "encoder_config": model.encoder.config}, checkpoint)
     line = error_line(str(checkpoint), "--data.val_size=100", "--data.train_size=300", "--budgets", "100", "--references=false",
@@ -294,7 +294,7 @@ def test_time_to_accuracy_benchmark_trains_probes_and_writes_the_curve(tmp_path)
     # The limit is far above the 8 steps' need (seconds), so the run ends by its epochs even on a busy machine.
     out = tmp_path / "tta"
     result = subprocess.run([sys.executable, str(BENCHMARK), "time-to-accuracy", "--minutes", "3", "--out", str(out),
-                             "--model.init_args.width=8", "--data.init_args.train_size=1024", "--data.init_args.val_size=256",
+                             "--model.init_args.encoder.width=8", "--data.init_args.train_size=1024", "--data.init_args.val_size=256",
                              "--trainer.max_epochs=2"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     curve = pd.read_csv(out / "curve.csv")
@@ -349,7 +349,7 @@ def test_trainer_limits_keep_integers_as_batch_counts(value, parsed, tmp_path, m
     assert cli.trainer.limit_val_batches == parsed and type(cli.trainer.limit_val_batches) is type(parsed)
 
 
-PREDICT_DATA = ["--data.class_path=conftest.RandomImages", *RANDOM_DATA, "--model.init_args.width=8", "--trainer.accelerator=cpu"]
+PREDICT_DATA = ["--data.class_path=conftest.RandomImages", *RANDOM_DATA, "--model.init_args.encoder.width=8", "--trainer.accelerator=cpu"]
 
 
 @pytest.mark.parametrize("config", ["simclr", "moco", "byol", "barlow_twins", "supervised"])
@@ -393,7 +393,7 @@ def test_predict_from_a_checkpoint_saves_that_encoders_features(tmp_path, monkey
     from pytorch_lightning import Trainer
 
     monkeypatch.chdir(tmp_path)
-    model = SimCLR(width=8, projection_hidden_dim=32, projection_dim=16, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    model = SimCLR(encoder=TINY_ENCODER, projection_hidden_dim=32, projection_dim=16)
     trainer = Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0)
     data = RandomImages(batch_size=16, val_size=32)

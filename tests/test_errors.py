@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pytorch_lightning import Trainer
 
-from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_HEADS, RandomImages
+from conftest import CONFIGS, SIMCLR_CONFIG, TINY, TINY_DATA, TINY_ENCODER, TINY_HEADS, RandomImages
 from test_data import write_image_folder
 from ssl_lightning.cli import main
 from ssl_lightning.methods import SimCLR
@@ -17,7 +17,7 @@ from ssl_lightning.methods import SimCLR
 def simclr_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint of a SimCLR with TINY's architecture (width 8, heads 32/16)."""
     path = tmp_path_factory.mktemp("ckpt") / "simclr.ckpt"
-    model = SimCLR(width=8, projection_hidden_dim=32, projection_dim=16, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    model = SimCLR(encoder=TINY_ENCODER, projection_hidden_dim=32, projection_dim=16)
     trainer = Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0)
     trainer.fit(model, datamodule=RandomImages(batch_size=16, val_size=32))
@@ -79,7 +79,7 @@ CASES = {
                                                         "--model.init_args.queue_size=40"], "must be a multiple of the batch size"),
     "label budget larger than the data": (lambda t, c: ["--data.init_args.labels_per_class=100"], "labels per class"),
     "unknown method": (lambda t, c: ["--model.class_path=SimCRL"], "unknown method 'SimCRL'; choose one of SimCLR, MoCo, BYOL"),
-    "unknown backbone": (lambda t, c: ["--model.init_args.backbone=resnet99"], "unknown backbone 'resnet99'; choose one of"),
+    "unknown backbone": (lambda t, c: ["--model.init_args.encoder.backbone=resnet99"], "unknown backbone 'resnet99'; choose one of"),
     "unwritable output": (lambda t, c: [f"--trainer.logger.init_args.save_dir={t / 'a_file' / 'runs'}"] if (t / "a_file").touch() is None else [],
                           "a_file is a file, not a folder; choose another trainer.logger.init_args.save_dir"),
     "earlier checkpoints in the folder": (
@@ -207,7 +207,7 @@ NEEDS_LABELS = {
     "evaluate": (lambda t, c: ["evaluate", str(c), *unlabelled_folder(t), f"--output_dir={t / 'out'}"], f"evaluate {NO_LABELS}"),
     "transfer": (lambda t, c: ["transfer", "--sources", str(c), *unlabelled_folder(t), f"--output_dir={t / 'out'}",
                                f"--log_dir={t / 'out'}"], f"transfer {NO_LABELS}"),
-    "supervised baseline": (lambda t, c: ["fit", "--config", str(CONFIGS / "supervised.yaml"), "--model.init_args.width=8",
+    "supervised baseline": (lambda t, c: ["fit", "--config", str(CONFIGS / "supervised.yaml"), "--model.init_args.encoder.width=8",
                                           *unlabelled_folder(t), "--trainer.fast_dev_run=true"], f"the supervised baseline {NO_LABELS}"),
     "online evaluation's eval_data": (lambda t, c: [*SIMCLR, *with_prefix("online_eval.eval_data", unlabelled_folder(t))],
                                       f"online evaluation's eval_data {NO_LABELS}"),

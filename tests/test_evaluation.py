@@ -8,7 +8,7 @@ import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
+from conftest import TINY_ENCODER, LabelsApart, RandomImages, UnlabelledRandomImages, fit, save_encoder, write_colour_squares
 from ssl_lightning import load_encoder
 from ssl_lightning.classification import accuracy
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
@@ -431,7 +431,7 @@ def test_online_evaluation_resumes_its_classifier(tiny_simclr_kwargs, tmp_path):
 
 def test_supervised_trains_on_a_label_budget_and_round_trips(tmp_path):
     data = RandomImages(batch_size=8, val_size=32, labels_per_class=3, drop_last=False)
-    model = Supervised(num_classes=4, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    model = Supervised(num_classes=4, encoder=TINY_ENCODER)
     trainer, checkpoint = fit(model, data, tmp_path, max_epochs=2)
     assert len(data.train_set) == 12 and trainer.global_step == 4  # 12 images in batches of 8, last one kept
     assert {"train_acc", "val_acc", "val_loss"} <= set(trainer.callback_metrics)
@@ -442,6 +442,6 @@ def test_supervised_trains_on_a_label_budget_and_round_trips(tmp_path):
 
 
 def test_supervised_checks_the_number_of_classes(tmp_path):
-    model = Supervised(num_classes=10, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+    model = Supervised(num_classes=10, encoder=TINY_ENCODER)
     with pytest.raises(ConfigError, match="4 classes.*num_classes=10"):
         fit(model, RandomImages(batch_size=8, val_size=32), tmp_path, max_steps=1)

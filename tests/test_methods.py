@@ -5,12 +5,12 @@ import torch
 
 from pytorch_lightning import Trainer
 
-from conftest import RandomImages, fit
+from conftest import TINY_ENCODER, RandomImages, fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, MomentumPretrainMethod, SimCLR
 
-DATA = dict(in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), width=8)
+DATA = dict(encoder=TINY_ENCODER)
 METHODS = {
     "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
     "moco": lambda: MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=2, **DATA),

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_ENCODER
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.queue import KeyQueue
@@ -70,8 +71,7 @@ def test_byol_moves_its_targets_with_the_cosine_tau_at_every_optimizer_step(rand
     from conftest import fit
     from ssl_lightning.methods import BYOL
 
-    model = BYOL(projection_hidden_dim=16, projection_dim=8, target_momentum=0.9, target_momentum_end=1.0, width=8, in_channels=1,
-                 image_size=16, mean=(0.5,), std=(0.29,))
+    model = BYOL(projection_hidden_dim=16, projection_dim=8, target_momentum=0.9, target_momentum_end=1.0, encoder=TINY_ENCODER)
     online, target = model._momentum_pairs[1]  # the projector and its target
     used = []
     real_update = model.update_targets

@@ -8,13 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY_ENCODER
 from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR
 from ssl_lightning.metrics import ranking_metrics
 
 # Weak views: a mild square crop and nothing else, so that 64 images can be told apart in a few dozen steps.
 WEAK_VIEWS = {"crop_scale": (0.9, 1.0), "crop_ratio": (1.0, 1.0), "flip_prob": 0.0, "jitter_prob": 0.0, "blur_prob": 0.0,
               "solarize_prob": 0.0}
-DATA = dict(width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), views=WEAK_VIEWS)
+DATA = dict(encoder=TINY_ENCODER, views=WEAK_VIEWS)
 # name: (model, AdamW lr, steps, images per batch, acc_top1 it must pass)
 METHODS = {
     "simclr": (lambda: SimCLR(projection_hidden_dim=32, projection_dim=16, **DATA), 1e-2, 40, 64, 0.9),

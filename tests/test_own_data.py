@@ -13,7 +13,7 @@ from test_image_folder import write_images
 
 pytestmark = pytest.mark.slow
 # Tiny runs: 2 epochs of 4 steps (batch 16 of 64 train images), validation on 16.
-TINY_FOLDER = ["--model.init_args.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=16",
+TINY_FOLDER = ["--model.init_args.encoder.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=16",
                "--trainer.max_epochs=2", "--trainer.log_every_n_steps=2", "--trainer.enable_progress_bar=false", "--projector.num_images=8"]
 METHODS = {**{m: TINY_HEADS[m] for m in TINY_HEADS}, "supervised": ["--model.init_args.num_classes=2"]}
 # (channels, image size, in_memory) per method: both colour modes, both sizes, both ways of holding images.
@@ -45,7 +45,8 @@ def test_every_method_pretrains_on_an_image_folder(method, class_folders, tmp_pa
     (run,) = (tmp_path / "checkpoints").glob("*/version_0")
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 8
-    assert checkpoint["hyper_parameters"]["in_channels"] == channels and checkpoint["hyper_parameters"]["image_size"] == size
+    encoder = checkpoint["hyper_parameters"]["encoder"]
+    assert encoder["in_channels"] == channels and encoder["input_size"] == size
     assert "2 classes from the folders" in result.stderr
     assert ("streamed" if in_memory == "false" else "held in memory") in result.stderr
     scalars = logged_scalars(run)

@@ -35,13 +35,13 @@ def test_ckpt_path_last_resumes_the_newest_run_with_a_checkpoint_and_refuses_ano
     capsys.readouterr()
 
     with pytest.raises(SystemExit) as exit_info:
-        main([*FIT, "--trainer.max_steps=2", "--model.init_args.lr=0.5", "--ckpt_path", "last"])
+        main([*FIT, "--trainer.max_steps=2", "--model.init_args.optimizer.lr=0.5", "--ckpt_path", "last"])
     assert exit_info.value.code == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"ssl-lightning: error: the config differs from the one {RUN} was trained with (model.init_args.lr: 0.003 -> 0.5)")
+    assert line.startswith(f"ssl-lightning: error: the config differs from the one {RUN} was trained with (model.init_args.optimizer.lr: 0.003 -> 0.5)")
     assert "--resume_with_changes" in line and step_of(RUN / "checkpoints" / "last.ckpt") == 1  # max_steps is free to change
 
-    main([*FIT, "--trainer.max_steps=2", "--model.init_args.lr=0.5", "--ckpt_path", "last", "--resume_with_changes"])
+    main([*FIT, "--trainer.max_steps=2", "--model.init_args.optimizer.lr=0.5", "--ckpt_path", "last", "--resume_with_changes"])
     assert f"resuming {RUN / 'checkpoints' / 'last.ckpt'} at step 1" in capsys.readouterr().err
     assert step_of(tmp_path / RUN / "checkpoints" / "last.ckpt") == 2
     assert not list((tmp_path / "checkpoints" / "simclr" / "version_1").iterdir())
@@ -52,7 +52,7 @@ def test_ckpt_path_last_passes_over_newer_runs_of_the_experiment_trained_with_an
     lr) does not hide the run that this config trained."""
     monkeypatch.chdir(tmp_path)
     main([*FIT, "--trainer.max_steps=1"])
-    main([*FIT, "--trainer.max_steps=1", "--model.init_args.lr=0.5"])  # version_1
+    main([*FIT, "--trainer.max_steps=1", "--model.init_args.optimizer.lr=0.5"])  # version_1
     capsys.readouterr()
     main([*FIT, "--trainer.max_steps=2", "--ckpt_path", "last"])
     assert f"resuming {RUN / 'checkpoints' / 'last.ckpt'} at step 1" in capsys.readouterr().err

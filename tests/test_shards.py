@@ -203,7 +203,7 @@ def test_prepare_then_fit_and_a_fit_killed_mid_epoch_resumes_to_the_uninterrupte
         assert torch.equal(torch.stack([ours[i][0] for i in range(len(ours))]), theirs.images)
         assert torch.equal(ours.labels, theirs.labels)
 
-    args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY_HEADS["simclr"], "--model.init_args.width=8",
+    args = ["fit", "--config", str(SIMCLR_CONFIG), *TINY_HEADS["simclr"], "--model.init_args.encoder.width=8",
             "--data.class_path=ShardedDataModule", f"--data.init_args.input_dir={tmp_path / 'shards'}", "--data.init_args.batch_size=8",
             "--trainer.max_epochs=2", "--trainer.limit_val_batches=1", "--checkpoint.save_last_every_n_steps=1",
             "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=2", "--projector.num_images=4"]
@@ -213,8 +213,8 @@ def test_prepare_then_fit_and_a_fit_killed_mid_epoch_resumes_to_the_uninterrupte
     main(args)  # the uninterrupted fit, in this process
     reference = torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True)
     assert reference["global_step"] == 10
-    model = reference["hyper_parameters"]
-    assert (model["in_channels"], model["image_size"], list(model["mean"]), list(model["std"])) == (1, 16, metadata["mean"], metadata["std"])
+    encoder = reference["hyper_parameters"]["encoder"]
+    assert (encoder["in_channels"], encoder["input_size"], encoder["mean"], encoder["std"]) == (1, 16, metadata["mean"], metadata["std"])
 
     kill_at(args, tmp_path / "killed", step=3)
     assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 2

@@ -12,7 +12,7 @@ import torch
 
 import ssl_lightning.shipped as shipped
 from conftest import REPO, TINY_DATA
-from ssl_lightning import Encoder, load_encoder, shipped_checkpoints
+from ssl_lightning import Encoder, EncoderConfig, load_encoder, shipped_checkpoints
 from ssl_lightning.cli import main
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.errors import CheckpointError
@@ -58,7 +58,7 @@ def test_shipped_encoder_is_trained(name, fashion_mnist_subset):
     features = encoder(torch.rand(2, 1, 28, 28))
     assert features.shape == (2, encoder.out_dim) and torch.isfinite(features).all()
     torch.manual_seed(0)
-    random_encoder = Encoder(**encoder.config).eval()
+    random_encoder = Encoder(encoder.config).eval()
     trained, random = probe_accuracy(encoder, fashion_mnist_subset), probe_accuracy(random_encoder, fashion_mnist_subset)
     assert trained > random + 0.05, (trained, random)
 
@@ -92,7 +92,7 @@ def test_tampered_weights_are_refused_in_one_line(tmp_path, monkeypatch):
 
 
 def test_pickled_object_is_refused_without_the_opt_in(tmp_path):
-    encoder = Encoder(width=8)
+    encoder = Encoder(EncoderConfig(width=8))
     checkpoint = {"encoder_config": encoder.config, "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()},
                   "hyper_parameters": argparse.Namespace(lr=0.1)}  # an object: unpickling it runs its class's code
     torch.save(checkpoint, tmp_path / "pickled.ckpt")

@@ -165,15 +165,15 @@ def test_tutorial_config_builds_the_tutorial_model(stl10, monkeypatch):
     cli = make_cli(["--config", str(STL10_CONFIG), f"--data.init_args.root={root}"], run=False)
     model, module = cli.model, cli.datamodule
     assert module.pretrain_split == "unlabeled" and module.batch_size == 256 and module.image_size == 96
-    assert not model.hparams.small_images and model.hparams.width == 64 and model.encoder.out_dim == 512
+    assert not model.encoder.config["small_images"] and model.encoder.config["width"] == 64 and model.encoder.out_dim == 512
     head = [type(m).__name__ for m in model.projector.layers]
     assert head == ["Linear", "ReLU", "Linear"] and model.projector.layers[-1].out_features == 128
     assert [view["blur_prob"] for view in model.view_configs] == [1.0, 1.0]
     assert model.views.pipelines[0][-1].flags["kernel_size"] == (9, 9)
-    assert model.hparams.final_lr_ratio == pytest.approx(1 / 50) and model.hparams.temperature == 0.07
+    assert model.optimizer_config.final_lr_ratio == pytest.approx(1 / 50) and model.hparams.temperature == 0.07
 
 
-TINY_STL10 = ["--model.init_args.width=8", "--data.init_args.batch_size=4", "--data.init_args.val_size=5", "--data.init_args.image_size=32"]
+TINY_STL10 = ["--model.init_args.encoder.width=8", "--data.init_args.batch_size=4", "--data.init_args.val_size=5", "--data.init_args.image_size=32"]
 
 
 @pytest.mark.slow

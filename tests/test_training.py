@@ -1,18 +1,20 @@
 import copy
+import inspect
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from conftest import fit
+from conftest import TINY_ENCODER, fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ssl_lightning.methods import BarlowTwins, MoCo, SimCLR, Supervised
-from ssl_lightning.optim import param_groups, scaled_lr, warmup_cosine
+from ssl_lightning.optim import OptimizerConfig, param_groups, scaled_lr, warmup_cosine
 
 
 def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tiny_simclr_kwargs, tmp_path):
@@ -96,7 +98,7 @@ def test_cosine_ends_at_the_final_lr_ratio():
 
 
 def test_final_lr_ratio_reaches_the_trainer_schedule(random_images, tiny_simclr_kwargs, tmp_path):
-    model = SimCLR(**tiny_simclr_kwargs, lr=0.1, warmup_epochs=0, final_lr_ratio=0.5)
+    model = SimCLR(**tiny_simclr_kwargs, optimizer=OptimizerConfig(lr=0.1, warmup_epochs=0, final_lr_ratio=0.5))
     trainer, _ = fit(model, random_images, tmp_path, max_steps=4, limit_val_batches=0)
     # After the run's 4 of 4 steps the cosine is at its end: 0.5 x lr (without the ratio, 0).
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05)
@@ -203,7 +205,7 @@ def nan_at_step_2(method, tiny_simclr_kwargs):
         compute = model.compute_loss
         model.compute_loss = lambda x1, x2: compute(x1, x2)._replace(loss=compute(x1, x2).loss * (float("nan") if model.global_step == 2 else 1))
     else:
-        model = Supervised(num_classes=4, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+        model = Supervised(num_classes=4, encoder=TINY_ENCODER)
         classifier = model.classifier
         model.classifier = torch.nn.Sequential(classifier)
         model.classifier.register_forward_hook(lambda m, i, out: out * float("inf") if model.global_step == 2 and model.training else out)
@@ -211,7 +213,7 @@ def nan_at_step_2(method, tiny_simclr_kwargs):
 
 
 def test_images_that_do_not_fit_the_model_are_refused(random_images, tmp_path):
-    model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=3, image_size=16, mean=(0.5,) * 3, std=(0.29,) * 3)
+    model = SimCLR(encoder=replace(TINY_ENCODER, in_channels=3, mean=(0.5,) * 3, std=(0.29,) * 3), projection_hidden_dim=16, projection_dim=8)
     with pytest.raises(ConfigError, match="expects 3-channel images of side 16, but the data has 1 channel"):
         fit(model, random_images, tmp_path, max_steps=1)
 
@@ -244,8 +246,8 @@ def test_checkpoint_of_another_method_or_architecture_is_refused(tiny_simclr_kwa
     checkpoint = {"state_dict": simclr.state_dict(), "method": "SimCLR"}
     check_compatible(checkpoint, simclr)  # its own: fine
     with pytest.raises(CheckpointError, match="written by SimCLR, not MoCo"):
-        check_compatible(checkpoint, MoCo(width=8, projection_hidden_dim=16, projection_dim=8, queue_size=32, in_channels=1, image_size=16))
-    wider = SimCLR(**{**tiny_simclr_kwargs, "width": 16})
+        check_compatible(checkpoint, MoCo(encoder=TINY_ENCODER, projection_hidden_dim=16, projection_dim=8, queue_size=32))
+    wider = SimCLR(**{**tiny_simclr_kwargs, "encoder": replace(TINY_ENCODER, width=16)})
     with pytest.raises(CheckpointError, match=r"another architecture \(\d+ tensors differ: encoder\.backbone\."):
         check_compatible(checkpoint, wider)
 
@@ -256,7 +258,7 @@ def test_compiled_backbones_train_and_keep_their_checkpoint_keys(random_images, 
     # code generation (about 90 s here on a cold cache) is PyTorch's to test, not ours.
     compile_module = torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: compile_module(self, backend="aot_eager", **kwargs))
-    model = MoCo(width=8, projection_hidden_dim=16, projection_dim=8, queue_size=32, in_channels=1, image_size=16, compile=True)
+    model = MoCo(encoder=replace(TINY_ENCODER, compile=True), projection_hidden_dim=16, projection_dim=8, queue_size=32)
     keys = set(model.state_dict())
     _, checkpoint = fit(model, random_images, tmp_path, max_steps=2, limit_val_batches=1)
     assert model.encoder.backbone._compiled_call_impl is not None and model.key_encoder.backbone._compiled_call_impl is not None
@@ -265,9 +267,9 @@ def test_compiled_backbones_train_and_keep_their_checkpoint_keys(random_images, 
 
 
 def test_channels_last_is_the_default_layout_and_gives_the_same_features(tiny_simclr_kwargs):
-    kwargs = {**tiny_simclr_kwargs, "width": 16}  # width 8 keeps the contiguous layout (next test)
-    fast = SimCLR(**kwargs).eval()
-    plain = SimCLR(**kwargs, channels_last=False).eval()
+    wider = replace(TINY_ENCODER, width=16)  # width 8 keeps the contiguous layout (next test)
+    fast = SimCLR(**{**tiny_simclr_kwargs, "encoder": wider}).eval()
+    plain = SimCLR(**{**tiny_simclr_kwargs, "encoder": replace(wider, channels_last=False)}).eval()
     plain.load_state_dict(fast.state_dict())
     conv = lambda model: model.encoder.backbone.layer1[0].conv1.weight  # noqa: E731  (3x3: the layouts differ)
     assert conv(fast).is_contiguous(memory_format=torch.channels_last) and not conv(plain).is_contiguous(memory_format=torch.channels_last)
@@ -278,8 +280,9 @@ def test_channels_last_is_the_default_layout_and_gives_the_same_features(tiny_si
 
 CHANNELS_LAST_WIDTH_8_STEP = """
 import torch
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.methods import SimCLR
-model = SimCLR(width=8, projection_hidden_dim=16, projection_dim=8, in_channels=1, image_size=64, channels_last=True)
+model = SimCLR(encoder=EncoderConfig(width=8, input_size=64, channels_last=True), projection_hidden_dim=16, projection_dim=8)
 x = torch.rand(2, 1, 64, 64)
 model.compute_loss(x, x.flip(-1)).loss.backward()
 assert not model.encoder.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -334,9 +337,9 @@ def test_biases_and_norms_follow_the_schedule_at_their_share_of_lr(random_images
     from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger
 
-    model = BarlowTwins(projector_dim=16, width=8, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,), optimizer="lars",
-                        lr=0.2, warmup_epochs=0.5)
-    assert model.hparams.bias_norm_lr_ratio == 0.024  # the paper's 0.0048 / 0.2
+    paper = inspect.signature(BarlowTwins).parameters["optimizer"].default
+    assert paper.bias_norm_lr_ratio == 0.024  # the paper's 0.0048 / 0.2
+    model = BarlowTwins(projector_dim=16, encoder=TINY_ENCODER, optimizer=replace(paper, name="lars", lr=0.2, warmup_epochs=0.5))
     monitor = LearningRateMonitor("step")
     trainer = Trainer(accelerator="cpu", logger=CSVLogger(tmp_path), callbacks=[monitor], enable_progress_bar=False,
                       enable_checkpointing=False, enable_model_summary=False, max_steps=4, limit_val_batches=0, log_every_n_steps=1)
@@ -361,7 +364,7 @@ def test_lr_scaling_rules():
 def test_lr_scaling_counts_accumulated_batches_and_is_logged(random_images, tiny_simclr_kwargs, tmp_path, caplog):
     from pytorch_lightning.loggers import CSVLogger
 
-    model = SimCLR(**tiny_simclr_kwargs, lr=0.1, lr_scaling="linear")
+    model = SimCLR(**tiny_simclr_kwargs, optimizer=OptimizerConfig(lr=0.1, lr_scaling="linear"))
     logger = CSVLogger(tmp_path)
     trainer = Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
                       max_steps=1, limit_val_batches=0, accumulate_grad_batches=4)

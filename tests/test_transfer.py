@@ -10,22 +10,22 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import LabelsApart, RandomImages, UnlabelledRandomImages, cli_here, fit, write_colour_squares
-from ssl_lightning import Encoder, load_encoder
+from conftest import TINY_ENCODER, LabelsApart, RandomImages, UnlabelledRandomImages, cli_here, fit, write_colour_squares
+from ssl_lightning import Encoder, EncoderConfig, OptimizerConfig, load_encoder
 from ssl_lightning.data import DigitsDataModule, FashionMNISTDataModule, TorchvisionDataModule
 from ssl_lightning.data.source import UNLABELLED
 from ssl_lightning.errors import CheckpointError, ConfigError, DataNotFoundError
 from ssl_lightning.evaluation.transfer import ChannelAdapter, TransferClassifier
 from ssl_lightning.evaluation.transfer_comparison import compare
 
-DATA = dict(num_classes=4, in_channels=1, image_size=16, mean=(0.5,), std=(0.29,))
+DATA = dict(num_classes=4, encoder=TINY_ENCODER)
 
 
 @pytest.fixture
 def encoder_file(tmp_path):
     """An encoder-only checkpoint (the shipped format) of a width-8 encoder at 16x16, with BN statistics that are not the defaults."""
     torch.manual_seed(0)
-    encoder = Encoder(width=8, in_channels=1, input_size=16)
+    encoder = Encoder(EncoderConfig(width=8, in_channels=1, input_size=16))
     encoder.train()
     with torch.no_grad():
         encoder(torch.rand(8, 1, 16, 16))  # moves the running statistics away from 0/1
@@ -79,7 +79,8 @@ def test_finetune_changes_weights_and_bn_statistics(encoder_file, tmp_path):
 
 
 def test_param_groups_get_the_configured_learning_rates(encoder_file, tmp_path):
-    model = TransferClassifier(source=str(encoder_file), mode="finetune", lr=0.02, backbone_lr=0.0005, weight_decay=0.01, **DATA)
+    model = TransferClassifier(source=str(encoder_file), mode="finetune", optimizer=OptimizerConfig(lr=0.02, weight_decay=0.01),
+                               backbone_lr=0.0005, **DATA)
     trainer, _ = train(model, tmp_path, steps=1)
     encoder_ids, head_ids = {id(p) for p in model.encoder.parameters()}, {id(p) for p in model.head.parameters()}
     seen = set()
@@ -116,15 +117,15 @@ def test_channel_adapter_against_hand_computed_pixels():
 
 def test_transfer_without_labels_says_so_before_training(tmp_path):
     with pytest.raises(ConfigError, match="transfer needs labelled data, but num_classes is None"):
-        TransferClassifier(source="random", width=8, **{**DATA, "num_classes": None})
-    model = TransferClassifier(source="random", width=8, **DATA)
+        TransferClassifier(source="random", **{**DATA, "num_classes": None})
+    model = TransferClassifier(source="random", **DATA)
     with pytest.raises(ConfigError, match=r"transfer needs labelled data, but UnlabelledRandomImages\(\) has none"):
         fit(model, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path, max_steps=1)
     assert not (tmp_path / "ckpt").exists()
 
 
 def test_random_source_is_untrained_with_the_target_normalisation():
-    model = TransferClassifier(source="random", width=8, **DATA)
+    model = TransferClassifier(source="random", **DATA)
     assert model.encoder.config["mean"] == [0.5] and model.encoder.config["input_size"] == 16
 
 

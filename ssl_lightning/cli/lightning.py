@@ -37,7 +37,8 @@ from ssl_lightning.outputs import check_can_create, numbered_folders
 from ssl_lightning.predictions import FeatureWriter
 
 # Facts about the images that the model takes from the data module: (data attribute, model argument).
-DATA_TO_MODEL = [("num_channels", "in_channels"), ("image_size", "image_size"), ("mean", "mean"), ("std", "std")]
+DATA_TO_MODEL = [("num_channels", "encoder.in_channels"), ("image_size", "encoder.input_size"), ("mean", "encoder.mean"),
+                 ("std", "encoder.std")]
 
 TRAINER_DEFAULTS = {
     "accelerator": "auto",

@@ -147,8 +147,9 @@ def train_supervised(
     """The supervised baseline on the same draws as the probes: ``steps`` optimizer steps each,
     validated three times; the weights with the best ``val_acc`` are tested."""
     model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
-    model_args.update({key: encoder_config[key] for key in ("backbone", "width", "small_images")})
-    model_args.update(num_classes=data.num_classes, in_channels=data.num_channels, image_size=data.image_size, mean=data.mean, std=data.std)
+    architecture = {key: encoder_config[key] for key in ("backbone", "width", "small_images")}
+    images = {"in_channels": data.num_channels, "input_size": data.image_size, "mean": data.mean, "std": data.std}
+    model_args.update(num_classes=data.num_classes, encoder={**model_args.get("encoder", {}), **architecture, **images})
     rows = []
     for budget, seed, idx in tqdm(list(draws(split.pool.labels, budgets, seeds)), desc=SUPERVISED, unit="run", leave=False):
         start = time.perf_counter()
@@ -253,7 +254,7 @@ def evaluate(
     if references:
         with torch.random.fork_rng(devices=[]):  # a seeded random encoder; the caller's RNG stays as it was
             torch.manual_seed(0)
-            loaded[RANDOM_ENCODER] = Encoder(**first_config).eval()
+            loaded[RANDOM_ENCODER] = Encoder(first_config).eval()
     encoders = {name: adapt_channels(encoder, data.num_channels) for name, encoder in loaded.items()}
     for name, encoder in encoders.items():
         if encoder is not loaded[name]:

@@ -15,7 +15,7 @@ encoder (it resizes to the size it was trained at), and the normalisation is the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.error import URLError
@@ -32,9 +32,9 @@ from ssl_lightning.backbones import RESNETS
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
 from ssl_lightning.classification import check_classifier_data, classification_step
 from ssl_lightning.data.labelled import LABELLED_EXAMPLE
-from ssl_lightning.encoder import Encoder, load_encoder
+from ssl_lightning.encoder import Encoder, EncoderConfig, load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
-from ssl_lightning.optim import OptimizerName, optimizer_with_schedule, param_groups
+from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule, param_groups
 
 Mode = Literal["finetune", "feature_extract"]
 RANDOM = "random"
@@ -59,8 +59,8 @@ def torchvision_encoder(weights_name: str, input_size: int | None = None) -> Enc
     if backbone not in RESNETS:
         raise ConfigError(f"{weights_name} is for {backbone}; transfer supports the ResNets {sorted(RESNETS)}")
     preset = weights.transforms()
-    encoder = Encoder(backbone=backbone, width=64, small_images=False, in_channels=3,
-                      input_size=input_size or preset.crop_size[0], mean=preset.mean, std=preset.std)
+    encoder = Encoder(EncoderConfig(backbone=backbone, width=64, small_images=False, in_channels=3,
+                                    input_size=input_size or preset.crop_size[0], mean=preset.mean, std=preset.std))
     try:
         state = weights.get_state_dict(progress=True)  # the torch hub cache first, else the download
     except (URLError, OSError, RuntimeError) as err:
@@ -128,52 +128,47 @@ class TransferClassifier(LightningModule):
         source: str = RANDOM,
         mode: Mode = "finetune",
         num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        mean: Sequence[float] = (0.5,),
-        std: Sequence[float] = (0.25,),
-        lr: float = 1e-3,
+        encoder: EncoderConfig = EncoderConfig(width=16),
+        optimizer: OptimizerConfig = OptimizerConfig(warmup_epochs=0.0),
         backbone_lr: float = 1e-4,
-        weight_decay: float = 1e-4,
-        optimizer: OptimizerName = "adamw",
-        sgd_momentum: float = 0.9,
-        warmup_epochs: float = 0.0,
         views: ViewConfig | None = None,
-        backbone: str = "resnet18",
-        width: int = 16,
-        small_images: bool = True,
-        input_size: int | None = None,
+        resize_to: int | None = None,
         trusted: bool = False,
     ) -> None:
         """
         Args:
             source: a checkpoint path or shipped name, a torchvision weights name, or "random".
             mode: "finetune" or "feature_extract".
-            num_classes, in_channels, image_size, mean, std: the target data's (the CLI takes them
-                from the data module); mean and std normalise only a "random" encoder, the others
-                keep the normalisation they were trained with.
-            lr: the head's peak learning rate.
-            backbone_lr: the encoder's peak learning rate in finetune mode (lower than ``lr``: the
-                pretrained features should move less than the new head; from scratch, set it to ``lr``).
-            weight_decay, optimizer, sgd_momentum, warmup_epochs: as for the pretraining methods.
+            num_classes: the target's classes (the CLI takes them from the data module).
+            encoder: the target's images (``in_channels``, ``input_size``, ``mean``, ``std``: the CLI
+                takes them from the data module) and the architecture of a "random" encoder; mean
+                and std normalise only a "random" encoder, the others keep the normalisation they
+                were trained with.
+            optimizer: as for the pretraining methods; its ``lr`` is the head's peak learning rate.
+            backbone_lr: the encoder's peak learning rate in finetune mode (lower than the head's:
+                the pretrained features should move less than the new head; from scratch, set it
+                to the head's).
             views: training augmentation (default: a crop of 80-100% of the area and a flip).
-            backbone, width, small_images: the architecture of a "random" encoder.
-            input_size: the side the encoder sees, for torchvision weights (default: the weights'
+            resize_to: the side the encoder sees, for torchvision weights (default: the weights'
                 own, 224) and "random" (default: the target's own); checkpoints keep their own.
             trusted: allow a checkpoint that needs Python objects unpickled (see ``load_encoder``).
         """
         super().__init__()
+        encoder, self.optimizer_config = EncoderConfig.of(encoder), OptimizerConfig.of(optimizer)
         self.save_hyperparameters()
+        # The configs whole and as plain values: checkpoints load with weights_only=True, and every
+        # run logs the same hyperparameters, whichever fields its config set.
+        self.save_hyperparameters({**self.hparams, "encoder": encoder.as_dict(), "optimizer": asdict(self.optimizer_config)})
         if num_classes is None:
             raise ConfigError(f"transfer needs labelled data, but num_classes is None (the target has no labels); "
                               f"give a labelled target, {LABELLED_EXAMPLE}")
         if mode not in ("finetune", "feature_extract"):
             raise ConfigError(f"mode must be 'finetune' or 'feature_extract', got {mode!r}")
+        in_channels, image_size = encoder.in_channels, encoder.input_size
         if source == RANDOM:
-            self.encoder = Encoder(backbone=backbone, width=width, small_images=small_images, in_channels=in_channels,
-                                   input_size=input_size or image_size, mean=mean, std=std)
+            self.encoder = Encoder(replace(encoder, input_size=resize_to or image_size))
         elif is_torchvision_weights(source):
-            self.encoder = torchvision_encoder(source, input_size)
+            self.encoder = torchvision_encoder(source, resize_to)
         else:
             self.encoder = load_encoder(source, trusted=trusted)
         encoder_channels, encoder_size = self.encoder.config["in_channels"], self.encoder.config["input_size"]
@@ -226,11 +221,13 @@ class TransferClassifier(LightningModule):
         classification_step(self, self(batch[0]), batch[1], "test")
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        groups = [{**group, "name": f"head/{group['name']}"} for group in param_groups(self.head, hp.lr, hp.weight_decay)]
-        if hp.mode == "finetune":
-            groups += [{**group, "name": f"encoder/{group['name']}"} for group in param_groups(self.encoder, hp.backbone_lr, hp.weight_decay)]
-        return optimizer_with_schedule(self, groups, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs)
+        config = self.optimizer_config
+        rates = {"head": (self.head, config.lr)}
+        if self.hparams.mode == "finetune":
+            rates["encoder"] = (self.encoder, self.hparams.backbone_lr)
+        groups = [{**group, "name": f"{part}/{group['name']}"} for part, (module, lr) in rates.items()
+                  for group in param_groups(module, lr, config.weight_decay, config.bias_norm_lr_ratio)]
+        return optimizer_with_schedule(self, groups, config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # load_encoder gives the tuned encoder

@@ -14,6 +14,7 @@ results.md) and one plot of validation accuracy per epoch go to ``--output_dir``
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ from ssl_lightning.data.labelled import require_labels  # noqa: E402
 from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
 from ssl_lightning.errors import ConfigError  # noqa: E402
 from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
-from ssl_lightning.encoder import load_encoder  # noqa: E402
+from ssl_lightning.encoder import EncoderConfig, load_encoder  # noqa: E402
 from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights  # noqa: E402
+from ssl_lightning.optim import OptimizerConfig  # noqa: E402
 from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder  # noqa: E402
 
 SCRATCH = "scratch"
@@ -68,7 +70,7 @@ def compare(
     weight_decay: float = 1e-4,
     warmup_epochs: float = 0.0,
     views: ViewConfig | None = None,
-    input_size: int | None = None,
+    resize_to: int | None = None,
     scratch: bool = True,
     seed: int = 0,
     output_dir: Path | None = None,
@@ -87,7 +89,8 @@ def compare(
         max_epochs: epochs of every run.
         lr: the head's peak learning rate (and every layer's from scratch).
         backbone_lr: the pretrained encoder's peak learning rate when fine-tuning.
-        weight_decay, warmup_epochs, views, input_size: see ``TransferClassifier``.
+        weight_decay, warmup_epochs: as in ``OptimizerConfig``.
+        views, resize_to: see ``TransferClassifier``.
         scratch: add the run from scratch (the first source's architecture and input size, every
             layer at ``lr``).
         seed: seeds each run the same way.
@@ -112,19 +115,22 @@ def compare(
     target = data_name(data)
     logs = Path(log_dir) / target
     run_folder = next_run_folder(logs).name  # a new folder per comparison: earlier logs stay
-    facts = {"num_classes": data.num_classes, "in_channels": data.num_channels, "image_size": data.image_size,
-             "mean": data.mean, "std": data.std}
-    common = {"lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "views": views, "input_size": input_size}
+    images = EncoderConfig(in_channels=data.num_channels, input_size=data.image_size, mean=data.mean, std=data.std)
+    optimizer = OptimizerConfig(lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs)
+    common = {"num_classes": data.num_classes, "optimizer": optimizer, "views": views, "resize_to": resize_to}
     rows, history = [], []
-    scratch_architecture: dict[str, Any] = {}
+    scratch_args: dict[str, Any] = {}  # the first source's architecture and input size
     for run, source, mode in plan(sources, scratch):
         seed_everything(seed, verbose=False)
         if source == RANDOM:
-            model = TransferClassifier(source=RANDOM, mode=mode, backbone_lr=lr, **{**common, **scratch_architecture}, **facts)
+            model = TransferClassifier(source=RANDOM, mode=mode, backbone_lr=lr, **{"encoder": images, **common, **scratch_args})
         else:
-            model = TransferClassifier(source=source, mode=mode, backbone_lr=backbone_lr, **facts, **common)
+            model = TransferClassifier(source=source, mode=mode, backbone_lr=backbone_lr, encoder=images, **common)
             config = model.encoder.config
-            scratch_architecture = scratch_architecture or {k: config[k] for k in ("backbone", "width", "small_images", "input_size")}
+            scratch_args = scratch_args or {
+                "encoder": replace(images, backbone=config["backbone"], width=config["width"], small_images=config["small_images"]),
+                "resize_to": config["input_size"],
+            }
         logger = TensorBoardLogger(logs, name=run_folder, version=run.replace(" ", "_"), default_hp_metric=False)
         best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val_acc", mode="max", filename="best-{epoch}")
         validation = ValidationHistory()

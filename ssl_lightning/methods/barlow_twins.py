@@ -9,9 +9,11 @@ from torch import Tensor
 
 from ssl_lightning.augment import BARLOW_TWINS_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import barlow_twins_loss
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
+from ssl_lightning.optim import OptimizerConfig
 
 
 class BarlowTwins(PretrainMethod):
@@ -27,16 +29,22 @@ class BarlowTwins(PretrainMethod):
         lambd: λ, weight of the off-diagonal (redundancy) term (paper: 5e-3).
         loss_scale: a factor on the whole loss, 1 = the paper's formula. (The paper's code scales
             by 1/32 for its LARS set-up; here it is explicit and off by default.)
-        bias_norm_lr_ratio: the biases' and norm weights' learning rate as a share of ``lr``
-            (paper: 0.0048 / 0.2 = 0.024).
-        **kwargs: the shared arguments of ``PretrainMethod``.
+        encoder, optimizer, views: as for every method (``EncoderMethod``); ``optimizer``'s
+            ``bias_norm_lr_ratio`` is the paper's 0.024 here.
     """
 
     default_views: ClassVar[list[ViewConfig]] = BARLOW_TWINS_VIEWS  # BYOL's asymmetric views
 
-    def __init__(self, projector_dim: int = 8192, lambd: float = 5e-3, loss_scale: float = 1.0,
-                 bias_norm_lr_ratio: float = 0.024, **kwargs) -> None:
-        super().__init__(bias_norm_lr_ratio=bias_norm_lr_ratio, **kwargs)
+    def __init__(
+        self,
+        projector_dim: int = 8192,
+        lambd: float = 5e-3,
+        loss_scale: float = 1.0,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(bias_norm_lr_ratio=0.024),
+        views: ViewConfig | list[ViewConfig] | None = None,
+    ) -> None:
+        super().__init__(encoder=encoder, optimizer=optimizer, views=views)
         self.lambd = lambd
         self.loss_scale = loss_scale
         self.projector = ProjectionHead(self.encoder.out_dim, projector_dim, projector_dim, num_layers=3, last_bias=False)

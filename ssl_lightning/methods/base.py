@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from dataclasses import asdict, replace
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.trainer.states import RunningStage
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
-from ssl_lightning.backbones import channels_last_is_safe
 from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
 from ssl_lightning.distributed import gather
-from ssl_lightning.encoder import Encoder
+from ssl_lightning.encoder import Encoder, EncoderConfig
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
-from ssl_lightning.optim import LrScaling, OptimizerName, optimizer_with_schedule
+from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule
 
 # Stages whose batches are turned into views; predict batches stay plain images.
 _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING)
@@ -55,78 +53,36 @@ class EncoderMethod(LightningModule):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
-        width: int = 64,
-        small_images: bool = True,
-        in_channels: int = 1,
-        image_size: int = 28,
-        mean: Sequence[float] = (0.2860,),
-        std: Sequence[float] = (0.3530,),
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
         views: ViewConfig | list[ViewConfig] | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        sgd_momentum: float = 0.9,
-        warmup_epochs: float = 1.0,
-        final_lr_ratio: float = 0.0,
-        lars_eta: float = 0.001,
-        lars_clip: bool = False,
-        bias_norm_lr_ratio: float = 1.0,
-        lr_scaling: LrScaling = "none",
-        channels_last: bool = True,
-        compile: bool = False,
     ) -> None:
         """
         Args:
-            backbone: torchvision ResNet name (resnet18, resnet34, resnet50).
-            width: channels of the backbone's first stage (64 in the paper's ResNets).
-            small_images: 3x3 stride-1 stem without max-pool, for images of about 32 pixels.
-            in_channels, image_size, mean, std: the data's channels, side and per-channel
-                normalisation; the CLI takes them from the data module.
+            encoder: the backbone and the images it takes (``EncoderConfig``; the CLI fills in the
+                data's channels, side and normalisation).
+            optimizer: the optimizer and its warm-up + cosine schedule (``OptimizerConfig``).
             views: augmentation parameters (``ssl_lightning.augment.ViewConfig``): one mapping for
                 every view alike, or a list with one per view; keys left out take the method's
                 defaults for that view (``default_views``).
-            optimizer: "adamw", "sgd" or "lars" (the last two with ``sgd_momentum``).
-            lr, weight_decay: peak learning rate and decoupled weight decay (not on biases and
-                norm weights).
-            warmup_epochs: length of the linear warm-up, before the cosine decay.
-            final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
-            lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each
-                layer's rate is clipped at ``lr`` (``ssl_lightning.optim.LARS``).
-            bias_norm_lr_ratio: the learning rate of biases and norm weights as a share of the
-                weights' (1: the same; Barlow Twins: 0.0048 / 0.2 = 0.024).
-            lr_scaling: "none" (``lr`` is the peak rate), "linear" (lr x global batch / 256) or
-                "sqrt" (SimCLR's lr x sqrt(global batch)); the global batch counts every process
-                and accumulated batch (``ssl_lightning.optim.scaled_lr``).
-            channels_last: keep the encoder's convolutions in the channels-last memory layout
-                (faster on CPUs and on GPUs' tensor cores; same results up to rounding). Ignored
-                at width 8 with ResNet-18/34, whose channels-last CPU backward crashes.
-            compile: ``torch.compile`` the backbones when training starts (the first steps are
-                slow while it compiles; it pays off on long runs).
         """
         super().__init__()
+        encoder, optimizer = EncoderConfig.of(encoder), OptimizerConfig.of(optimizer)
         self.save_hyperparameters()
+        # The configs whole and as plain values: checkpoints load with weights_only=True, and every
+        # run logs the same hyperparameters, whichever fields its config set.
+        self.save_hyperparameters({**self.hparams, "encoder": encoder.as_dict(), "optimizer": asdict(optimizer)})
+        self.image_shape = (encoder.in_channels, encoder.input_size)  # (channels, side) of the data's images
+        self.optimizer_config = optimizer
         self.view_configs = resolve_views(views, self.default_views)
-        self.views = ViewPipelines(self.view_configs, channels=in_channels, image_size=image_size)
-        self.encoder = Encoder(
-            backbone=backbone,
-            width=width,
-            small_images=small_images,
-            in_channels=in_channels,
-            input_size=self.view_configs[0]["crop_size"] or image_size,  # the first view: a global crop under multi-crop
-            mean=mean,
-            std=std,
-        )
+        self.views = ViewPipelines(self.view_configs, channels=encoder.in_channels, image_size=encoder.input_size)
+        # Trained at the first view's size: a global crop under multi-crop. Made before subclasses
+        # copy it (EMA targets), so that the copies keep its memory layout.
+        self.encoder = Encoder(replace(encoder, input_size=self.view_configs[0]["crop_size"] or encoder.input_size))
         self._first_nonfinite: Tensor | None = None  # (step, epoch, loss) of the first non-finite loss
-        # Before subclasses copy the encoder (EMA targets): the copies keep the layout.
-        if channels_last and channels_last_is_safe(self.encoder):
-            self.encoder.to(memory_format=torch.channels_last)
-        elif channels_last:
-            rank_zero_info(f"channels_last ignored: its CPU backward crashes at backbone width {width} (strided 1x1 "
-                           "convolutions of fewer than 16 channels); the encoder keeps the contiguous layout")
 
     def configure_model(self) -> None:
-        if self.hparams.compile:  # here, after the targets are made: a deep copy of a compiled module is not one
+        if self.hparams.encoder["compile"]:  # here, after the targets are made: a deep copy of a compiled module is not one
             for module in self.modules():
                 if isinstance(module, Encoder):
                     module.backbone.compile()
@@ -143,11 +99,11 @@ class EncoderMethod(LightningModule):
 
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
-        expected = (self.hparams.in_channels, self.hparams.image_size)
+        expected = self.image_shape
         if data is not None and hasattr(data, "num_channels") and (data.num_channels, data.image_size) != expected:
             raise ConfigError(
                 f"the model expects {expected[0]}-channel images of side {expected[1]}, but the data has "
-                f"{data.num_channels} channel(s) of side {data.image_size}; set model in_channels/image_size to match"
+                f"{data.num_channels} channel(s) of side {data.image_size}; set the model's encoder in_channels/input_size to match"
             )
 
     def check_finite(self, loss: Tensor) -> None:
@@ -179,7 +135,7 @@ class EncoderMethod(LightningModule):
             where = f" in process {rank}" if len(records) > 1 else ""
             raise TrainingDivergedError(
                 f"the training loss is {loss}{where} at step {int(step)} (epoch {int(epoch)}); training stopped and the "
-                "checkpoints written so far are intact; lower model.init_args.lr or check the data, then resume "
+                "checkpoints written so far are intact; lower model.init_args.optimizer.lr or check the data, then resume "
                 "from the last checkpoint with --ckpt_path"
             )
 
@@ -191,9 +147,7 @@ class EncoderMethod(LightningModule):
         self.raise_if_diverged()
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return optimizer_with_schedule(self, self, hp.optimizer, hp.lr, hp.weight_decay, hp.sgd_momentum, hp.warmup_epochs,
-                                       hp.final_lr_ratio, hp.lars_eta, hp.lars_clip, hp.bias_norm_lr_ratio, hp.lr_scaling)
+        return optimizer_with_schedule(self, self, self.optimizer_config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_diverged()  # never a checkpoint of non-finite weights
@@ -294,14 +248,15 @@ class MomentumPretrainMethod(PretrainMethod):
     ``target_momentum_end`` over the run (constant when they are equal). τ is logged.
     """
 
-    def __init__(self, target_momentum: float = 0.99, target_momentum_end: float | None = None, **kwargs) -> None:
+    def __init__(self, target_momentum: float = 0.99, target_momentum_end: float | None = None, **shared: Any) -> None:
         """
         Args:
             target_momentum: τ at the first step.
             target_momentum_end: τ at the last step (None: constant ``target_momentum``).
-            **kwargs: the shared arguments of ``PretrainMethod``.
+            **shared: ``EncoderMethod``'s ``encoder``, ``optimizer`` and ``views`` (the methods
+                themselves list them, for LightningCLI, ``help()`` and IDEs).
         """
-        super().__init__(**kwargs)
+        super().__init__(**shared)
         for tau in (target_momentum, target_momentum_end):
             if tau is not None and not 0 <= tau <= 1:
                 raise ConfigError(f"target momentum must be in [0, 1], got {tau}")

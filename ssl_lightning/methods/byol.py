@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 
 from ssl_lightning.augment import BYOL_VIEWS, ViewConfig
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import byol_loss
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
+from ssl_lightning.optim import OptimizerConfig
 
 
 class BYOL(MomentumPretrainMethod):
@@ -25,7 +27,7 @@ class BYOL(MomentumPretrainMethod):
     Args:
         projection_hidden_dim, projection_dim: projector and predictor MLPs (BYOL: 4096 and 256).
         target_momentum, target_momentum_end: τ schedule (BYOL: 0.996 to 1).
-        **kwargs: the shared arguments of ``PretrainMethod``.
+        encoder, optimizer, views: as for every method (``EncoderMethod``).
     """
 
     cross_view_ranking = True
@@ -37,9 +39,12 @@ class BYOL(MomentumPretrainMethod):
         projection_dim: int = 256,
         target_momentum: float = 0.996,
         target_momentum_end: float | None = 1.0,
-        **kwargs,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        views: ViewConfig | list[ViewConfig] | None = None,
     ) -> None:
-        super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end, **kwargs)
+        super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end,
+                         encoder=encoder, optimizer=optimizer, views=views)
         self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
         self.predictor = ProjectionHead(projection_dim, projection_hidden_dim, projection_dim)
         self.target_encoder = self.momentum_target(self.encoder)

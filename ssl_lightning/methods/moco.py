@@ -11,10 +11,12 @@ from torch import Tensor
 
 from ssl_lightning.augment import MOCO_V2_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, moco_info_nce
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
+from ssl_lightning.optim import OptimizerConfig
 from ssl_lightning.queue import KeyQueue
 
 
@@ -41,8 +43,9 @@ class MoCo(MomentumPretrainMethod):
         projection_batch_norm: BatchNorm in the head's hidden layer (MoCo v2: none, Linear -> ReLU
             -> Linear; True: MoCo v3's Linear -> BN -> ReLU -> Linear).
         key_bn_splits: sub-batches of the shuffled key batch (1 turns the shuffle off).
-        target_momentum: the key encoder's momentum m (constant).
-        **kwargs: the shared arguments of ``PretrainMethod``.
+        target_momentum: the key encoder's momentum m.
+        target_momentum_end: m at the last step, on a cosine schedule (None: constant, as MoCo).
+        encoder, optimizer, views: as for every method (``EncoderMethod``).
     """
 
     cross_view_ranking = True
@@ -57,10 +60,14 @@ class MoCo(MomentumPretrainMethod):
         projection_batch_norm: bool = False,
         key_bn_splits: int = 8,
         target_momentum: float = 0.99,
-        **kwargs,
+        target_momentum_end: float | None = None,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        views: ViewConfig | list[ViewConfig] | None = None,
     ) -> None:
         check_temperature(temperature)  # before building anything: fail fast on a bad config
-        super().__init__(target_momentum=target_momentum, **kwargs)  # constant unless target_momentum_end is set
+        super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end,
+                         encoder=encoder, optimizer=optimizer, views=views)
         if key_bn_splits < 1:
             raise ConfigError(f"key_bn_splits is a number of sub-batches, at least 1; got {key_bn_splits}")
         self.temperature = temperature

@@ -10,9 +10,11 @@ from torch import Tensor
 
 from ssl_lightning.augment import SIMCLR_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.heads import ProjectionHead
 from ssl_lightning.losses import check_temperature, info_nce
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
+from ssl_lightning.optim import OptimizerConfig
 
 
 class SimCLR(PretrainMethod):
@@ -25,7 +27,7 @@ class SimCLR(PretrainMethod):
             (the paper: hidden = the backbone's feature size, output 128).
         projection_batch_norm: BatchNorm in the head's hidden layer, as the paper's reference code
             (False: Linear -> ReLU -> Linear, the UvA tutorial's head).
-        **kwargs: the shared arguments of ``PretrainMethod`` (backbone, views, optimizer, ...).
+        encoder, optimizer, views: as for every method (``EncoderMethod``).
     """
 
     default_views: ClassVar[list[ViewConfig]] = SIMCLR_VIEWS
@@ -36,10 +38,12 @@ class SimCLR(PretrainMethod):
         projection_hidden_dim: int = 512,
         projection_dim: int = 128,
         projection_batch_norm: bool = True,
-        **kwargs,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        views: ViewConfig | list[ViewConfig] | None = None,
     ) -> None:
         check_temperature(temperature)  # before building anything: fail fast on a bad config
-        super().__init__(**kwargs)
+        super().__init__(encoder=encoder, optimizer=optimizer, views=views)
         self.temperature = temperature
         self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim, batch_norm=projection_batch_norm)
 

@@ -8,25 +8,30 @@ from torch import Tensor, nn
 
 from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig
 from ssl_lightning.classification import check_classifier_data, classification_step
+from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.methods.base import EncoderMethod
+from ssl_lightning.optim import OptimizerConfig
 
 
 class Supervised(EncoderMethod):
     """Encoder + ``nn.Linear`` trained with cross-entropy on one weakly augmented view per image;
-    validation and test see the images unaugmented. Logs ``{train,val,test}_loss`` and ``_acc``.
-
-    It has the shared encoder arguments of ``EncoderMethod`` (backbone, width, views, optimizer, ...).
-    """
+    validation and test see the images unaugmented. Logs ``{train,val,test}_loss`` and ``_acc``."""
 
     default_views: ClassVar[list[ViewConfig]] = [SUPERVISED_VIEW]  # one view per image
 
-    def __init__(self, num_classes: int = 10, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        views: ViewConfig | list[ViewConfig] | None = None,
+    ) -> None:
         """
         Args:
             num_classes: number of classes; the CLI takes it from the data module.
-            **kwargs: the shared arguments of ``EncoderMethod``.
+            encoder, optimizer, views: as for every method (``EncoderMethod``).
         """
-        super().__init__(**kwargs)
+        super().__init__(encoder=encoder, optimizer=optimizer, views=views)
         self.classifier = nn.Linear(self.encoder.out_dim, num_classes)
 
     def setup(self, stage: str) -> None:

@@ -198,6 +198,7 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
 
     from ssl_lightning.checkpoint import read_checkpoint
     from ssl_lightning.evaluation.label_efficiency import evaluate
+    from ssl_lightning.evaluation.online import KNN_METRIC, PROBE_METRIC
 
     with tempfile.TemporaryDirectory() as runs:
         # This interpreter, whether or not the console script is installed (a PYTHONPATH checkout).
@@ -217,7 +218,7 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
         probe_s = time.perf_counter() - start
 
     # The online evaluation logs both accuracies at the end of every validation epoch.
-    knn, probe = events.Scalars("val_knn_acc"), events.Scalars("val_online_probe_acc")
+    knn, probe = events.Scalars(KNN_METRIC), events.Scalars(PROBE_METRIC)
     curve = pd.DataFrame({"minutes": [(p.wall_time - started) / 60 for p in knn], "val_knn_acc": [p.value for p in knn],
                           "val_online_probe_acc": [p.value for p in probe]}, index=[p.step for p in knn])
     curve.index.name = "step"

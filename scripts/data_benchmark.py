@@ -82,9 +82,10 @@ def epoch_rate(loader: Iterable, batch_size: int) -> float:
 
 def model_rate(side: int, width: int, batch_size: int = 32, steps: int = 3) -> float:
     """SimCLR training steps (both views) on (batch_size, 3, side, side) images, ImageNet stem."""
+    from ssl_lightning.encoder import EncoderConfig
     from ssl_lightning.methods import SimCLR
 
-    model = SimCLR(width=width, small_images=False, in_channels=3, image_size=side, mean=(0.5,) * 3, std=(0.5,) * 3)
+    model = SimCLR(encoder=EncoderConfig(width=width, small_images=False, in_channels=3, input_size=side, mean=(0.5,) * 3, std=(0.5,) * 3))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.rand(batch_size, 3, side, side)
     for step in range(steps + 1):

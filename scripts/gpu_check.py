@@ -180,9 +180,9 @@ def fit_args(ctx: Context, method: str, runs: Path) -> list[str]:
 def finite_loss(trainer) -> float:
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     bad = [name for name, value in metrics.items() if not math.isfinite(value)]
-    if bad or "train_loss" not in metrics:
-        raise RuntimeError(f"non-finite or missing metrics {bad or ['train_loss']} in {metrics}")
-    return metrics["train_loss"]
+    if bad or "train/loss" not in metrics:
+        raise RuntimeError(f"non-finite or missing metrics {bad or ['train/loss']} in {metrics}")
+    return metrics["train/loss"]
 
 
 def fit_and_resume(ctx: Context, method: str) -> None:

@@ -34,6 +34,7 @@ from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
+from ssl_lightning.logger import EPOCH_TAG, LIGHTNING_EPOCH
 from ssl_lightning.outputs import numbered_folders
 from ssl_lightning.shipped import export_encoder, run_selection, write_manifest
 
@@ -88,15 +89,15 @@ def hardware() -> str:
 
 
 def final_metrics(events: list[Path]) -> dict[str, float]:
-    """The last logged value of every loss and accuracy of a run (not the learning rates, nor the
-    HParams tab's copies)."""
+    """The last logged value of every loss and accuracy of a run (not the learning rates; nor the
+    HParams tab's copies that runs of earlier releases wrote, nor their lr-<optimizer> names)."""
     metrics: dict[str, tuple[int, float]] = {}
     for path in events:
         accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             last = accumulator.Scalars(tag)[-1]
-            if not tag.startswith(("lr-", "hparams/")) and (tag not in metrics or last.step >= metrics[tag][0]):
+            if not tag.startswith(("lr/", "lr-", "hparams/")) and (tag not in metrics or last.step >= metrics[tag][0]):
                 metrics[tag] = (last.step, last.value)
     return {tag: value for tag, (_, value) in sorted(metrics.items())}
 
@@ -110,8 +111,9 @@ def headline(rows: pd.DataFrame) -> dict[str, float]:
 def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame, note: str | None, selection: dict) -> str:
     timing = json.loads((folder / "release-timing.json").read_text())
     metrics = final_metrics(sorted(folder.glob("events.out.tfevents.*")))
-    epochs = int(metrics.get("epoch", -1)) + 1
-    metric_lines = [f"| `{tag}` | {value:.4f} |" for tag, value in metrics.items() if tag != "epoch"]
+    epoch = metrics.pop(EPOCH_TAG, metrics.pop(LIGHTNING_EPOCH, -1))  # the older runs' events name it "epoch"
+    epochs = int(epoch) + 1
+    metric_lines = [f"| `{tag}` | {value:.4f} |" for tag, value in metrics.items()]
     return "\n".join([
         f"# {name}",
         "",
@@ -134,7 +136,7 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         f"- Weights: the run's last checkpoint. Its best checkpoint (`{selection['best_checkpoint']}`, not shipped) was chosen by "
         f"`{selection['monitor']}` (best {selection['best_score']:.4f}).",
         "",
-        "Final logged metrics (the last value of each; `val_` on the 5,000 held-out images):",
+        "Final logged metrics (the last value of each; `val/` on the 5,000 held-out images):",
         "",
         "| metric | value |",
         "|---|---:|",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import sys
 import threading
 import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -15,13 +18,14 @@ import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from ssl_lightning.augment import describe_view
 from ssl_lightning.data.labelled import is_labelled
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
-from ssl_lightning.evaluation.online import KNN_METRIC, OnlineEvaluation
+from ssl_lightning.evaluation.online import KNN_METRIC, PROBE_METRIC, OnlineEvaluation
 from ssl_lightning.methods.base import ViewBatch
 
 AUTO_MONITOR = "auto"  # RunCheckpoint's monitor chosen by selection_metric
@@ -84,17 +88,44 @@ class EmbeddingProjector(Callback):
                                                 global_step=trainer.global_step, tag="val_features")
 
 
-class HParamsSummary(Callback):
-    """At the end of training, writes the run's hyperparameters with its final metrics to
-    TensorBoard's HParams tab, so runs can be compared in one table. The metrics appear there as
-    ``hparams/<metric>`` (their own scalars, so the training curves keep their points)."""
+# The HParams tab's metric columns, the same in every run (a run leaves blank what it does not log),
+# so runs of different methods line up in one table: the methods' validation metrics, the
+# classifiers' accuracy, and online evaluation's.
+HPARAMS_METRICS = ("val/loss", "val/acc", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos", KNN_METRIC, PROBE_METRIC)
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not isinstance(trainer.logger, TensorBoardLogger) or trainer.fast_dev_run:
+
+class HParamsSummary(Callback):
+    """At the start of training, writes the run's method and hyperparameters (the logger's: the
+    model's, the data's, the effective learning rate) to TensorBoard's HParams tab, with the
+    metric columns ``HPARAMS_METRICS``, so runs can be compared in one table. TensorBoard fills
+    each column with the last value of the scalar of that name: the run's latest validation, also
+    for a run stopped early. (Lightning's ``log_hyperparams(params, metrics)`` would write each
+    metric again, as a scalar point of its own.)"""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or trainer.fast_dev_run or not trainer.is_global_zero:
             return
-        metrics = {f"hparams/{name}": float(value) for name, value in trainer.callback_metrics.items()
-                   if name.startswith(("train_", "val_")) and value.numel() == 1}
-        trainer.logger.log_hyperparams(pl_module.hparams, metrics)
+        params = tensorboard_hparams({"method": type(pl_module).__name__, **logger.hparams})
+        for summary in hparams(params, dict.fromkeys(HPARAMS_METRICS, 0.0)):  # the metrics' values are not written
+            logger.experiment.file_writer.add_summary(summary)
+
+
+def tensorboard_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """``params`` as the HParams tab takes them: nested mappings and dataclasses flattened to
+    ``outer/inner`` names, values other than numbers, booleans and strings as their text, names
+    starting with ``_`` (LightningCLI's bookkeeping, ``_instantiator``) left out."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in params.items():
+        if str(key).startswith("_"):
+            continue
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(tensorboard_hparams(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
 
 
 class ProgressBar(TQDMProgressBar):
@@ -109,7 +140,7 @@ class ProgressBar(TQDMProgressBar):
         refresh_rate: as Lightning's (steps between redraws).
     """
 
-    def __init__(self, step_metrics: tuple[str, ...] = ("train_loss", "train_acc_top5"), refresh_rate: int = 1) -> None:
+    def __init__(self, step_metrics: tuple[str, ...] = ("train/loss", "train/acc_top5"), refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.step_metrics = step_metrics
         self._latest: dict[str, float] = {}
@@ -139,11 +170,12 @@ class RunCheckpoint(ModelCheckpoint):
     kill during a save leaves the previous ``last.ckpt`` whole.)
 
     ``monitor="auto"`` (the CLI's default) chooses the metric once the run's data is known
-    (``selection_metric``): ``val_knn_acc`` (mode max) where online evaluation logs it, which is
-    the same measure for every method; otherwise ``val_loss`` (mode min). The chosen metric's
-    value is appended to the file name (``best-epoch=3-step=800-val_knn_acc=0.8123.ckpt``), and
-    the checkpoints hold it as ``ModelCheckpoint``'s state (``monitor``, ``best_model_score``).
-    A metric named in ``monitor`` is used as it is, with ``mode``.
+    (``selection_metric``): ``val/knn_acc`` (mode max) where online evaluation logs it, which is
+    the same measure for every method; otherwise ``val/loss`` (mode min). The chosen metric's
+    value is appended to the file name (``best-epoch=3-step=800-val_knn_acc=0.8123.ckpt``: the
+    names in file names have ``_`` for ``/``, ``with_metric_names``), and the checkpoints hold it
+    as ``ModelCheckpoint``'s state (``monitor``, ``best_model_score``). A metric named in
+    ``monitor`` is used as it is, with ``mode``.
 
     Args:
         save_last_every_n_steps: refresh ``last.ckpt`` after every this many training steps
@@ -183,6 +215,8 @@ class RunCheckpoint(ModelCheckpoint):
             self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)  # as ModelCheckpoint starts
             if self.monitor not in (self.filename or ""):
                 self.filename = f"{self.filename or '{epoch}-{step}'}-{{{self.monitor}:.4f}}"
+        if self.auto_insert_metric_name:  # done here, once, so that a "/" in a metric's name makes no folder
+            self.filename, self.auto_insert_metric_name = with_metric_names(self.filename or "{epoch}-{step}"), False
         super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
@@ -221,15 +255,22 @@ class RunCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def with_metric_names(filename: str) -> str:
+    """``ModelCheckpoint``'s ``auto_insert_metric_name`` done beforehand, with a metric's ``/``
+    written ``_`` (Lightning would write it as it is, a folder in the path):
+    ``best-{epoch}-{val/knn_acc:.4f}`` -> ``best-epoch={epoch}-val_knn_acc={val/knn_acc:.4f}``."""
+    return re.sub(r"\{([^:}]+)", lambda group: f"{group[1].replace('/', '_')}={{{group[1]}", filename)
+
+
 def selection_metric(trainer: Trainer) -> tuple[str, str]:
     """(metric, mode) that ``RunCheckpoint(monitor="auto")`` chooses the best checkpoint by:
-    ``val_knn_acc`` where an ``OnlineEvaluation`` callback will log it (labelled data, or its
-    ``eval_data``), else ``val_loss``. The ranking metrics (``val_acc_top5``) are not compared:
+    ``val/knn_acc`` where an ``OnlineEvaluation`` callback will log it (labelled data, or its
+    ``eval_data``), else ``val/loss``. The ranking metrics (``val/acc_top5``) are not compared:
     their candidates are 2N-1 views for some methods and N for others."""
     online = next((c for c in trainer.callbacks if isinstance(c, OnlineEvaluation)), None)
     if online is not None and online.evaluates(trainer.datamodule):
         return KNN_METRIC, "max"
-    return "val_loss", "min"
+    return "val/loss", "min"
 
 
 class ExactResume(Callback):

@@ -18,12 +18,12 @@ def accuracy(scores: Tensor, labels: Tensor) -> float:
 
 
 def classification_step(module: LightningModule, logits: Tensor, labels: Tensor, stage: str) -> Tensor:
-    """Cross-entropy of ``logits`` (N, C) against ``labels`` (N,); logs ``{stage}_loss`` and
-    ``{stage}_acc`` as epoch means weighted by batch size (so the epoch's accuracy is exact)."""
+    """Cross-entropy of ``logits`` (N, C) against ``labels`` (N,); logs ``{stage}/loss`` and
+    ``{stage}/acc`` as epoch means weighted by batch size (so the epoch's accuracy is exact)."""
     loss = F.cross_entropy(logits, labels)
     accuracy = multiclass_accuracy(logits.detach(), labels, num_classes=logits.shape[1], average="micro")
     for name, value in (("loss", loss.detach()), ("acc", accuracy)):
-        module.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        module.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
     return loss
 
 

@@ -38,7 +38,7 @@ def test_fast_dev_run_through_the_console_script(method, tmp_path):
     config = CONFIGS / f"{method}.yaml"
     result = run_cli("fit", "--config", str(config), *TINY_DATA, *TINY_HEADS[method], "--trainer.fast_dev_run=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "train_loss" in result.stderr + result.stdout  # the progress bar shows the loss
+    assert "train/loss" in result.stderr + result.stdout  # the progress bar shows the loss
     assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint
 
 
@@ -59,8 +59,8 @@ def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, mo
     scalars = set(events.Tags()["scalars"])
     for stage in ("train", "val"):
         for name in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
-            assert f"{stage}_{name}" in scalars
-    assert any(tag.startswith("lr-") for tag in scalars)
+            assert f"{stage}/{name}" in scalars
+    assert {"lr/weights", "lr/biases_and_norms"} <= scalars
     assert "views/pairs" in events.Tags()["images"]
 
     encoder = load_encoder(run / "checkpoints" / "last.ckpt")
@@ -111,11 +111,11 @@ def test_supervised_baseline_fits_and_tests_through_the_cli(tmp_path, monkeypatc
     cli_here(args, tmp_path, monkeypatch)
     run = tmp_path / "checkpoints" / "supervised" / "version_0"
     events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
-    assert {"train_acc", "val_acc", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
+    assert {"train/acc", "val/acc", "val/online_probe_acc", "val/knn_acc"} <= set(events.Tags()["scalars"])
     capsys.readouterr()
     cli_here(["test", "--config", str(CONFIGS / "supervised.yaml"), *TINY_DATA, "--ckpt_path", str(run / "checkpoints" / "last.ckpt")],
              tmp_path, monkeypatch)
-    assert "test_acc" in capsys.readouterr().out
+    assert "test/acc" in capsys.readouterr().out
 
 
 FIT_CONFIGS = sorted(path.stem for path in CONFIGS.glob("*.yaml") if "model" in yaml.safe_load(path.read_text()))
@@ -143,13 +143,13 @@ def test_every_config_monitors_a_metric_its_runs_log(config, labels, tmp_path, m
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     chosen = cli.trainer.checkpoint_callback
     # A monitor the config names wins; otherwise kNN accuracy with labels, the loss without.
-    expected = ("val_acc", "max") if config == "supervised" else ("val_knn_acc", "max") if labels == "labelled" else ("val_loss", "min")
+    expected = ("val/acc", "max") if config == "supervised" else ("val/knn_acc", "max") if labels == "labelled" else ("val/loss", "min")
     assert (chosen.monitor, chosen.mode) == expected and chosen.monitor in cli.trainer.callback_metrics
     assert chosen.best_model_path  # a best checkpoint was chosen on it
 
 
 def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reproduces(tmp_path, monkeypatch):
-    """A short SimCLR fit on 256 digits: its best checkpoint is named by and records val_knn_acc,
+    """A short SimCLR fit on 256 digits: its best checkpoint is named by and records val/knn_acc,
     and the offline kNN (load_encoder; clean features of the same training images as the bank and
     of every validation image, the last batch of 52 included) of that file gives the same
     accuracy, well above chance (10%)."""
@@ -162,7 +162,7 @@ def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reprodu
     best = Path(cli.trainer.checkpoint_callback.best_model_path)
     assert re.fullmatch(r"best-epoch=\d-step=\d+-val_knn_acc=0\.\d{4}\.ckpt", best.name), best.name
     saved = next(state for key, state in torch.load(best, weights_only=False)["callbacks"].items() if key.startswith("RunCheckpoint"))
-    assert saved["monitor"] == "val_knn_acc"
+    assert saved["monitor"] == "val/knn_acc"
 
     data, online = cli.datamodule, next(c for c in cli.trainer.callbacks if type(c).__name__ == "OnlineEvaluation")
     encoder = load_encoder(best)
@@ -177,7 +177,7 @@ def test_best_checkpoint_is_chosen_by_an_online_knn_that_the_offline_knn_reprodu
 def test_pretraining_logs_online_evaluation(tmp_path, monkeypatch):
     cli_here(["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.max_epochs=1", "--trainer.log_every_n_steps=1"], tmp_path, monkeypatch)
     events = EventAccumulator(str(tmp_path / "checkpoints" / "simclr" / "version_0"), size_guidance={"scalars": 0}).Reload()
-    assert {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} <= set(events.Tags()["scalars"])
+    assert {"val/online_probe_acc", "val/knn_acc", "train/online_probe_loss"} <= set(events.Tags()["scalars"])
 
 
 def test_pretraining_on_unlabelled_images_with_a_labelled_eval_data_module_from_yaml(tmp_path, monkeypatch, caplog):
@@ -208,9 +208,9 @@ online_eval:
                   "--data.init_args.batch_size=16", "--trainer.max_epochs=1", "--projector.num_images=10"], tmp_path, monkeypatch)
     run = tmp_path / "checkpoints" / "simclr" / "version_0"
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
-    assert {"val_acc_top5", "val_online_probe_acc", "val_knn_acc"} <= set(events.Tags()["scalars"])
-    assert len(events.Scalars("val_knn_acc")) == 1 and all(0 <= p.value <= 1 for p in events.Scalars("val_knn_acc"))
-    assert "train_online_probe_loss" not in events.Tags()["scalars"]  # no labels in the training batches
+    assert {"val/acc_top5", "val/online_probe_acc", "val/knn_acc"} <= set(events.Tags()["scalars"])
+    assert len(events.Scalars("val/knn_acc")) == 1 and all(0 <= p.value <= 1 for p in events.Scalars("val/knn_acc"))
+    assert "train/online_probe_loss" not in events.Tags()["scalars"]  # no labels in the training batches
     assert "views/pairs" in events.Tags()["images"]
     projector = (run / "projector_config.pbtxt").read_text()
     assert "val_features" in projector and "sprite" in projector and "metadata" not in projector

@@ -44,7 +44,7 @@ def test_probe_separates_separable_features(optimizer):
     assert val_acc == 1.0
     test_features, test_labels = blobs(100, seed=2)
     result = quiet_trainer().test(probe, feature_loader(test_features, test_labels), verbose=False)[0]
-    assert result["test_acc"] == 1.0
+    assert result["test/acc"] == 1.0
 
 
 def test_probe_on_random_labels_is_near_chance_on_new_data():
@@ -60,7 +60,7 @@ def test_probe_logged_accuracy_matches_a_hand_count():
     result = quiet_trainer().test(probe, feature_loader(features, labels, batch_size=7), verbose=False)[0]
     with torch.no_grad():
         by_hand = (probe(features).argmax(1) == labels).float().mean().item()
-    assert result["test_acc"] == pytest.approx(by_hand, abs=1e-6) and by_hand < 1
+    assert result["test/acc"] == pytest.approx(by_hand, abs=1e-6) and by_hand < 1
 
 
 def test_probe_only_trains_the_linear_layer_and_the_encoder_is_unchanged(random_images, tiny_simclr_kwargs):
@@ -332,13 +332,13 @@ def test_online_evaluation_logs_and_never_changes_the_encoder(tiny_simclr_kwargs
     # Same seed, same data: the encoder's weights (hence every gradient step) are bit-identical.
     assert_same_encoder(with_callback, without_callback)
     metrics = trainer.callback_metrics
-    assert online.mode == "training batches" and 0 <= metrics["val_online_probe_acc"] <= 1
+    assert online.mode == "training batches" and 0 <= metrics["val/online_probe_acc"] <= 1
     assert online.classifier.weight.abs().sum() > 0  # the probe trained
     keep = seeded_subset(len(data.train_set), 40).sort().values  # 64 training images: the bank capped at 40
     bank = extract_features(with_callback.encoder, data.train_set.images[keep])
     queries = extract_features(with_callback.encoder, data.val_set.images)
     expected_knn = knn_accuracy(bank, data.train_set.labels[keep], queries, data.val_set.labels, 4, k=5, temperature=0.1)
-    assert metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+    assert metrics["val/knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
 
 
 def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny_simclr_kwargs, tmp_path, caplog):
@@ -348,8 +348,8 @@ def test_online_evaluation_without_labels_turns_itself_off_and_says_so_once(tiny
     model, trainer = train_simclr(tiny_simclr_kwargs, data, tmp_path, [online], max_epochs=1)
     trainer.validate(model, datamodule=data, verbose=False)  # a second stage: no second line
     assert online.mode == "off" and online.classifier is None
-    assert "val_acc_top5" in trainer.callback_metrics  # the ranking metrics need no labels
-    assert not {"val_online_probe_acc", "val_knn_acc", "train_online_probe_loss"} & set(trainer.callback_metrics)
+    assert "val/acc_top5" in trainer.callback_metrics  # the ranking metrics need no labels
+    assert not {"val/online_probe_acc", "val/knn_acc", "train/online_probe_loss"} & set(trainer.callback_metrics)
     lines = [record.getMessage() for record in caplog.records if "online evaluation is off" in record.getMessage()]
     assert len(lines) == 1 and "UnlabelledRandomImages() has no labels" in lines[0] and "--online_eval.eval_data" in lines[0]
 
@@ -370,11 +370,11 @@ def test_online_evaluation_on_a_separate_labelled_data_module(tiny_simclr_kwargs
     queries = extract_features(model.encoder, query_set.images)
     metrics = trainer.callback_metrics
     expected_knn = knn_accuracy(bank, bank_labels, queries, query_set.labels, 4, k=5, temperature=0.1)
-    assert metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+    assert metrics["val/knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
     with torch.no_grad():
         expected_probe = accuracy(online.classifier(queries), query_set.labels)
-    assert metrics["val_online_probe_acc"].item() == pytest.approx(expected_probe, abs=1e-6)
-    assert online.classifier.weight.abs().sum() > 0 and "train_online_probe_loss" not in metrics
+    assert metrics["val/online_probe_acc"].item() == pytest.approx(expected_probe, abs=1e-6)
+    assert online.classifier.weight.abs().sum() > 0 and "train/online_probe_loss" not in metrics
 
 
 def test_online_evaluation_of_a_module_that_pretrains_apart_from_its_labels(tiny_simclr_kwargs, tmp_path):
@@ -387,7 +387,7 @@ def test_online_evaluation_of_a_module_that_pretrains_apart_from_its_labels(tiny
     bank = extract_features(model.encoder, data.labelled_set.images[keep])
     queries = extract_features(model.encoder, data.val_set.images)
     expected_knn = knn_accuracy(bank, data.labelled_set.labels[keep], queries, data.val_set.labels, 4, k=5, temperature=0.1)
-    assert online.mode == "eval data" and trainer.callback_metrics["val_knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
+    assert online.mode == "eval data" and trainer.callback_metrics["val/knn_acc"].item() == pytest.approx(expected_knn, abs=1e-6)
 
 
 def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, tmp_path):
@@ -401,8 +401,8 @@ def test_online_evaluation_refuses_eval_data_it_cannot_use(tiny_simclr_kwargs, t
 
 
 def test_a_checkpoint_cannot_monitor_online_metrics_that_will_not_exist(tiny_simclr_kwargs, tmp_path):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_knn_acc", mode="max")
-    with pytest.raises(ConfigError, match="checkpoint.monitor is val_knn_acc.*monitor val_loss"):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/knn_acc", mode="max")
+    with pytest.raises(ConfigError, match="checkpoint.monitor is val/knn_acc.*monitor val/loss"):
         train_simclr(tiny_simclr_kwargs, UnlabelledRandomImages(batch_size=16, val_size=32), tmp_path,
                      [checkpoint, OnlineEvaluation()], max_steps=1, enable_checkpointing=True)
     assert not (tmp_path / "ckpt").exists()  # refused before any training step
@@ -434,9 +434,9 @@ def test_supervised_trains_on_a_label_budget_and_round_trips(tmp_path):
     model = Supervised(num_classes=4, encoder=TINY_ENCODER)
     trainer, checkpoint = fit(model, data, tmp_path, max_epochs=2)
     assert len(data.train_set) == 12 and trainer.global_step == 4  # 12 images in batches of 8, last one kept
-    assert {"train_acc", "val_acc", "val_loss"} <= set(trainer.callback_metrics)
+    assert {"train/acc", "val/acc", "val/loss"} <= set(trainer.callback_metrics)
     result = trainer.test(model, datamodule=data, verbose=False)[0]
-    assert 0 <= result["test_acc"] <= 1
+    assert 0 <= result["test/acc"] <= 1
     encoder = load_encoder(checkpoint.last_model_path)
     assert torch.equal(encoder.backbone.conv1.weight, model.encoder.backbone.conv1.weight)
 

@@ -28,9 +28,9 @@ def test_each_method_trains_logs_and_round_trips(name, random_images, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
     for stage in ("train", "val"):
         for metric in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
-            assert torch.isfinite(trainer.logged_metrics[f"{stage}_{metric}"])
+            assert torch.isfinite(trainer.logged_metrics[f"{stage}/{metric}"])
     tested = trainer.test(model, datamodule=random_images, verbose=False)[0]
-    assert {"test_loss", "test_acc_top1", "test_acc_top5", "test_acc_mean_pos"} <= set(tested)
+    assert {"test/loss", "test/acc_top1", "test/acc_top5", "test/acc_mean_pos"} <= set(tested)
     restored = type(model).load_from_checkpoint(checkpoint.last_model_path)
     for key, value in model.state_dict().items():  # queue, pointer, target networks included
         assert torch.equal(restored.state_dict()[key], value), key
@@ -50,7 +50,7 @@ def test_validation_metrics_are_those_of_the_full_batches_whatever_the_remainder
     for val_size in (32, 33, 37):
         torch.manual_seed(1)  # the same views of the shared images
         results[val_size] = trainer.validate(model, datamodule=RandomImages(batch_size=16, val_size=val_size), verbose=False)[0]
-    assert set(results[32]) == {"val_loss", "val_acc_top1", "val_acc_top5", "val_acc_mean_pos"}
+    assert set(results[32]) == {"val/loss", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos"}
     assert results[33] == results[32] and results[37] == results[32]
 
 

@@ -50,7 +50,7 @@ def test_every_method_pretrains_on_an_image_folder(method, class_folders, tmp_pa
     assert "2 classes from the folders" in result.stderr
     assert ("streamed" if in_memory == "false" else "held in memory") in result.stderr
     scalars = logged_scalars(run)
-    assert "val_loss" in scalars and ("val_acc_top5" in scalars or method == "supervised")
+    assert "val/loss" in scalars and ("val/acc_top5" in scalars or method == "supervised")
 
 
 def test_a_flat_folder_of_unlabelled_photos_pretrains_and_streams(tmp_path):
@@ -67,5 +67,5 @@ def test_a_flat_folder_of_unlabelled_photos_pretrains_and_streams(tmp_path):
         run = tmp_path / "checkpoints" / "simclr" / version
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
         scalars = logged_scalars(run)
-        assert {"train_loss", "train_acc_top5", "val_loss", "val_acc_top1", "val_acc_top5", "val_acc_mean_pos"} <= scalars, scalars
-        assert not {"val_online_probe_acc", "val_knn_acc"} & scalars  # no labels: no online evaluation
+        assert {"train/loss", "train/acc_top5", "val/loss", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos"} <= scalars, scalars
+        assert not {"val/online_probe_acc", "val/knn_acc"} & scalars  # no labels: no online evaluation

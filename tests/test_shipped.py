@@ -133,7 +133,7 @@ def test_release_script_trains_packages_and_loads(tmp_path, monkeypatch):
         card = (out / entry["card"]).read_text()
         assert "Training time" in card and "linear probe" in card and "ssl-lightning fit" in card
         assert 0 <= entry["headline"]["linear probe, all labels"] <= 1
-        monitor = "val_acc" if name.startswith("supervised") else "val_knn_acc"  # the supervised config names its own
+        monitor = "val/acc" if name.startswith("supervised") else "val/knn_acc"  # the supervised config names its own
         assert entry["selection"]["monitor"] == monitor and f"chosen by `{monitor}`" in card
         assert entry["selection"]["best_checkpoint"].startswith("best-")
         assert load_encoder(name)(torch.rand(2, 1, 28, 28)).shape == (2, 8 * 8)

@@ -210,4 +210,4 @@ def test_online_evaluation_of_the_unlabelled_pretraining_scores_the_labelled_ima
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     (online,) = (c for c in cli.trainer.callbacks if isinstance(c, OnlineEvaluation))
     assert online.mode == "eval data" and (cli.datamodule.train_set.labels == -1).all()
-    assert {"val_online_probe_acc", "val_knn_acc"} <= set(cli.trainer.callback_metrics)
+    assert {"val/online_probe_acc", "val/knn_acc"} <= set(cli.trainer.callback_metrics)

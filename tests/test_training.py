@@ -123,10 +123,10 @@ def test_last_checkpoint_is_current_when_the_metric_stops_improving(tmp_path):
 
     class Worsening(BoringModel):
         def validation_step(self, batch, batch_idx):
-            self.log("val_acc_top5", 1.0 / (1 + self.current_epoch))  # best at epoch 0
+            self.log("val/acc_top5", 1.0 / (1 + self.current_epoch))  # best at epoch 0
             return super().validation_step(batch, batch_idx)
 
-    checkpoint = RunCheckpoint(dirpath=tmp_path, monitor="val_acc_top5", mode="max", save_last=True)
+    checkpoint = RunCheckpoint(dirpath=tmp_path, monitor="val/acc_top5", mode="max", save_last=True)
     trainer = Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])
     trainer.fit(Worsening())
@@ -348,7 +348,7 @@ def test_biases_and_norms_follow_the_schedule_at_their_share_of_lr(random_images
     assert weights["initial_lr"] == pytest.approx(0.2) and biases["initial_lr"] == pytest.approx(0.0048)
     assert weights["lr"] != 0.2  # the schedule moved it
     assert biases["lr"] == pytest.approx(0.024 * weights["lr"])
-    logged_weights, logged_biases = monitor.lrs["lr-LARS/weights"], monitor.lrs["lr-LARS/biases_and_norms"]
+    logged_weights, logged_biases = monitor.lrs["lr/weights"], monitor.lrs["lr/biases_and_norms"]
     assert len(logged_weights) == 4 and len(set(logged_weights)) > 1
     assert logged_biases == pytest.approx([0.024 * lr for lr in logged_weights])
 

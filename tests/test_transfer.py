@@ -233,7 +233,7 @@ log_dir: {tmp_path / 'logs'}
     assert "| scratch |" in (tmp_path / "results" / "results.md").read_text()
     for run in ("simclr_finetune", "simclr_feature_extract", "scratch"):
         events = EventAccumulator(str(tmp_path / "logs" / "bees" / "run_0" / run), size_guidance={"scalars": 0}).Reload()
-        assert {"val_acc", "train_loss", "test_acc"} <= set(events.Tags()["scalars"])
+        assert {"val/acc", "train/loss", "test/acc"} <= set(events.Tags()["scalars"])
         assert list((tmp_path / "logs" / "bees" / "run_0" / run / "checkpoints").glob("best-*.ckpt"))
 
 

@@ -45,7 +45,7 @@ TRAINER_DEFAULTS = {
     "plugins": [{"class_path": "ssl_lightning.checkpoint.AtomicCheckpointIO"}],
     "default_root_dir": "checkpoints",
     "logger": {
-        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "class_path": "ssl_lightning.logger.GroupedTensorBoardLogger",  # Lightning's, with its epoch counter as train/epoch
         # name None: filled in with the experiment's name (see experiment_name): checkpoints/<name>/version_N.
         # default_hp_metric off: no placeholder "hp_metric = -1" curve in TensorBoard.
         "init_args": {"save_dir": "checkpoints", "name": None, "default_hp_metric": False},
@@ -77,7 +77,7 @@ class SSLLightningCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": AUTO_MONITOR,  # val_knn_acc where there are labels, else val_loss (RunCheckpoint)
+                "checkpoint.monitor": AUTO_MONITOR,  # val/knn_acc where there are labels, else val/loss (RunCheckpoint)
                 "checkpoint.mode": "max",  # for a monitor named in the config; "auto" brings its own
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",

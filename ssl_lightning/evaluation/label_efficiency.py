@@ -145,7 +145,7 @@ def train_supervised(
     config: Path,
 ) -> list[Result]:
     """The supervised baseline on the same draws as the probes: ``steps`` optimizer steps each,
-    validated three times; the weights with the best ``val_acc`` are tested."""
+    validated three times; the weights with the best ``val/acc`` are tested."""
     model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
     architecture = {key: encoder_config[key] for key in ("backbone", "width", "small_images")}
     images = {"in_channels": data.num_channels, "input_size": data.image_size, "mean": data.mean, "std": data.std}
@@ -156,7 +156,7 @@ def train_supervised(
         torch.manual_seed(seed)
         model = Supervised(**model_args)
         with tempfile.TemporaryDirectory() as tmp:
-            best = ModelCheckpoint(dirpath=tmp, monitor="val_acc", mode="max")
+            best = ModelCheckpoint(dirpath=tmp, monitor="val/acc", mode="max")
             trainer = quiet_trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None, enable_checkpointing=True,
                                     val_check_interval=max(1, steps // 3), callbacks=[best], num_sanity_val_steps=0)
             trainer.fit(model, shuffled_loader(data, split.pool, idx, seed), data.eval_dataloader(split.val))

@@ -35,7 +35,7 @@ class LinearProbe(LightningModule):
     """One ``nn.Linear`` on standardised features; batches are ``(features (N, D), labels (N,))``.
 
     ``standardize_with(train_features)`` sets the per-dimension mean and std, kept as buffers so a
-    saved probe applies them itself. Weights start at zero (``zero_linear``). Logs ``train_acc``, ``val_acc`` and ``test_acc`` (and ``_loss``).
+    saved probe applies them itself. Weights start at zero (``zero_linear``). Logs ``train/acc``, ``val/acc`` and ``test/acc`` (and ``/loss``).
     """
 
     def __init__(
@@ -62,7 +62,7 @@ class LinearProbe(LightningModule):
         if optimizer not in ("lbfgs", "adamw"):
             raise ConfigError(f"probe optimizer must be 'lbfgs' or 'adamw', got {optimizer!r}")
         self.save_hyperparameters()
-        self.automatic_optimization = False  # the step is taken below, so train_acc is the post-step one
+        self.automatic_optimization = False  # the step is taken below, so train/acc is the post-step one
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_std", torch.ones(in_dim))
         self.linear = zero_linear(in_dim, num_classes)
@@ -145,4 +145,4 @@ def fit_linear_probe(
         feature_loader(*train, batch_size=None if full_batch else batch_size, shuffle=not full_batch),
         feature_loader(*val, batch_size=None),
     )
-    return probe, trainer.callback_metrics["val_acc"].item()
+    return probe, trainer.callback_metrics["val/acc"].item()

@@ -22,15 +22,15 @@ from ssl_lightning.evaluation.features import loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
 from ssl_lightning.evaluation.linear_probe import zero_linear
 
-PROBE_METRIC, KNN_METRIC = "val_online_probe_acc", "val_knn_acc"
+PROBE_METRIC, KNN_METRIC = "val/online_probe_acc", "val/knn_acc"
 
 
 class OnlineEvaluation(Callback):
     """Trains a linear classifier on encoder features (detached: it never changes the encoder's
     gradients), and at the end of each validation epoch logs
 
-    - ``val_online_probe_acc``: that classifier's accuracy on the validation images;
-    - ``val_knn_acc``: weighted kNN (``knn.py``) of the validation images' features among the
+    - ``val/online_probe_acc``: that classifier's accuracy on the validation images;
+    - ``val/knn_acc``: weighted kNN (``knn.py``) of the validation images' features among the
       features of labelled training images, as InstDisc's memory bank does. Both sides are clean
       images through the encoder in eval mode (``features.loader_features``), as the offline kNN
       of ``ssl-lightning evaluate`` sees them: the same number for the same encoder, bank and
@@ -136,7 +136,7 @@ class OnlineEvaluation(Callback):
         for checkpoint in trainer.checkpoint_callbacks:
             if getattr(checkpoint, "monitor", None) in (PROBE_METRIC, KNN_METRIC):
                 raise ConfigError(f"checkpoint.monitor is {checkpoint.monitor}, which online evaluation logs, but the training data "
-                                  f"has no labels and online_eval.eval_data is not set; monitor val_loss, or set "
+                                  f"has no labels and online_eval.eval_data is not set; monitor val/loss, or set "
                                   f"--online_eval.eval_data to a labelled data module")
         if self.mode != "off":  # one line per run, not per stage
             rank_zero_info(f"online evaluation is off: the training data {describe(trainer.datamodule)} has no labels; set "
@@ -165,7 +165,7 @@ class OnlineEvaluation(Callback):
             return
         loss = self._train_classifier(*self._features(outputs))
         self._trained = True
-        pl_module.log("train_online_probe_loss", loss, on_step=True, on_epoch=False)
+        pl_module.log("train/online_probe_loss", loss, on_step=True, on_epoch=False)
 
     def _train_classifier(self, features: Tensor, labels: Tensor) -> Tensor:
         """One Adam step of the classifier on (N, D) features and (N,) labels; the loss, detached."""

@@ -2,7 +2,7 @@
 
 For each source (checkpoint path, shipped name or torchvision weights name) a ``finetune`` and a
 ``feature_extract`` run, plus one run from scratch with the first source's architecture. Each run
-keeps the weights of its best validation epoch (val_acc) and is tested once, at the end. All runs
+keeps the weights of its best validation epoch (val/acc) and is tested once, at the end. All runs
 log to TensorBoard side by side (``<log_dir>/<target>/run_N/<run>``); the table (results.csv,
 results.md) and one plot of validation accuracy per epoch go to ``--output_dir`` (default: a new
 ``results/transfer/run_N/``).
@@ -18,26 +18,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402 (not pyplot: no global figure state, no display backend)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from pytorch_lightning import Callback, Trainer, seed_everything  # noqa: E402
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure  # not pyplot: no global figure state, no display backend
+from matplotlib.ticker import MaxNLocator
+from pytorch_lightning import Callback, Trainer, seed_everything
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from ssl_lightning.augment import ViewConfig  # noqa: E402
-from ssl_lightning.callbacks import HParamsSummary  # noqa: E402
-from ssl_lightning.data.base import ImageData  # noqa: E402
-from ssl_lightning.data.labelled import require_labels  # noqa: E402
-from ssl_lightning.data.subset import shuffled_loader  # noqa: E402
-from ssl_lightning.errors import ConfigError  # noqa: E402
-from ssl_lightning.evaluation.names import data_name, source_name  # noqa: E402
-from ssl_lightning.encoder import EncoderConfig, load_encoder  # noqa: E402
-from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights  # noqa: E402
-from ssl_lightning.optim import OptimizerConfig  # noqa: E402
-from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder  # noqa: E402
+from ssl_lightning.augment import ViewConfig
+from ssl_lightning.callbacks import HParamsSummary
+from ssl_lightning.data.base import ImageData
+from ssl_lightning.data.labelled import require_labels
+from ssl_lightning.data.subset import shuffled_loader
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.encoder import EncoderConfig, load_encoder
+from ssl_lightning.evaluation.names import data_name, source_name
+from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights
+from ssl_lightning.logger import GroupedTensorBoardLogger
+from ssl_lightning.optim import OptimizerConfig
+from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder
 
 SCRATCH = "scratch"
 # The plot pairs a source's two runs by colour and tells the modes apart by line style.
@@ -52,7 +52,7 @@ class ValidationHistory(Callback):
 
     def on_validation_epoch_end(self, trainer: Trainer, module: Any) -> None:
         if not trainer.sanity_checking:
-            self.history.append((trainer.current_epoch + 1, trainer.callback_metrics["val_acc"].item()))
+            self.history.append((trainer.current_epoch + 1, trainer.callback_metrics["val/acc"].item()))
 
 
 def plan(sources: list[str], scratch: bool) -> list[tuple[str, str, str]]:
@@ -131,8 +131,8 @@ def compare(
                 "encoder": replace(images, backbone=config["backbone"], width=config["width"], small_images=config["small_images"]),
                 "resize_to": config["input_size"],
             }
-        logger = TensorBoardLogger(logs, name=run_folder, version=run.replace(" ", "_"), default_hp_metric=False)
-        best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val_acc", mode="max", filename="best-{epoch}")
+        logger = GroupedTensorBoardLogger(logs, name=run_folder, version=run.replace(" ", "_"), default_hp_metric=False)
+        best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}")
         validation = ValidationHistory()
         trainer = Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=1, logger=logger, num_sanity_val_steps=0,
                           callbacks=[best, validation, LearningRateMonitor("step"), HParamsSummary()],
@@ -143,7 +143,7 @@ def compare(
         train = shuffled_loader(data, data.labelled_set, torch.arange(len(data.labelled_set)), seed)
         trainer.fit(model, train, data.val_dataloader())
         seconds = time.perf_counter() - start
-        test_acc = trainer.test(model, data.test_dataloader(), ckpt_path=best.best_model_path, verbose=False)[0]["test_acc"]
+        test_acc = trainer.test(model, data.test_dataloader(), ckpt_path=best.best_model_path, verbose=False)[0]["test/acc"]
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         best_epoch, best_val = max(validation.history, key=lambda h: h[1])
         rows.append({"run": run, "source": source_name(source), "mode": mode, "trainable_params": trainable,

@@ -164,7 +164,7 @@ class PretrainMethod(EncoderMethod, ABC):
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
     ``views`` makes the method's augmented views of every image (a ``ViewBatch``, one batch per
     entry of ``default_views``), and the labels are never used for training.
-    Logged: ``{train,val,test}_loss``, ``{train,val,test}_acc_top1``, ``_acc_top5`` and ``_acc_mean_pos``
+    Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc_top1``, ``/acc_top5`` and ``/acc_mean_pos``
     (val and test: means over the full batches, ``is_full_batch``).
     """
 
@@ -201,7 +201,7 @@ class PretrainMethod(EncoderMethod, ABC):
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():
             self.log(
-                f"{stage}_{name}",
+                f"{stage}/{name}",  # grouped by stage in TensorBoard
                 value,
                 on_step=per_step,
                 on_epoch=not per_step,
@@ -245,7 +245,7 @@ class MomentumPretrainMethod(PretrainMethod):
     Subclasses create targets with ``self.momentum_target(online)``. After every optimizer step
     (once per step, also under gradient accumulation) each target moves towards its online module
     with the momentum τ, which follows ``cosine_momentum`` from ``target_momentum`` to
-    ``target_momentum_end`` over the run (constant when they are equal). τ is logged.
+    ``target_momentum_end`` over the run (constant when they are equal). τ is logged (``train/target_momentum``).
     """
 
     def __init__(self, target_momentum: float = 0.99, target_momentum_end: float | None = None, **shared: Any) -> None:
@@ -283,4 +283,4 @@ class MomentumPretrainMethod(PretrainMethod):
         super().optimizer_step(*args, **kwargs)
         tau = self.current_target_momentum()
         self.update_targets(tau)
-        self.log("target_momentum", tau, on_step=True, on_epoch=False)
+        self.log("train/target_momentum", tau, on_step=True, on_epoch=False)

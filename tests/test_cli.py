@@ -375,7 +375,7 @@ def test_predict_saves_encoder_features_and_labels_and_leaves_no_run_folder(conf
 def test_validate_and_test_leave_no_run_folder(subcommand, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     main([subcommand, "--config", str(SIMCLR_CONFIG), *PREDICT_DATA, *TINY_HEADS["simclr"]])
-    assert f"{'val' if subcommand == 'validate' else 'test'}_loss" in capsys.readouterr().out
+    assert f"{'val' if subcommand == 'validate' else 'test'}/loss" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
 
 

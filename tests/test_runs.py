@@ -11,7 +11,8 @@ import torch
 from jsonargparse import Namespace
 
 from conftest import SIMCLR_CONFIG, TINY
-from ssl_lightning.cli import experiment_name, main
+from ssl_lightning.cli import main
+from ssl_lightning.cli.runs import experiment_name
 
 FIT = ["fit", "--config", str(SIMCLR_CONFIG), *TINY, "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]
 RUN = Path("checkpoints") / "simclr" / "version_0"

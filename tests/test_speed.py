@@ -31,7 +31,7 @@ def test_the_recorder_sees_a_read_of_the_loss(tmp_path, monkeypatch):
 
 
 def test_runs_on_a_gpu_default_to_bf16_mixed_precision(monkeypatch):
-    from ssl_lightning.cli import default_precision
+    from ssl_lightning.cli.run_defaults import default_precision
 
     assert default_precision("auto") is None  # this machine: no GPU, Lightning's 32-bit
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -5,7 +5,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from conftest import CONFIGS, TINY_DATA, TINY_HEADS, cli_here
-from ssl_lightning.callbacks import HPARAMS_METRICS, tensorboard_hparams, with_metric_names
+from ssl_lightning.callbacks.checkpointing import with_metric_names
+from ssl_lightning.callbacks.tensorboard import HPARAMS_METRICS, tensorboard_hparams
 
 RANKING = ("loss", "acc_top1", "acc_top5", "acc_mean_pos")
 

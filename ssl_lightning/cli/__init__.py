@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import sys
-import warnings
 from argparse import ArgumentError
 from typing import Any, NamedTuple
 
 from ssl_lightning.cli import help_cache
+from ssl_lightning.cli.known_warnings import silence_known_warnings
 from ssl_lightning.cli.parsing import argument_error_line, choose
 from ssl_lightning.errors import UserError
 
@@ -112,21 +111,6 @@ def help_topics() -> list[list[str]]:
     for name, command in COMMANDS.items():
         topics += [[name]] + [[name, sub] for sub in command.subcommands]
     return topics
-
-
-def silence_known_warnings() -> None:
-    # Our methods make their views in on_after_batch_transfer by design, and Lightning 2.6 uses a
-    # pytree API that torch deprecated: both warnings are noise to a user.
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule`")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # RunCheckpoint refuses a folder with another run's checkpoints; a resumed run's folder is fine.
-    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
-    warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose
-    # litdata's StreamingDataset (ShardedDataModule) knows its length; Lightning warns about any that does.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-    # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 def _one_line(err: Exception) -> str:

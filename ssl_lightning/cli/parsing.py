@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
+import operator
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,10 +27,12 @@ def did_you_mean(word: str, valid: Iterable[str], what: str) -> str:
 
 def option_names(parser: argparse.ArgumentParser) -> list[str]:
     """The long options of ``parser`` and of its subcommands' parsers."""
+    from ssl_lightning.lightning_internals import parser_actions, subcommand_parsers  # here: it loads Lightning, --help does not
+
     names = []
-    for action in parser._actions:
+    for action in parser_actions(parser):
         names += [name for name in action.option_strings if name.startswith("--")]
-        for subparser in getattr(action, "_name_parser_map", {}).values():
+        for subparser in subcommand_parsers(action):
             names += option_names(subparser)
     return sorted(set(names))
 
@@ -109,3 +114,20 @@ def argument_error_line(err: argparse.ArgumentError) -> str:
     lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
     line = ": ".join(lines)
     return line if "--help" in line else f"{line} (see --help for the accepted options)"
+
+
+def ints_first(parser: Any) -> None:
+    """Makes the parser read ``1`` as an int for the Trainer's ``Union[int, float]`` arguments
+    (``limit_val_batches=1``: one batch, not 1.0 = all of them).
+
+    typing caches unions by equality, which ignores order, so Lightning's ``Union[int, float]`` can
+    come back as an earlier-made ``Union[float, int]``; jsonargparse tries the types in order.
+    """
+    from ssl_lightning.lightning_internals import action_type, parser_actions, set_action_type  # here: it loads Lightning
+
+    for action in parser_actions(parser):
+        hint = action_type(action)
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Union and {int, float} <= set(args) and args.index(float) < args.index(int):
+            if all(isinstance(arg, type) for arg in args):
+                set_action_type(action, functools.reduce(operator.or_, (int, *(arg for arg in args if arg is not int))))

@@ -35,7 +35,7 @@ class OnlineEvaluation(Callback):
       images through the encoder in eval mode (``features.loader_features``), as the offline kNN
       of ``ssl-lightning evaluate`` sees them: the same number for the same encoder, bank and
       queries (``knn_k``, ``knn_temperature``). It is the metric the CLI's ``best-*`` checkpoint
-      is chosen by where the data has labels (``callbacks.RunCheckpoint``).
+      is chosen by where the data has labels (``callbacks.checkpointing.RunCheckpoint``).
 
     Where the labels come from:
 

@@ -205,7 +205,7 @@ class PretrainMethod(EncoderMethod, ABC):
                 value,
                 on_step=per_step,
                 on_epoch=not per_step,
-                # Step metrics reach the bar through callbacks.ProgressBar, without a read every step.
+                # Step metrics reach the bar through callbacks.progress.ProgressBar, without a read every step.
                 prog_bar=not per_step and name in ("loss", "acc_top5"),
                 batch_size=len(batch.images),
                 sync_dist=not per_step,  # epoch means over all processes under DDP

@@ -1,0 +1,10 @@
+"""The callbacks of every ``ssl-lightning fit`` run, one module per purpose: ``tensorboard`` (view
+pairs, projector, HParams), ``progress`` (the progress bar), ``checkpointing`` (which checkpoints a
+run keeps) and ``resume`` (exact resume)."""
+
+from ssl_lightning.callbacks.checkpointing import AUTO_MONITOR, RunCheckpoint
+from ssl_lightning.callbacks.progress import ProgressBar
+from ssl_lightning.callbacks.resume import ExactResume
+from ssl_lightning.callbacks.tensorboard import EmbeddingProjector, HParamsSummary, LogViewPairs
+
+__all__ = ["AUTO_MONITOR", "EmbeddingProjector", "ExactResume", "HParamsSummary", "LogViewPairs", "ProgressBar", "RunCheckpoint"]

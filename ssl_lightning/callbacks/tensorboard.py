@@ -1,0 +1,118 @@
+"""What a run shows in TensorBoard beyond its scalars: pairs of views, the embedding projector,
+and the HParams row that lines runs up in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+from ssl_lightning.augment import describe_view
+from ssl_lightning.data.labelled import is_labelled
+from ssl_lightning.evaluation.features import extract_features
+from ssl_lightning.evaluation.online import KNN_METRIC, PROBE_METRIC
+from ssl_lightning.methods.base import ViewBatch
+
+
+class LogViewPairs(Callback):
+    """Logs a grid of the augmented views (image n's views side by side, each made by its own
+    view pipeline: view 1, view 2, ...) at the first validation, so one can see what the network is
+    asked to match; the text ``views/configs`` says what sets each view apart. Views smaller than
+    the first (multi-crop) are shown enlarged to its side.
+
+    Args:
+        num_pairs: how many images' views to show.
+    """
+
+    def __init__(self, num_pairs: int = 16) -> None:
+        self.num_pairs = num_pairs
+        self._done = False
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # Only pretraining methods have views to show (the supervised baseline validates on plain images).
+        if self._done or batch_idx != 0 or not isinstance(trainer.logger, TensorBoardLogger) or not isinstance(batch, ViewBatch):
+            return
+        side = batch.views[0].shape[-1]
+        shown = [F.interpolate(v[: self.num_pairs].float(), size=(side, side), mode="nearest") for v in batch.views]
+        per_image = torch.stack(shown, dim=1).flatten(0, 1)  # (n * views, C, S, S): image 1's views, image 2's, ...
+        columns = len(shown) * max(1, 8 // len(shown))  # whole images per grid row
+        grid = make_grid(per_image.detach().cpu(), nrow=columns, padding=2, pad_value=1.0)
+        trainer.logger.experiment.add_image("views/pairs", grid, global_step=trainer.global_step)
+        legend = " | ".join(f"view {v + 1}: {describe_view(config)}" for v, config in enumerate(pl_module.view_configs))
+        trainer.logger.experiment.add_text("views/configs", legend, global_step=trainer.global_step)
+        self._done = True
+
+
+class EmbeddingProjector(Callback):
+    """At the end of training, logs the encoder features of the first ``num_images`` validation
+    images to TensorBoard's Projector (PCA, t-SNE, UMAP in the browser), with the images as
+    sprites and, where the data has labels, their class names as metadata.
+
+    Args:
+        num_images: how many validation images to embed (0: none).
+    """
+
+    def __init__(self, num_images: int = 1000) -> None:
+        if num_images < 0:
+            raise ConfigError(f"projector num_images must be >= 0, got {num_images}")
+        self.num_images = num_images
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        data = getattr(trainer, "datamodule", None)
+        val_set = getattr(data, "val_set", None)  # ssl-lightning's data modules' validation images
+        if not self.num_images or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger) or val_set is None:
+            return
+        images, labels = data.take(val_set, self.num_images)
+        features = extract_features(pl_module.encoder, images, batch_size=256, device=pl_module.device, desc="projector")  # (N, D)
+        metadata = data.class_names(labels) if is_labelled(data) else None  # unlabelled: the points and their pictures
+        trainer.logger.experiment.add_embedding(features, metadata=metadata, label_img=images.float() / 255,
+                                                global_step=trainer.global_step, tag="val_features")
+
+
+# The HParams tab's metric columns, the same in every run (a run leaves blank what it does not log),
+# so runs of different methods line up in one table: the methods' validation metrics, the
+# classifiers' accuracy, and online evaluation's.
+HPARAMS_METRICS = ("val/loss", "val/acc", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos", KNN_METRIC, PROBE_METRIC)
+
+
+class HParamsSummary(Callback):
+    """At the start of training, writes the run's method and hyperparameters (the logger's: the
+    model's, the data's, the effective learning rate) to TensorBoard's HParams tab, with the
+    metric columns ``HPARAMS_METRICS``, so runs can be compared in one table. TensorBoard fills
+    each column with the last value of the scalar of that name: the run's latest validation, also
+    for a run stopped early. (Lightning's ``log_hyperparams(params, metrics)`` would write each
+    metric again, as a scalar point of its own.)"""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        logger = trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        params = tensorboard_hparams({"method": type(pl_module).__name__, **logger.hparams})
+        for summary in hparams(params, dict.fromkeys(HPARAMS_METRICS, 0.0)):  # the metrics' values are not written
+            logger.experiment.file_writer.add_summary(summary)
+
+
+def tensorboard_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """``params`` as the HParams tab takes them: nested mappings and dataclasses flattened to
+    ``outer/inner`` names, values other than numbers, booleans and strings as their text, names
+    starting with ``_`` (LightningCLI's bookkeeping, ``_instantiator``) left out."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in params.items():
+        if str(key).startswith("_"):
+            continue
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(tensorboard_hparams(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat

@@ -48,7 +48,9 @@ def test_the_dry_run_runs_every_step_and_writes_the_report(dry_run):
     status = table.groupby(["step", "check"], sort=False)["status"].first()
     assert set(status) == {"ok", "skipped"} and {s for (s, _), v in status.items() if v == "ok"} == {"1", "2", "3", "4", "5"}
     metric = table.set_index(["step", "check", "metric"])["value"]
-    for method in ("simclr", "moco", "byol", "barlow_twins", "supervised"):  # every method: 3 steps, a checkpoint, 3 more
+    for method in ("byol", "barlow_twins", "supervised"):  # trained by the GPU run only
+        assert status["2", method] == "skipped"
+    for method in ("simclr", "moco"):  # 3 steps, a checkpoint, 3 more
         assert status["2", method] == "ok"
         assert metric["2", method, "resumed from step"] == "3" and metric["2", method, "final step"] == "6"
         assert 0 < float(metric["2", method, "loss at step 6"]) < float("inf")

@@ -58,14 +58,14 @@ def train(model, tmp_path, steps=3):
 def test_feature_extract_leaves_weights_and_bn_statistics_bitwise_unchanged(encoder_file, tmp_path):
     model = TransferClassifier(source=str(encoder_file), mode="feature_extract", **DATA)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    head_before = model.head.weight.clone()
+    head_before = model.classifier.weight.clone()
     trainer, modes = train(model, tmp_path)
     assert modes == [False] * 3  # eval mode at every step: batch norm uses and keeps its running statistics
     for key, value in model.encoder.state_dict().items():
         assert torch.equal(before[key], value), key
-    assert not torch.equal(head_before, model.head.weight)
+    assert not torch.equal(head_before, model.classifier.weight)
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
-    assert optimized == {id(p) for p in model.head.parameters()}
+    assert optimized == {id(p) for p in model.classifier.parameters()}
 
 
 def test_finetune_changes_weights_and_bn_statistics(encoder_file, tmp_path):
@@ -82,7 +82,7 @@ def test_param_groups_get_the_configured_learning_rates(encoder_file, tmp_path):
     model = TransferClassifier(source=str(encoder_file), mode="finetune", optimizer=OptimizerConfig(lr=0.02, weight_decay=0.01),
                                backbone_lr=0.0005, **DATA)
     trainer, _ = train(model, tmp_path, steps=1)
-    encoder_ids, head_ids = {id(p) for p in model.encoder.parameters()}, {id(p) for p in model.head.parameters()}
+    encoder_ids, head_ids = {id(p) for p in model.encoder.parameters()}, {id(p) for p in model.classifier.parameters()}
     seen = set()
     for group in trainer.optimizers[0].param_groups:
         ids = {id(p) for p in group["params"]}

@@ -15,25 +15,22 @@ encoder (it resizes to the size it was trained at), and the normalisation is the
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
-from pytorch_lightning import LightningModule
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from ssl_lightning.augment import SUPERVISED_VIEW, ViewConfig, build_view, resolve_view
+from ssl_lightning.augment import ViewConfig
 from ssl_lightning.backbones import RESNETS
-from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY
-from ssl_lightning.classification import check_classifier_data, classification_step
-from ssl_lightning.data.labelled import LABELLED_EXAMPLE
 from ssl_lightning.encoder import Encoder, EncoderConfig, load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
+from ssl_lightning.methods.supervised import Supervised
 from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule, param_groups
 
 Mode = Literal["finetune", "feature_extract"]
@@ -118,10 +115,13 @@ def adapt_channels(encoder: Encoder, in_channels: int) -> Encoder | ChannelAdapt
     return encoder if encoder.config["in_channels"] == in_channels else ChannelAdapted(encoder, in_channels)
 
 
-class TransferClassifier(LightningModule):
+class TransferClassifier(Supervised):
     """An encoder from ``source`` + ``nn.Linear`` trained with cross-entropy on the target's labels,
-    on mildly augmented images (validation and test unaugmented). Logs ``{train,val,test}_loss`` and
-    ``_acc``; its checkpoints give the tuned encoder to ``load_encoder``."""
+    on mildly augmented images (validation and test unaugmented): the supervised baseline with a
+    pretrained encoder. Logs ``{train,val,test}/loss`` and ``/acc``; its checkpoints give the tuned
+    encoder to ``load_encoder``."""
+
+    task = "transfer"
 
     def __init__(
         self,
@@ -131,7 +131,7 @@ class TransferClassifier(LightningModule):
         encoder: EncoderConfig = EncoderConfig(width=16),
         optimizer: OptimizerConfig = OptimizerConfig(warmup_epochs=0.0),
         backbone_lr: float = 1e-4,
-        views: ViewConfig | None = None,
+        views: ViewConfig | list[ViewConfig] | None = None,
         resize_to: int | None = None,
         trusted: bool = False,
     ) -> None:
@@ -153,34 +153,28 @@ class TransferClassifier(LightningModule):
                 own, 224) and "random" (default: the target's own); checkpoints keep their own.
             trusted: allow a checkpoint that needs Python objects unpickled (see ``load_encoder``).
         """
-        super().__init__()
-        encoder, self.optimizer_config = EncoderConfig.of(encoder), OptimizerConfig.of(optimizer)
-        self.save_hyperparameters()
-        # The configs whole and as plain values: checkpoints load with weights_only=True, and every
-        # run logs the same hyperparameters, whichever fields its config set.
-        self.save_hyperparameters({**self.hparams, "encoder": encoder.as_dict(), "optimizer": asdict(self.optimizer_config)})
-        if num_classes is None:
-            raise ConfigError(f"transfer needs labelled data, but num_classes is None (the target has no labels); "
-                              f"give a labelled target, {LABELLED_EXAMPLE}")
         if mode not in ("finetune", "feature_extract"):
             raise ConfigError(f"mode must be 'finetune' or 'feature_extract', got {mode!r}")
-        in_channels, image_size = encoder.in_channels, encoder.input_size
-        if source == RANDOM:
-            self.encoder = Encoder(replace(encoder, input_size=resize_to or image_size))
-        elif is_torchvision_weights(source):
-            self.encoder = torchvision_encoder(source, resize_to)
-        else:
-            self.encoder = load_encoder(source, trusted=trusted)
+        super().__init__(num_classes=num_classes, encoder=encoder, optimizer=optimizer, views=views)
+        target = EncoderConfig.of(encoder)
+        in_channels, image_size = target.in_channels, target.input_size
         encoder_channels, encoder_size = self.encoder.config["in_channels"], self.encoder.config["input_size"]
         self.adapter = ChannelAdapter(in_channels, encoder_channels)
         self.adaptation = (f"target {in_channels}x{image_size}x{image_size} -> encoder {encoder_channels}x{encoder_size}x{encoder_size}: "
                            f"{self.adapter.describe()}, resized {image_size} -> {encoder_size}"
                            + (" (bilinear, antialiased)" if image_size != encoder_size else " (no resize)"))
-        self.head = nn.Linear(self.encoder.out_dim, num_classes)
-        self.views = build_view(resolve_view(views, SUPERVISED_VIEW), channels=in_channels, image_size=image_size)
         # Loaded encoders come in eval mode, and Lightning keeps each submodule's mode as it finds it.
         self.encoder.train(mode == "finetune")
         self.encoder.requires_grad_(mode == "finetune")
+
+    def build_encoder(self, config: EncoderConfig) -> Encoder:
+        """The encoder of ``source``: a "random" one is ``config``'s, at ``resize_to`` if given."""
+        source, resize_to = self.hparams.source, self.hparams.resize_to
+        if source == RANDOM:
+            return Encoder(replace(config, input_size=resize_to or config.input_size))
+        if is_torchvision_weights(source):
+            return torchvision_encoder(source, resize_to)
+        return load_encoder(source, trusted=self.hparams.trusted)
 
     def train(self, mode: bool = True) -> TransferClassifier:
         """Lightning switches the whole module to train mode every epoch; a frozen encoder stays in eval."""
@@ -189,46 +183,26 @@ class TransferClassifier(LightningModule):
             self.encoder.eval()
         return self
 
+    def features(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) target images in [0, 1] -> (N, F) encoder features (without gradients in
+        feature_extract mode)."""
+        with torch.set_grad_enabled(self.hparams.mode == "finetune" and torch.is_grad_enabled()):
+            return self.encoder(self.adapter(images))
+
     def forward(self, images: Tensor) -> Tensor:
         """(N, C, H, W) target images in [0, 1] -> (N, num_classes) logits."""
-        x = self.adapter(images)
-        with torch.set_grad_enabled(self.hparams.mode == "finetune" and torch.is_grad_enabled()):
-            features = self.encoder(x)  # (N, F)
-        return self.head(features)
-
-    def setup(self, stage: str) -> None:
-        check_classifier_data(self, "transfer")
+        return self.classifier(self.features(images))
 
     def on_fit_start(self) -> None:
         rank_zero_info(f"transfer from {self.hparams.source} ({self.hparams.mode}): {self.adaptation}")
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.experiment.add_text("transfer/adaptation", self.adaptation)
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
-        x = images.float() / 255  # (N, C, H, W) in [0, 1]
-        if self._trainer is not None and self.trainer.training:
-            x = self.views(x)  # a random draw per image
-        return x, labels
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return classification_step(self, self(batch[0]), batch[1], "train")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        classification_step(self, self(batch[0]), batch[1], "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        classification_step(self, self(batch[0]), batch[1], "test")
-
     def configure_optimizers(self) -> dict:
         config = self.optimizer_config
-        rates = {"head": (self.head, config.lr)}
+        rates = {"head": (self.classifier, config.lr)}
         if self.hparams.mode == "finetune":
             rates["encoder"] = (self.encoder, self.hparams.backbone_lr)
         groups = [{**group, "name": f"{part}/{group['name']}"} for part, (module, lr) in rates.items()
                   for group in param_groups(module, lr, config.weight_decay, config.bias_norm_lr_ratio)]
         return optimizer_with_schedule(self, groups, config)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # load_encoder gives the tuned encoder
-        checkpoint[METHOD_KEY] = type(self).__name__

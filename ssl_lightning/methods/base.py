@@ -40,7 +40,7 @@ class ViewBatch(NamedTuple):
     images: Tensor  # (N, C, H, W) the images themselves in [0, 1], unaugmented
 
 
-class EncoderMethod(LightningModule):
+class EncoderMethod(LightningModule, ABC):
     """An ``encoder`` trained on augmented views made on the device, with AdamW/SGD/LARS and a
     warm-up + cosine schedule; checkpoints carry what ``load_encoder`` needs.
 
@@ -78,8 +78,12 @@ class EncoderMethod(LightningModule):
         self.views = ViewPipelines(self.view_configs, channels=encoder.in_channels, image_size=encoder.input_size)
         # Trained at the first view's size: a global crop under multi-crop. Made before subclasses
         # copy it (EMA targets), so that the copies keep its memory layout.
-        self.encoder = Encoder(replace(encoder, input_size=self.view_configs[0]["crop_size"] or encoder.input_size))
+        self.encoder = self.build_encoder(replace(encoder, input_size=self.view_configs[0]["crop_size"] or encoder.input_size))
         self._first_nonfinite: Tensor | None = None  # (step, epoch, loss) of the first non-finite loss
+
+    def build_encoder(self, config: EncoderConfig) -> nn.Module:
+        """The encoder the method trains (``Encoder(config)``; ``TransferClassifier`` loads one)."""
+        return Encoder(config)
 
     def configure_model(self) -> None:
         if self.hparams.encoder["compile"]:  # here, after the targets are made: a deep copy of a compiled module is not one
@@ -90,6 +94,18 @@ class EncoderMethod(LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """(N, C, H, W) float images in [0, 1] -> (N, D) encoder features."""
         return self.encoder(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the device: uint8 images to floats in [0, 1], then the method's batch of them
+        (``views_of``) in training, validation and test; predict batches stay as they are."""
+        if self._trainer is None or self.trainer.state.stage not in _VIEW_STAGES:
+            return batch
+        images, labels = batch
+        return self.views_of(images.float() / 255, labels)  # (N, C, H, W) in [0, 1]
+
+    @abstractmethod
+    def views_of(self, images: Tensor, labels: Tensor) -> Any:
+        """The batch the steps get, made from (N, C, H, W) images in [0, 1] and their labels."""
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``ssl-lightning predict``: the encoder's features (N, F) of a batch of uint8 images, and
@@ -158,7 +174,7 @@ class EncoderMethod(LightningModule):
         check_compatible(checkpoint, self)  # one line instead of Lightning's list of mismatched keys
 
 
-class PretrainMethod(EncoderMethod, ABC):
+class PretrainMethod(EncoderMethod):
     """Base of the self-supervised methods. A subclass adds its heads and implements ``compute_loss``.
 
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
@@ -186,12 +202,8 @@ class PretrainMethod(EncoderMethod, ABC):
         ``default_views``; a two-view method takes ``x1, x2``), the embeddings to rank and the
         encoder features of view 1."""
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self._trainer is None or self.trainer.state.stage not in _VIEW_STAGES:
-            return batch
-        images, labels = batch
-        x = images.float() / 255  # (N, C, H, W) in [0, 1]
-        return ViewBatch(self.views(x), labels, x)  # every image gets its own random draw in every view
+    def views_of(self, images: Tensor, labels: Tensor) -> ViewBatch:
+        return ViewBatch(self.views(images), labels, images)  # every image gets its own random draw in every view
 
     def _shared_step(self, batch: ViewBatch, stage: str) -> StepOutput:
         out = self.compute_loss(*batch.views)

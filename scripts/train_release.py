@@ -30,13 +30,13 @@ import pandas as pd
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ssl_lightning.checkpoint import read_checkpoint
+from ssl_lightning.checkpoint import export_encoder, read_checkpoint
 from ssl_lightning.data import FashionMNISTDataModule
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
 from ssl_lightning.logger import EPOCH_TAG, LIGHTNING_EPOCH
 from ssl_lightning.outputs import numbered_folders
-from ssl_lightning.shipped import export_encoder, run_selection, write_manifest
+from ssl_lightning.shipped import run_selection, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"

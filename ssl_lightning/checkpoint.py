@@ -1,5 +1,11 @@
-"""Our checkpoints: written atomically, read with one-line errors (a missing, corrupt or truncated
-file, or one written by another method or for another architecture than the model)."""
+"""The checkpoint format, in one place: what our methods add to Lightning's checkpoints, what an
+encoder-only checkpoint (the shipped format) holds, how both are read (one-line errors for a
+missing, corrupt or truncated file, or one of another method or architecture), and how they are
+written (atomically).
+
+A checkpoint of ours is Lightning's dict plus ``ENCODER_CONFIG_KEY`` (the ``EncoderConfig`` as a
+dict) and ``METHOD_KEY`` (the class name); the encoder's tensors are the ``state_dict`` entries
+under ``ENCODER_PREFIX``. An encoder-only checkpoint has those three entries alone."""
 
 from __future__ import annotations
 
@@ -17,9 +23,29 @@ from torch import nn
 
 from ssl_lightning.errors import CheckpointError
 
-# Keys our methods add to Lightning's checkpoint (EncoderMethod.on_save_checkpoint).
-ENCODER_CONFIG_KEY = "encoder_config"  # the arguments that rebuild the encoder alone
+ENCODER_CONFIG_KEY = "encoder_config"  # the encoder's config: what rebuilds it alone
 METHOD_KEY = "method"  # the LightningModule's class name
+ENCODER_PREFIX = "encoder."  # the key prefix of the encoder's tensors in state_dict
+
+
+def add_encoder_entries(checkpoint: dict[str, Any], encoder_config: dict[str, Any], method: str) -> None:
+    """What a method adds to the checkpoint Lightning writes (``EncoderMethod.on_save_checkpoint``)."""
+    checkpoint[ENCODER_CONFIG_KEY] = encoder_config
+    checkpoint[METHOD_KEY] = method
+
+
+def encoder_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The encoder's tensors of a checkpoint (full or encoder-only), named as in the ``Encoder``."""
+    return {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
+
+
+def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
+    """Writes the encoder of a training checkpoint alone (no heads, optimizer or loop state), in
+    float16 if ``half``, in the same layout, so ``load_encoder`` reads both."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    state = {ENCODER_PREFIX + k: v.half() if half and v.is_floating_point() else v for k, v in encoder_state(checkpoint).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({ENCODER_CONFIG_KEY: checkpoint[ENCODER_CONFIG_KEY], METHOD_KEY: checkpoint.get(METHOD_KEY), "state_dict": state}, out)
 
 
 def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ssl_lightning.backbones import build_backbone, channels_last_is_safe
-from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, read_checkpoint
+from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, encoder_state, read_checkpoint
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.shipped import ENCODER_PREFIX, resolve
+from ssl_lightning.shipped import resolve
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,5 @@ def load_encoder(
         raise ConfigError(f"load_encoder's dtype must be a floating type such as torch.bfloat16, got {dtype}")
     checkpoint = read_checkpoint(resolve(source), trusted=trusted)
     encoder = Encoder(checkpoint[ENCODER_CONFIG_KEY])
-    state = {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
-    encoder.load_state_dict(state)  # float16 shipped weights are cast to the encoder's float32
+    encoder.load_state_dict(encoder_state(checkpoint))  # float16 shipped weights are cast to the encoder's float32
     return encoder.to(device=device, dtype=dtype).eval()

@@ -6,7 +6,7 @@ data, so an installed wheel has them): encoder-only files, found by name and che
     shipped_checkpoints()                  # the names that ship
     ssl-lightning checkpoints              # the same, with each one's headline accuracy
 
-``scripts/train_release.py`` writes them (``export_encoder``, ``write_manifest``).
+``scripts/train_release.py`` writes them (``checkpoint.export_encoder``, ``write_manifest``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from ssl_lightning.errors import CheckpointError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"  # read only: runs write to ./checkpoints of the working directory
 MANIFEST = "manifest.json"
-ENCODER_PREFIX = "encoder."  # the key prefix of the encoder's tensors in every checkpoint of ours
 
 
 def sha256(path: Path) -> str:
@@ -72,20 +71,6 @@ def resolve(source: str | Path) -> Path:
         raise CheckpointError(f"checkpoint not found: {source} is neither a file nor a shipped checkpoint (shipped: {names})")
     verify(str(source), files=[entry["weights"]])
     return SHIPPED_DIR / entry["weights"]
-
-
-def export_encoder(checkpoint_path: Path, out: Path, half: bool = True) -> None:
-    """Writes the encoder of a training checkpoint alone (no heads, optimizer or loop state), in
-    float16 if ``half``, in the same layout, so ``load_encoder`` reads both."""
-    import torch  # here: listing and resolving the shipped files needs neither torch nor Lightning
-
-    from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, read_checkpoint
-
-    checkpoint = read_checkpoint(checkpoint_path)
-    state = {k: v.half() if half and v.is_floating_point() else v
-             for k, v in checkpoint["state_dict"].items() if k.startswith(ENCODER_PREFIX)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({ENCODER_CONFIG_KEY: checkpoint[ENCODER_CONFIG_KEY], METHOD_KEY: checkpoint.get(METHOD_KEY), "state_dict": state}, out)
 
 
 def run_selection(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pytorch_lightning.trainer.states import RunningStage
 from torch import Tensor, nn
 
 from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
-from ssl_lightning.checkpoint import ENCODER_CONFIG_KEY, METHOD_KEY, check_compatible
+from ssl_lightning.checkpoint import add_encoder_entries, check_compatible
 from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import Encoder, EncoderConfig
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
@@ -167,8 +167,7 @@ class EncoderMethod(LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.raise_if_diverged()  # never a checkpoint of non-finite weights
-        checkpoint[ENCODER_CONFIG_KEY] = self.encoder.config  # lets load_encoder rebuild it alone
-        checkpoint[METHOD_KEY] = type(self).__name__  # names the encoder in evaluation tables
+        add_encoder_entries(checkpoint, self.encoder.config, type(self).__name__)  # load_encoder rebuilds it alone
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_compatible(checkpoint, self)  # one line instead of Lightning's list of mismatched keys

@@ -29,7 +29,9 @@ class Supervised(EncoderMethod):
         """
         Args:
             num_classes: number of classes; the CLI takes it from the data module.
-            encoder, optimizer, views: as for every method (``EncoderMethod``).
+            encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+            optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method.
+            views: the augmentations (``ViewConfig``), as for every method.
         """
         super().__init__(encoder=encoder, optimizer=optimizer, views=views)
         self.classifier = nn.Linear(self.encoder.out_dim, num_classes)

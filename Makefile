@@ -8,7 +8,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CONFIG ?= ssl_lightning/configs/simclr.yaml
 ARGS ?=
 
-.PHONY: install dataset train test benchmark release figures tensorboard clean
+.PHONY: install dataset train test docs benchmark release figures tensorboard clean
 
 install: dataset $(BIN)/.installed
 
@@ -42,6 +42,12 @@ train: install
 test: install
 	$(BIN)/pytest -n auto $(ARGS)
 
+# The documentation site (mkdocs.yml: README.md as the front page, docs/, the API reference from the
+# docstrings) into site/; --strict fails on a broken link or anchor, or a docstring that does not
+# match its signature. make test builds it too (tests/test_docs.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Training throughput of every method and of lightly's SimCLR pipeline (ARGS="--quick" for a short run).
 benchmark: install
 	$(BIN)/python scripts/benchmark.py training $(ARGS)
@@ -70,4 +76,4 @@ tensorboard: install
 	$(BIN)/tensorboard --logdir checkpoints
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache build dist
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist site

@@ -34,7 +34,8 @@ class EncoderConfig:
         in_channels: channels of the images (the CLI takes them from the data module).
         input_size: side of the images the encoder is trained at; others are resized to it (the
             CLI takes the data's side; a method whose first view crops to another size trains at that).
-        mean, std: per-channel normalisation of images in [0, 1] (the CLI takes the data's).
+        mean: per-channel mean of images in [0, 1], subtracted (the CLI takes the data's).
+        std: per-channel standard deviation of images in [0, 1], divided by (the data's too).
         channels_last: keep the convolutions in the channels-last memory layout (faster on CPUs
             and on GPUs' tensor cores; same results up to rounding). Ignored at width 8 with
             ResNet-18/34, whose channels-last CPU backward crashes.

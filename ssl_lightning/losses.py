@@ -10,11 +10,13 @@ from ssl_lightning.errors import ConfigError
 
 
 def check_temperature(temperature: float) -> None:
+    """Refuses a temperature <= 0 in one line."""
     if temperature <= 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}; the papers use 0.07 to 1.0")
 
 
 def check_view_pair(z1: Tensor, z2: Tensor) -> None:
+    """Refuses embeddings that are not two (N, D) tensors of equal shape with N >= 2."""
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ConfigError(f"expected two (N, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if z1.shape[0] < 2:
@@ -47,7 +49,8 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     The 2N-2 views of the other images are the negatives.
 
     Args:
-        z1, z2: (N, D) embeddings of the two views; row n of each comes from image n.
+        z1: (N, D) embeddings of the first views; row n comes from image n.
+        z2: (N, D) embeddings of the second views, row for row.
         temperature: T > 0.
     Returns:
         scalar loss.
@@ -100,7 +103,8 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
         C = z1ᵀ z2 / N,   loss = Σᵢ (1 − Cᵢᵢ)² + λ Σᵢ Σⱼ≠ᵢ Cᵢⱼ²
 
     Args:
-        z1, z2: (N, D) embeddings of the two views, N >= 2.
+        z1: (N, D) embeddings of the first views, N >= 2.
+        z2: (N, D) embeddings of the second views, row for row.
         lambd: λ, the weight of the redundancy-reduction term.
     """
     check_view_pair(z1, z2)

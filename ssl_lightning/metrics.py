@@ -25,7 +25,8 @@ def ranking_metrics(z1: Tensor, z2: Tensor, cross_view: bool = False) -> dict[st
     not the best.
 
     Args:
-        z1, z2: (N, D) embeddings of the two views; row n of each comes from image n.
+        z1: (N, D) embeddings of the first views; row n comes from image n.
+        z2: (N, D) embeddings of the second views, row for row.
         cross_view: rank each anchor among the other side's N embeddings only.
     Returns:
         dict of scalar tensors (kept on the device: no host synchronisation).

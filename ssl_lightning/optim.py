@@ -30,8 +30,8 @@ class OptimizerConfig:
         momentum: SGD's and LARS's momentum.
         warmup_epochs: length of the linear warm-up, before the cosine decay.
         final_lr_ratio: where the cosine decay ends, as a share of ``lr`` (0: at zero).
-        lars_eta, lars_clip: LARS's trust coefficient η (SimCLR's 0.001) and whether each layer's
-            rate is clipped at ``lr`` (``LARS``).
+        lars_eta: LARS's trust coefficient η (SimCLR's 0.001; ``LARS``).
+        lars_clip: whether LARS clips each layer's rate at ``lr``.
         bias_norm_lr_ratio: the learning rate of biases and norm weights as a share of the
             weights' (1: the same; Barlow Twins: 0.0048 / 0.2 = 0.024).
         lr_scaling: "none" (``lr`` is the peak rate), "linear" (lr x global batch / 256) or

@@ -28,7 +28,10 @@ class DigitsDataModule(ImageDataModule):
         """
         Args:
             test_size: images set aside for testing (20% by default).
-            val_size, batch_size, drop_last, **kwargs: see ``ImageDataModule``.
+            val_size: images held out of the train split for validation.
+            batch_size: images per batch.
+            drop_last: drop the incomplete last train batch.
+            **kwargs: the other arguments of ``ImageDataModule``.
         """
         super().__init__(val_size=val_size, batch_size=batch_size, drop_last=drop_last, **kwargs)
         if not 0 < test_size < 1796:

@@ -51,11 +51,14 @@ class ImageFolderDataModule(ImageDataModule):
             labels: "auto", "folders" or "none" (see the class docstring).
             file_list: a ``.txt`` file of image paths (one a line) or a ``.csv`` file with a ``path``
                 column and an optional ``label`` column, instead of reading ``data_dir``.
-            test_dir, test_file_list: the test images, read the same way (None: no test split).
+            test_dir: a folder of test images, read as ``data_dir`` is (None: no test split).
+            test_file_list: a file list of test images, read as ``file_list`` is.
             image_size: side of the square images the model sees.
             num_channels: 3 (RGB) or 1 (grayscale); images are converted to it.
-            mean, std: per-channel normalisation the encoder applies (None: ImageNet's for RGB,
-                0.5/0.25 for grayscale).
+            mean: per-channel mean the encoder subtracts (None: ImageNet's for RGB, 0.5 for
+                grayscale).
+            std: per-channel standard deviation the encoder divides by (None: ImageNet's for
+                RGB, 0.25 for grayscale).
             skip_unreadable: skip files that cannot be read, counting them and listing them in
                 ``skipped_images.txt`` in the run folder (False: stop at the first, naming it).
             **kwargs: batch size, split sizes, ``in_memory`` and loader settings (see ``ImageDataModule``).

@@ -49,10 +49,13 @@ class ShardsMetadata:
     sizes: dict[str, int]  # images per split ("train", "val" and maybe "test")
 
     def to_json(self) -> str:
+        """The text of ``metadata.json``, with the format's name and version."""
         return json.dumps({"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> ShardsMetadata:
+        """Reads ``metadata.json``'s text; a file of another format or version is refused in one
+        line that names ``where``."""
         try:
             fields = json.loads(text)
             if fields.pop("format") != FORMAT or fields.pop("version") != FORMAT_VERSION:
@@ -181,6 +184,7 @@ class ShardedDataModule(ImageData):
         self.test_set: ShardedImages | None = None
 
     def split_dir(self, split: str) -> str:
+        """Where a split's shards are; a split the dataset was written without is refused."""
         if split not in self.metadata.sizes:
             raise ConfigError(f"the sharded dataset {self.input_dir} has no {split} split; write it again with "
                               f"ssl-lightning prepare{' --test_dir FOLDER' if split == 'test' else ''}")

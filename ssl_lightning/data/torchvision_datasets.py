@@ -14,6 +14,8 @@ from ssl_lightning.errors import DataNotFoundError
 
 
 class DatasetFacts(NamedTuple):
+    """What the data module needs to know of a torchvision dataset before reading it."""
+
     num_channels: int
     image_size: int
     num_classes: int

@@ -26,6 +26,7 @@ DEFAULT_CACHE_DIR = "~/.cache/ssl-lightning/features"
 
 
 def default_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

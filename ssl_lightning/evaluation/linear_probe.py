@@ -49,7 +49,8 @@ class LinearProbe(LightningModule):
     ) -> None:
         """
         Args:
-            in_dim, num_classes: feature dimension and number of classes.
+            in_dim: feature dimension.
+            num_classes: number of classes.
             optimizer: "lbfgs" (full batch, ``max_iter`` iterations per step) or "adamw".
             lr: step size (None: 1 for L-BFGS with its line search, 1e-3 for AdamW).
             weight_decay: L2 penalty on the weights, in the loss, for both optimizers.
@@ -69,6 +70,8 @@ class LinearProbe(LightningModule):
 
     @torch.no_grad()
     def standardize_with(self, features: Tensor) -> LinearProbe:
+        """Sets the per-dimension mean and standard deviation that ``forward`` standardises
+        features with to those of ``features`` (N, D); returns the probe."""
         self.feature_mean.copy_(features.mean(dim=0))
         self.feature_std.copy_(features.std(dim=0).clamp_min(1e-6))  # constant dimensions stay 0
         return self

@@ -62,7 +62,8 @@ class OnlineEvaluation(Callback):
 
     Args:
         lr: learning rate of the classifier's Adam optimizer.
-        knn_k, knn_temperature: the kNN's neighbours and vote temperature (InstDisc: 200, 0.1).
+        knn_k: the kNN's number of neighbours (InstDisc: 200).
+        knn_temperature: the temperature of the kNN's weighted vote (InstDisc: 0.1).
         eval_data: a labelled data module to evaluate on instead of the training data's labels;
             its images need the training data's channels (the encoder resizes them to its size).
         eval_images: at most this many labelled training images in the kNN bank (and, with

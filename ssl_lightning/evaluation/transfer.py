@@ -40,6 +40,8 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def is_torchvision_weights(source: str) -> bool:
+    """Whether a transfer source names torchvision weights (``ResNet18_Weights.IMAGENET1K_V1``)
+    rather than a checkpoint."""
     return "_Weights." in source
 
 
@@ -90,6 +92,7 @@ class ChannelAdapter(nn.Module):
         return (images * self.luma).sum(dim=1, keepdim=True)  # (N, 1, H, W)
 
     def describe(self) -> str:
+        """What the adapter does, in words (``RGB -> grayscale (luma ...)``)."""
         names = {1: "grayscale", 3: "RGB"}
         if self.in_channels == self.out_channels:
             return f"{names[self.in_channels]} as is"

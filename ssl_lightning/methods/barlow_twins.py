@@ -29,8 +29,10 @@ class BarlowTwins(PretrainMethod):
         lambd: λ, weight of the off-diagonal (redundancy) term (paper: 5e-3).
         loss_scale: a factor on the whole loss, 1 = the paper's formula. (The paper's code scales
             by 1/32 for its LARS set-up; here it is explicit and off by default.)
-        encoder, optimizer, views: as for every method (``EncoderMethod``); ``optimizer``'s
+        encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+        optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method; its
             ``bias_norm_lr_ratio`` is the paper's 0.024 here.
+        views: the augmentations (``ViewConfig``), as for every method.
     """
 
     default_views: ClassVar[list[ViewConfig]] = BARLOW_TWINS_VIEWS  # BYOL's asymmetric views

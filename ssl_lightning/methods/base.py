@@ -28,6 +28,9 @@ _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SAN
 
 
 class StepOutput(NamedTuple):
+    """What ``compute_loss`` returns: the loss, the two embeddings the ranking metrics compare,
+    and the encoder features of view 1."""
+
     loss: Tensor
     z1: Tensor  # (N, D) embeddings of view 1 and view 2 whose agreement the ranking metrics measure
     z2: Tensor
@@ -35,6 +38,8 @@ class StepOutput(NamedTuple):
 
 
 class ViewBatch(NamedTuple):
+    """A batch after ``on_after_batch_transfer``: the views, the labels and the images."""
+
     views: list[Tensor]  # one (N, C, S_i, S_i) batch of views in [0, 1] per view config
     labels: Tensor  # (N,), never used for training
     images: Tensor  # (N, C, H, W) the images themselves in [0, 1], unaugmented
@@ -276,11 +281,14 @@ class MomentumPretrainMethod(PretrainMethod):
         self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []  # (online, target); modules registered elsewhere
 
     def momentum_target(self, online: nn.Module) -> nn.Module:
+        """A momentum (EMA) copy of ``online``, without gradients, that ``update_targets`` moves
+        after every optimizer step."""
         target = momentum_copy(online)
         self._momentum_pairs.append((online, target))
         return target
 
     def current_target_momentum(self) -> float:
+        """τ at the current step: ``cosine_momentum`` from ``target_momentum`` to ``target_momentum_end``."""
         return cosine_momentum(
             self.trainer.global_step, int(self.trainer.estimated_stepping_batches), self.target_momentum, self.target_momentum_end
         )

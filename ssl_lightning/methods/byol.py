@@ -25,9 +25,13 @@ class BYOL(MomentumPretrainMethod):
     view 2, across the two views only (``cross_view_ranking``): they come from different networks.
 
     Args:
-        projection_hidden_dim, projection_dim: projector and predictor MLPs (BYOL: 4096 and 256).
-        target_momentum, target_momentum_end: τ schedule (BYOL: 0.996 to 1).
-        encoder, optimizer, views: as for every method (``EncoderMethod``).
+        projection_hidden_dim: hidden size of the projector and predictor MLPs (BYOL: 4096).
+        projection_dim: output size of the projector and predictor MLPs (BYOL: 256).
+        target_momentum: τ at the first step (BYOL: 0.996).
+        target_momentum_end: τ at the last step, on a cosine schedule (BYOL: 1).
+        encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+        optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method.
+        views: the augmentations (``ViewConfig``), as for every method.
     """
 
     cross_view_ranking = True

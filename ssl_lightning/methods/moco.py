@@ -39,13 +39,16 @@ class MoCo(MomentumPretrainMethod):
     Args:
         temperature: InfoNCE temperature (MoCo v2: 0.2).
         queue_size: K, the number of past keys used as negatives; a multiple of the batch size.
-        projection_hidden_dim, projection_dim: the MLP head (MoCo v2: 2048 and 128).
+        projection_hidden_dim: hidden size of the MLP head (MoCo v2: 2048).
+        projection_dim: output size of the MLP head (MoCo v2: 128).
         projection_batch_norm: BatchNorm in the head's hidden layer (MoCo v2: none, Linear -> ReLU
             -> Linear; True: MoCo v3's Linear -> BN -> ReLU -> Linear).
         key_bn_splits: sub-batches of the shuffled key batch (1 turns the shuffle off).
         target_momentum: the key encoder's momentum m.
         target_momentum_end: m at the last step, on a cosine schedule (None: constant, as MoCo).
-        encoder, optimizer, views: as for every method (``EncoderMethod``).
+        encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+        optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method.
+        views: the augmentations (``ViewConfig``), as for every method.
     """
 
     cross_view_ranking = True
@@ -96,6 +99,8 @@ class MoCo(MomentumPretrainMethod):
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:
+        """The keys (N, D) of a batch of views: the momentum key encoder and projector on the
+        shuffled sub-batches (``key_splits``), returned in the input order."""
         order = torch.randperm(len(x), device=x.device)
         chunks = x[order].chunk(self.key_splits(len(x)))  # equal sub-batches
         shuffled = torch.cat([self.key_projector(self.key_encoder(chunk)) for chunk in chunks])  # (N, D)

@@ -23,11 +23,14 @@ class SimCLR(PretrainMethod):
 
     Args:
         temperature: NT-Xent temperature T > 0 (the paper uses 0.5 for CIFAR-10, App. B.9).
-        projection_hidden_dim, projection_dim: hidden and output sizes of the projection head
-            (the paper: hidden = the backbone's feature size, output 128).
+        projection_hidden_dim: hidden size of the projection head (the paper: the backbone's
+            feature size).
+        projection_dim: output size of the projection head (the paper: 128).
         projection_batch_norm: BatchNorm in the head's hidden layer, as the paper's reference code
             (False: Linear -> ReLU -> Linear, the UvA tutorial's head).
-        encoder, optimizer, views: as for every method (``EncoderMethod``).
+        encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+        optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method.
+        views: the augmentations (``ViewConfig``), as for every method.
     """
 
     default_views: ClassVar[list[ViewConfig]] = SIMCLR_VIEWS

@@ -33,7 +33,9 @@ class Supervised(EncoderMethod):
         """
         Args:
             num_classes: number of classes; the CLI takes it from the data module.
-            encoder, optimizer, views: as for every method (``EncoderMethod``).
+            encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+            optimizer: the optimizer and schedule (``OptimizerConfig``), as for every method.
+            views: the augmentations (``ViewConfig``), as for every method.
         """
         if num_classes is None:
             raise ConfigError(f"{self.task} needs labelled data, but num_classes is None (the data has no labels); "

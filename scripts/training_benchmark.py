@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from pytorch_lightning import Callback, Trainer
 
 import ssl_lightning.methods
+from ssl_lightning.cli.lightning import read_model_config
 from ssl_lightning.data import FashionMNISTDataModule, ImageDataModule
 from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.methods import EncoderMethod, MomentumPretrainMethod, PretrainMethod, Supervised
@@ -77,12 +77,12 @@ def images_needed(spec: Spec) -> int:
 
 def make_method(spec: Spec, data: ImageDataModule) -> EncoderMethod:
     """The method as its config defines it (heads, views, optimizer), on the benchmark's backbone."""
-    model = yaml.safe_load((CONFIGS / f"{spec.method}.yaml").read_text())["model"]
-    cls = getattr(ssl_lightning.methods, model["class_path"])
+    class_path, init_args = read_model_config(CONFIGS / f"{spec.method}.yaml")
+    cls = getattr(ssl_lightning.methods, class_path.rsplit(".", 1)[-1])
     encoder = EncoderConfig(backbone="resnet18", width=spec.width, small_images=spec.small_images, in_channels=data.num_channels,
                             input_size=data.image_size, mean=data.mean, std=data.std, channels_last=spec.channels_last,
                             compile=spec.compile)
-    args = {**model.get("init_args", {}), "encoder": encoder}
+    args = {**init_args, "encoder": encoder}
     if cls is Supervised:
         args["num_classes"] = data.num_classes
     return cls(**args)

@@ -418,3 +418,16 @@ def test_a_packaged_config_is_found_by_name_from_any_folder(tmp_path, monkeypatc
     assert exit_info.value.code == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "config file not found: ssl_lightning/configs/simclr.yml" in line and "cifar10/moco, " in line
+
+
+def test_read_model_config_parses_a_config_as_fit_does_and_builds_and_seeds_nothing():
+    from ssl_lightning.cli.lightning import read_model_config
+
+    torch.manual_seed(1)
+    expected = torch.rand(1)
+    torch.manual_seed(1)
+    class_path, args = read_model_config("barlow_twins")  # a packaged name, as --config takes it
+    assert torch.equal(torch.rand(1), expected)  # its seed_everything: 42 is not applied
+    assert class_path == "ssl_lightning.BarlowTwins" and args["projector_dim"] == 1024  # the YAML's
+    assert args["optimizer"]["name"] == "lars" and args["optimizer"]["lr"] == 0.2 and args["optimizer"]["lars_clip"] is False  # a default
+    assert args["encoder"]["width"] == 16

@@ -156,6 +156,21 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI
     )
 
 
+class _ParseOnly(SSLLightningCLI):
+    def instantiate_classes(self) -> None:
+        """Nothing is built: ``read_model_config`` wants the parsed config alone."""
+
+
+def read_model_config(config: str | Path) -> tuple[str, dict[str, Any]]:
+    """(class path, init args) of the model of a config file, as ``fit`` reads it (packaged names,
+    defaults, validation), without building anything; the arguments the data module gives are
+    left out (``DATA_TO_MODEL``)."""
+    args = with_packaged_configs(["--config", str(config), "--seed_everything=false"])  # reading seeds nothing
+    parsed = _ParseOnly(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                        trainer_defaults=TRAINER_DEFAULTS, args=args, run=False).config
+    return parsed.model.class_path, parsed.model.init_args.as_dict()
+
+
 def run(args: list[str]) -> None:
     """``ssl-lightning fit|validate|test|predict ...`` (``args`` with the subcommand). LightningCLI
     reads them from ``sys.argv``, which ``main`` set to them, as Lightning's DDP launcher does."""

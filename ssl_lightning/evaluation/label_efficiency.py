@@ -23,13 +23,13 @@ from typing import Literal
 
 import pandas as pd
 import torch
-import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ssl_lightning.classification import accuracy
+from ssl_lightning.cli.lightning import read_model_config
 from ssl_lightning.data.base import ImageData
 from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
@@ -146,7 +146,7 @@ def train_supervised(
 ) -> list[Result]:
     """The supervised baseline on the same draws as the probes: ``steps`` optimizer steps each,
     validated three times; the weights with the best ``val/acc`` are tested."""
-    model_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    _, model_args = read_model_config(config)
     architecture = {key: encoder_config[key] for key in ("backbone", "width", "small_images")}
     images = {"in_channels": data.num_channels, "input_size": data.image_size, "mean": data.mean, "std": data.std}
     model_args.update(num_classes=data.num_classes, encoder={**model_args.get("encoder", {}), **architecture, **images})

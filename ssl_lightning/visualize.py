@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # not pyplot: no global figure state, no display backend
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ssl_lightning.augment import ViewPipelines, describe_view
@@ -154,15 +154,22 @@ def at_least(value: int, minimum: int, option: str, why: str) -> None:
         raise ConfigError(f"--{option} must be >= {minimum} ({why}), got {value}")
 
 
+def labelled_data_and_encoder(source: str, data: ImageData | None, purpose: str) -> tuple[ImageData, nn.Module]:
+    """``data`` (default: Fashion-MNIST), checked for labels and prepared, and the encoder of
+    ``source`` adapted to its channels."""
+    data = data or FashionMNISTDataModule()
+    require_labels(data, purpose)
+    encoder = adapt_channels(load_encoder(source), data.num_channels)
+    data.prepare_data()
+    return data, encoder
+
+
 def embeddings(source: str, data: ImageData | None = None, num_images: int = 2000, output_dir: Path | None = None,
                overwrite: bool = False, cache_dir: Path | None = Path(DEFAULT_CACHE_DIR)) -> list[Path]:
     """t-SNE and PCA of the encoder's features of ``num_images`` test images (a seeded subset)."""
     at_least(num_images, 2, "num_images", "a 2-d projection needs 2 points")
     folder = picture_folder(output_dir, overwrite, cache_dir)
-    data = data or FashionMNISTDataModule()
-    require_labels(data, "visualize embeddings (it colours the points by class)")
-    encoder = adapt_channels(load_encoder(source), data.num_channels)
-    data.prepare_data()
+    data, encoder = labelled_data_and_encoder(source, data, "visualize embeddings (it colours the points by class)")
     data.setup("test")
     test = LabelledSubset(data.test_set, seeded_subset(len(data.test_set), num_images).sort().values)
     features = cached_features(encoder, data, test, f"test-{num_images}", cache_dir)
@@ -177,10 +184,7 @@ def neighbours(source: str, data: ImageData | None = None, queries: int = 10, k:
     at_least(k, 1, "k", "the neighbours shown per query")
     at_least(gallery_size, k, "gallery_size", f"the train images searched, at least k={k}")
     folder = picture_folder(output_dir, overwrite, cache_dir)
-    data = data or FashionMNISTDataModule()
-    require_labels(data, "visualize neighbours (it marks the neighbours of another class)")
-    encoder = adapt_channels(load_encoder(source), data.num_channels)
-    data.prepare_data()
+    data, encoder = labelled_data_and_encoder(source, data, "visualize neighbours (it marks the neighbours of another class)")
     data.setup("fit")
     data.setup("test")
     gallery = LabelledSubset(data.labelled_set, seeded_subset(len(data.labelled_set), gallery_size).sort().values)

@@ -49,6 +49,20 @@ TINY = TINY_DATA + TINY_HEADS["simclr"]
 TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,), std=(0.29,))
 
 
+
+def tiny_pretraining_methods() -> dict:
+    """{name: a maker of a tiny model of that method, on RandomImages' images}: the pretraining
+    methods as the in-process tests build them (made when called, so importing costs nothing)."""
+    from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR
+
+    return {
+        "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
+        "moco": lambda: MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=2, encoder=TINY_ENCODER),
+        "byol": lambda: BYOL(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
+        "barlow_twins": lambda: BarlowTwins(projector_dim=16, encoder=TINY_ENCODER),
+    }
+
+
 class RandomImages(ImageDataModule):
     """Synthetic uint8 images for fast in-process tests."""
 

@@ -13,20 +13,13 @@ import torch
 from pytorch_lightning import Callback, Trainer, seed_everything
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import TINY_ENCODER, RandomImages
+from conftest import TINY_ENCODER, RandomImages, tiny_pretraining_methods
 from ssl_lightning.distributed import gather
 from ssl_lightning.errors import TrainingDivergedError
 from ssl_lightning.evaluation.online import OnlineEvaluation
-from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, Supervised, ViewBatch
+from ssl_lightning.methods import Supervised, ViewBatch
 
-DATA = dict(encoder=TINY_ENCODER)
-MAKERS = {
-    "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
-    "moco": lambda: MoCo(projection_hidden_dim=16, projection_dim=8, queue_size=32, key_bn_splits=2, **DATA),
-    "byol": lambda: BYOL(projection_hidden_dim=16, projection_dim=8, **DATA),
-    "barlow_twins": lambda: BarlowTwins(projector_dim=16, **DATA),
-    "supervised": lambda: Supervised(num_classes=4, **DATA),
-}
+MAKERS = {**tiny_pretraining_methods(), "supervised": lambda: Supervised(num_classes=4, encoder=TINY_ENCODER)}
 
 
 def freeze_batch_norm_statistics(module: torch.nn.Module) -> None:

@@ -5,18 +5,13 @@ import torch
 
 from pytorch_lightning import Trainer
 
-from conftest import TINY_ENCODER, RandomImages, fit
+from conftest import TINY_ENCODER, RandomImages, fit, tiny_pretraining_methods
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, MomentumPretrainMethod, SimCLR
+from ssl_lightning.methods import MoCo, MomentumPretrainMethod, SimCLR
 
 DATA = dict(encoder=TINY_ENCODER)
-METHODS = {
-    "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, **DATA),
-    "moco": lambda: MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=2, **DATA),
-    "byol": lambda: BYOL(projection_hidden_dim=16, projection_dim=8, **DATA),
-    "barlow_twins": lambda: BarlowTwins(projector_dim=16, **DATA),
-}
+METHODS = tiny_pretraining_methods()
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -4,11 +4,13 @@
     python scripts/train_release.py                 # train every method, then package
     python scripts/train_release.py --stage package # package the newest finished runs again
     python scripts/train_release.py --resume        # continue killed runs from their last.ckpt
+    python scripts/train_release.py --refresh-events  # the shipped runs' TensorBoard data as the current code writes it
 
 train: `ssl-lightning fit` with each method's shipped config (ssl_lightning/configs/<method>.yaml)
 and --max_epochs, into --runs_dir (git-ignored), timed.
 package: for each run, the encoder alone (fp16) as <out>/<name>.pt, the run's TensorBoard events
-and config under <out>/<name>/, the label-budget sweep on the test split, a model card
+(with its HParams row and a small projector of the shipped encoder: ship_tensorboard) and config
+under <out>/<name>/, the label-budget sweep on the test split, a model card
 <out>/<name>.md, and <out>/manifest.json with every file's sha256 (<out>: --out, by default the
 source tree's ssl_lightning/checkpoints/).
 
@@ -26,17 +28,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+import yaml
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.plugins.projector import EmbeddingInfo, ProjectorConfig, visualize_embeddings
+from tensorboard.summary.writer.record_writer import RecordWriter
 
+from ssl_lightning.callbacks.tensorboard import hparams_summaries
 from ssl_lightning.checkpoint import export_encoder, read_checkpoint
 from ssl_lightning.data import FashionMNISTDataModule
+from ssl_lightning.encoder import load_encoder
+from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
 from ssl_lightning.logger import EPOCH_TAG, LIGHTNING_EPOCH
 from ssl_lightning.outputs import numbered_folders
-from ssl_lightning.shipped import run_selection, write_manifest
+from ssl_lightning.shipped import read_manifest, run_selection, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
@@ -44,6 +56,9 @@ SHIPPED = REPO / "ssl_lightning" / "checkpoints"  # the source tree's, not an in
 METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]  # config stems
 DATASET = "fashion-mnist"
 RESULTS = REPO / "results" / "release"  # the sweep over every release checkpoint, with references
+PROJECTOR_IMAGES = 256  # test images in each shipped run's projector: a 16 x 16 sprite, about 0.24 MB a run
+STAGES = ("train", "val", "test")
+LR_GROUPS = {"pg1": "weights", "pg2": "biases_and_norms"}  # optim.param_groups' names, in order (earlier releases: pg<n>)
 HEADLINE = {"linear probe, 10 labels/class": ("linear probe", "10"), "linear probe, all labels": ("linear probe", "all"),
             "kNN, all labels": ("kNN", "all")}
 
@@ -78,6 +93,120 @@ def train(method: str, args: argparse.Namespace) -> None:
     previous = json.loads(timing.read_text())["seconds"] if args.resume and timing.exists() else 0.0
     command_line = " ".join(["ssl-lightning", *command[3:]])
     timing.write_text(json.dumps({"seconds": previous + seconds, "command": command_line}))
+
+
+def current_tag(tag: str) -> str | None:
+    """The name the current code logs ``tag`` under, None where it writes no such scalar: earlier
+    releases wrote train_loss, val_acc_top5, target_momentum, epoch, lr-<optimizer>/pg<n>, the
+    HParams tab's one-point copies hparams/<metric> and an HParams row of their own (_hparams_/)."""
+    if tag.startswith(("hparams/", "_hparams_/")):
+        return None
+    if tag == LIGHTNING_EPOCH:
+        return EPOCH_TAG
+    if tag.startswith("lr-"):
+        group = tag.rsplit("/", 1)[-1]
+        return f"lr/{LR_GROUPS.get(group, group)}"
+    if "/" in tag:
+        return tag
+    stage, _, name = tag.partition("_")
+    return f"{stage}/{name}" if stage in STAGES and name else f"train/{tag}"
+
+
+def rewrite_events(path: Path, method: str, hparams: dict) -> None:
+    """Rewrites the events file ``path`` with every scalar under its ``current_tag`` and the HParams
+    row that ``HParamsSummary`` writes for ``method`` and ``hparams``, at the start of the run."""
+    events = []
+    for event in LegacyEventFileLoader(str(path)).Load():  # the records as written (no migration)
+        if event.HasField("summary"):
+            values = []
+            for value in event.summary.value:
+                tag = current_tag(value.tag)
+                if tag is not None:
+                    value.tag = tag
+                    values.append(value)
+            if not values:
+                continue
+            del event.summary.value[:]
+            event.summary.value.extend(values)
+        events.append(event)
+    start = events[0].wall_time  # the file_version record
+    events[1:1] = [Event(wall_time=start, step=0, summary=summary) for summary in hparams_summaries(method, hparams)]
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        writer = RecordWriter(f)
+        for event in events:
+            writer.write(event.SerializeToString())
+    partial.replace(path)
+
+
+def write_projector(folder: Path, weights: Path, images: torch.Tensor, class_names: list[str]) -> None:
+    """The Projector tab's data in ``folder``: the features of ``images`` (uint8, one channel) from
+    the encoder in ``weights`` (3 significant digits: a small text file), their class names and a
+    sprite of the images, beside the events (package data takes a run folder's files, not its folders)."""
+    features = extract_features(load_encoder(weights), images, batch_size=256, desc=None).numpy()
+    tensors, metadata, sprite = folder / "projector_features.tsv", folder / "projector_classes.tsv", folder / "projector_sprite.png"
+    np.savetxt(tensors, features, fmt="%.3g", delimiter="\t")
+    metadata.write_text("".join(f"{name}\n" for name in class_names))
+    side, (height, width) = int(np.ceil(np.sqrt(len(images)))), images.shape[-2:]
+    grid = np.zeros((side * side, height, width), dtype=np.uint8)  # the projector wants a square sprite
+    grid[: len(images)] = images[:, 0].numpy()
+    tiles = grid.reshape(side, side, height, width).transpose(0, 2, 1, 3).reshape(side * height, side * width)
+    Image.fromarray(tiles).quantize(16).save(sprite, optimize=True)  # 16 grey levels: half the bytes of 256, alike as thumbnails
+    embedding = EmbeddingInfo(tensor_name="test_features", tensor_path=tensors.name, metadata_path=metadata.name)
+    embedding.sprite.image_path = sprite.name
+    embedding.sprite.single_image_dim.extend([width, height])
+    visualize_embeddings(str(folder), ProjectorConfig(embeddings=[embedding]))
+
+
+def projector_images() -> tuple[torch.Tensor, list[str]]:
+    """The first ``PROJECTOR_IMAGES`` Fashion-MNIST test images and their class names."""
+    data = FashionMNISTDataModule()
+    images, labels = data.load_split(train=False)
+    return images[:PROJECTOR_IMAGES], data.class_names(labels[:PROJECTOR_IMAGES])
+
+
+def ship_tensorboard(folder: Path, method: str, hparams: dict, weights: Path, projector: tuple[torch.Tensor, list[str]]) -> None:
+    """A shipped run's TensorBoard data in ``folder`` as the current code writes it: its events
+    under the current tags with the HParams row of ``method`` and ``hparams`` (``rewrite_events``),
+    and the projector of the shipped encoder ``weights`` on ``projector`` (``projector_images()``)."""
+    for path in folder.glob("events.out.tfevents.*"):
+        rewrite_events(path, method, hparams)
+    write_projector(folder, weights, *projector)
+
+
+def run_hparams(folder: Path) -> dict:
+    """The hyperparameters of the run in ``folder`` for HParams: its logger's (hparams.yaml, what
+    ``HParamsSummary`` wrote), or for a run shipped without them, its config's model and data arguments."""
+    if (folder / "hparams.yaml").is_file():
+        return yaml.safe_load((folder / "hparams.yaml").read_text())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    return {**config["model"]["init_args"], **config["data"]["init_args"]}
+
+
+def current_card(card: str) -> str:
+    """A model card of an earlier release with its metric table under the current tags."""
+    lines = []
+    for line in card.splitlines():
+        if line.startswith("| `") and line.count("`") >= 2:
+            tag = line.split("`")[1]
+            line = line.replace(f"`{tag}`", f"`{current_tag(tag) or tag}`", 1)
+        lines.append(line)
+    return "\n".join(lines).replace("`val_` on the", "`val/` on the") + "\n"
+
+
+def refresh_events(out: Path) -> None:
+    """``--refresh-events``: the TensorBoard data of the runs shipped in ``out`` (``ship_tensorboard``),
+    HParams from each run's config, the model cards' metric names alike, and the manifest's hashes."""
+    projector = projector_images()
+    entries = read_manifest(out)
+    for name, entry in entries.items():
+        folder = out / name
+        ship_tensorboard(folder, entry["method"], run_hparams(folder), out / entry["weights"], projector)
+        card = out / entry["card"]
+        card.write_text(current_card(card.read_text()))
+        entry["files"] = [entry["weights"], entry["card"], *(str(p.relative_to(out)) for p in sorted(folder.iterdir()))]
+    write_manifest(entries, out)
+    print(f"train_release: refreshed the TensorBoard data of {', '.join(entries)} in {out} (manifest.json)")
 
 
 def hardware() -> str:
@@ -165,6 +294,7 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
             sys.exit(f"train_release: no finished release run of {method} in {args.runs_dir}; run the train stage first")
         runs[release_name(method)] = (method, folder)
     selections = {}
+    projector = projector_images()
     for name, (_, folder) in runs.items():
         export_encoder(folder / "checkpoints" / "last.ckpt", out / f"{name}.pt")
         selections[name] = run_selection(read_checkpoint(folder / "checkpoints" / "last.ckpt"))
@@ -172,6 +302,7 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
         (out / name).mkdir(parents=True)
         for path in [folder / "config.yaml", *folder.glob("events.out.tfevents.*")]:
             shutil.copy2(path, out / name / path.name)
+        ship_tensorboard(out / name, read_checkpoint(out / f"{name}.pt")["method"], run_hparams(folder), out / f"{name}.pt", projector)
     names = list(runs)
     sweep = {}
     if args.quick:  # for tests: 1,000 train images, no feature cache
@@ -204,8 +335,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the sweep over all checkpoints goes")
     parser.add_argument("--fit_args", nargs=argparse.REMAINDER, default=[], help="passed on to `ssl-lightning fit` (last)")
     parser.add_argument("--card_note", help="a remark on the training time for every model card (e.g. other work on the machine)")
+    parser.add_argument("--refresh-events", action="store_true",
+                        help="only rewrite the TensorBoard data of the runs shipped in --out as the current code writes it (ship_tensorboard)")
     parser.add_argument("--quick", action="store_true", help="a small sweep (1,000 train images, 2 budgets, 1 seed, 500 test images), for tests")
     args = parser.parse_args()
+    if args.refresh_events:
+        refresh_events(args.out)
+        return
     if args.stage in ("all", "train"):
         for method in args.methods:
             train(method, args)

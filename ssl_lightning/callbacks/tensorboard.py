@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
 from ssl_lightning.augment import describe_view
 from ssl_lightning.data.labelled import is_labelled
+from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.evaluation.online import KNN_METRIC, PROBE_METRIC
 from ssl_lightning.methods.base import ViewBatch
@@ -96,9 +98,14 @@ class HParamsSummary(Callback):
         logger = trainer.logger
         if not isinstance(logger, TensorBoardLogger) or trainer.fast_dev_run or not trainer.is_global_zero:
             return
-        params = tensorboard_hparams({"method": type(pl_module).__name__, **logger.hparams})
-        for summary in hparams(params, dict.fromkeys(HPARAMS_METRICS, 0.0)):  # the metrics' values are not written
+        for summary in hparams_summaries(type(pl_module).__name__, logger.hparams):
             logger.experiment.file_writer.add_summary(summary)
+
+
+def hparams_summaries(method: str, params: Mapping[str, Any]) -> tuple[Summary, ...]:
+    """The HParams tab's summaries of a run of ``method`` with hyperparameters ``params``: its row,
+    with the columns ``HPARAMS_METRICS`` (the metrics' values are not written)."""
+    return hparams(tensorboard_hparams({"method": method, **params}), dict.fromkeys(HPARAMS_METRICS, 0.0))
 
 
 def tensorboard_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

@@ -47,6 +47,7 @@ from ssl_lightning.evaluation.features import extract_features
 from ssl_lightning.evaluation.label_efficiency import evaluate
 from ssl_lightning.evaluation.report import markdown_table
 from ssl_lightning.logger import EPOCH_TAG, LIGHTNING_EPOCH
+from ssl_lightning.optim import LR_TAG
 from ssl_lightning.outputs import numbered_folders
 from ssl_lightning.shipped import read_manifest, run_selection, write_manifest
 
@@ -103,9 +104,9 @@ def current_tag(tag: str) -> str | None:
         return None
     if tag == LIGHTNING_EPOCH:
         return EPOCH_TAG
-    if tag.startswith("lr-"):
+    if tag.startswith(("lr-", "lr/")):  # lr/<group>: events written on 2026-12-03
         group = tag.rsplit("/", 1)[-1]
-        return f"lr/{LR_GROUPS.get(group, group)}"
+        return f"{LR_TAG}/{LR_GROUPS.get(group, group)}"
     if "/" in tag:
         return tag
     stage, _, name = tag.partition("_")
@@ -226,7 +227,7 @@ def final_metrics(events: list[Path]) -> dict[str, float]:
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             last = accumulator.Scalars(tag)[-1]
-            if not tag.startswith(("lr/", "lr-", "hparams/")) and (tag not in metrics or last.step >= metrics[tag][0]):
+            if not tag.startswith((LR_TAG, "lr/", "lr-", "hparams/")) and (tag not in metrics or last.step >= metrics[tag][0]):
                 metrics[tag] = (last.step, last.value)
     return {tag: value for tag, (_, value) in sorted(metrics.items())}
 

@@ -16,6 +16,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from ssl_lightning.errors import ConfigError
 
 OptimizerName = Literal["adamw", "sgd", "lars"]
+# LearningRateMonitor logs <LR_TAG>/<group> for every optimizer (its default: lr-<optimizer class>/<group>).
+# In the train/ group: TensorBoard orders groups by name, and an lr/ group would come before train/.
+LR_TAG = "train/lr"
 LrScaling = Literal["none", "linear", "sqrt"]
 
 
@@ -60,7 +63,7 @@ def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_norm_lr
     """Two groups: weights with decay (and LARS adaptation) at ``lr``; biases and norm weights (all
     1-d parameters) without either, as in the LARS set-ups of SimCLR, BYOL and Barlow Twins, at
     ``bias_norm_lr_ratio`` x lr (Barlow Twins: 0.0048 / 0.2 = 0.024). The names label the groups'
-    curves in LearningRateMonitor (``lr/weights``, ``lr/biases_and_norms``)."""
+    curves in LearningRateMonitor (``train/lr/weights``, ``train/lr/biases_and_norms``)."""
     if bias_norm_lr_ratio < 0:
         raise ConfigError(f"bias_norm_lr_ratio is the biases' and norms' learning rate as a share of lr, >= 0; got {bias_norm_lr_ratio}")
     params = [p for p in module.parameters() if p.requires_grad]
@@ -172,8 +175,7 @@ def optimizer_with_schedule(module: LightningModule, params: nn.Module | list[di
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
     optimizer = build_optimizer(params, config, lr)
     scheduler = warmup_cosine(optimizer, round(config.warmup_epochs * steps_per_epoch), int(total_steps), config.final_lr_ratio)
-    # The name makes LearningRateMonitor's tags lr/<group> for every optimizer (its default: lr-<optimizer class>/<group>).
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": LR_TAG}}
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, final_lr_ratio: float = 0.0) -> LambdaLR:

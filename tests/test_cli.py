@@ -60,7 +60,7 @@ def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, mo
     for stage in ("train", "val"):
         for name in ("loss", "acc_top1", "acc_top5", "acc_mean_pos"):
             assert f"{stage}/{name}" in scalars
-    assert {"lr/weights", "lr/biases_and_norms"} <= scalars
+    assert {"train/lr/weights", "train/lr/biases_and_norms"} <= scalars
     assert "views/pairs" in events.Tags()["images"]
 
     encoder = load_encoder(run / "checkpoints" / "last.ckpt")

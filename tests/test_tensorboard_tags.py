@@ -21,7 +21,7 @@ from ssl_lightning.errors import ConfigError
 RANKING = ("loss", "acc_top1", "acc_top5", "acc_mean_pos")
 SCALARS = {*(f"{stage}/{name}" for stage in ("train", "val") for name in RANKING),
            "train/target_momentum", "train/online_probe_loss", "train/epoch", "val/online_probe_acc", "val/knn_acc",
-           "lr/weights", "lr/biases_and_norms"}
+           "train/lr/weights", "train/lr/biases_and_norms"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,8 @@ def test_a_fit_writes_grouped_scalars_and_the_hparams_columns(tiny_run):
     plugin = {tag: HParamsPluginData.FromString(content) for tag, content in events.PluginTagToContent("hparams").items()}
     columns = [info.name.tag for info in plugin["_hparams_/experiment"].experiment.metric_infos]
     assert columns == list(HPARAMS_METRICS) and {"val/knn_acc", "val/acc_top5"} <= set(columns)
+    declared = {info.name for info in plugin["_hparams_/experiment"].experiment.hparam_infos}
+    assert {"method", "optimizer/lr", "temperature", "queue_size", "lambd", "num_classes", "data_dir"} <= declared  # every method's, in a BYOL run
     hparams = plugin["_hparams_/session_start_info"].session_start_info.hparams
     assert hparams["method"].string_value == "BYOL" and hparams["target_momentum"].number_value == 0.99  # the model's
     assert hparams["batch_size"].number_value == 32 and not [name for name in hparams if name.startswith("_")]  # the data's

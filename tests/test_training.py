@@ -348,7 +348,7 @@ def test_biases_and_norms_follow_the_schedule_at_their_share_of_lr(random_images
     assert weights["initial_lr"] == pytest.approx(0.2) and biases["initial_lr"] == pytest.approx(0.0048)
     assert weights["lr"] != 0.2  # the schedule moved it
     assert biases["lr"] == pytest.approx(0.024 * weights["lr"])
-    logged_weights, logged_biases = monitor.lrs["lr/weights"], monitor.lrs["lr/biases_and_norms"]
+    logged_weights, logged_biases = monitor.lrs["train/lr/weights"], monitor.lrs["train/lr/biases_and_norms"]
     assert len(logged_weights) == 4 and len(set(logged_weights)) > 1
     assert logged_biases == pytest.approx([0.024 * lr for lr in logged_weights])
 

@@ -3,6 +3,7 @@ and the HParams row that lines runs up in one table."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -103,9 +104,32 @@ class HParamsSummary(Callback):
 
 
 def hparams_summaries(method: str, params: Mapping[str, Any]) -> tuple[Summary, ...]:
-    """The HParams tab's summaries of a run of ``method`` with hyperparameters ``params``: its row,
-    with the columns ``HPARAMS_METRICS`` (the metrics' values are not written)."""
-    return hparams(tensorboard_hparams({"method": method, **params}), dict.fromkeys(HPARAMS_METRICS, 0.0))
+    """The HParams tab's summaries of a run of ``method`` with hyperparameters ``params``: the
+    experiment (its columns: every hyperparameter of every method and data module,
+    ``hparam_columns``, and the metrics ``HPARAMS_METRICS``) and the run's row (the metrics'
+    values are not written). TensorBoard takes the columns from one run's experiment, so every run
+    declares them all."""
+    values = tensorboard_hparams({"method": method, **params})
+    metrics = dict.fromkeys(HPARAMS_METRICS, 0.0)
+    experiment, _, _ = hparams({**hparam_columns(), **values}, metrics)
+    _, start, end = hparams(values, metrics)
+    return experiment, start, end
+
+
+def hparam_columns() -> dict[str, bool | int | float | str]:
+    """Every hyperparameter a run can log, with a default value of its type: the arguments of every
+    method and data module the CLI knows by name, flattened as ``tensorboard_hparams`` does."""
+    import ssl_lightning.data
+    import ssl_lightning.methods
+
+    classes = [getattr(ssl_lightning.methods, name) for name in ssl_lightning.methods.METHODS]
+    classes += [ssl_lightning.data.ImageDataModule] + [getattr(ssl_lightning.data, name) for name in ssl_lightning.data.DATA_MODULES]
+    columns: dict[str, Any] = {"method": "", "effective_lr": 0.0, "global_batch_size": 0}
+    for cls in classes:
+        defaults = {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty}
+        columns.update({name: value for name, value in tensorboard_hparams(defaults).items() if name not in columns})
+    return columns
 
 
 def tensorboard_hparams(params: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

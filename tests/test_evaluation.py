@@ -445,3 +445,16 @@ def test_supervised_checks_the_number_of_classes(tmp_path):
     model = Supervised(num_classes=10, encoder=TINY_ENCODER)
     with pytest.raises(ConfigError, match="4 classes.*num_classes=10"):
         fit(model, RandomImages(batch_size=8, val_size=32), tmp_path, max_steps=1)
+
+
+def test_the_probe_fits_quietly_and_leaves_logging_and_warnings_as_they_were(capfd, caplog):
+    import logging
+    import warnings
+
+    lightning = logging.getLogger("pytorch_lightning")
+    level, filters = lightning.level, list(warnings.filters)
+    with caplog.at_level(logging.INFO):
+        fit_linear_probe(blobs(64), blobs(32, seed=1), num_classes=4, weight_decay=1e-3)
+    said = capfd.readouterr().err + caplog.text
+    assert "GPU available" not in said and "Tip" not in said and "LeafSpec" not in said
+    assert lightning.level == level and warnings.filters == filters

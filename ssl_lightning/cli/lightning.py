@@ -141,19 +141,25 @@ class SSLLightningCLI(HookedLightningCLI):
         self.save_config_kwargs["config_filename"] = f"config-resume-{resumes}.yaml"
 
 
-def make_cli(args: list[str] | None = None, run: bool = True) -> SSLLightningCLI:
+def make_cli(args: list[str] | None = None, run: bool = True, cli_class: type[SSLLightningCLI] = SSLLightningCLI) -> SSLLightningCLI:
     """The CLI on ``args`` (default: ``sys.argv``); ``run=False`` builds the model, data and trainer
     of a config (no subcommand) without running anything."""
-    return SSLLightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        # Callbacks every run has, whatever the config lists.
-        trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
-        args=args,
-        run=run,
-    )
+    argv = sys.argv[1:]
+    if args is not None:  # LightningCLI warns where it is given args and sys.argv holds others (another subcommand's)
+        sys.argv[1:] = []
+    try:
+        return cli_class(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            # Callbacks every run has, whatever the config lists.
+            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
+            args=args,
+            run=run,
+        )
+    finally:
+        sys.argv[1:] = argv
 
 
 class _ParseOnly(SSLLightningCLI):
@@ -166,8 +172,7 @@ def read_model_config(config: str | Path) -> tuple[str, dict[str, Any]]:
     defaults, validation), without building anything; the arguments the data module gives are
     left out (``DATA_TO_MODEL``)."""
     args = with_packaged_configs(["--config", str(config), "--seed_everything=false"])  # reading seeds nothing
-    parsed = _ParseOnly(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                        trainer_defaults=TRAINER_DEFAULTS, args=args, run=False).config
+    parsed = make_cli(args, run=False, cli_class=_ParseOnly).config
     return parsed.model.class_path, parsed.model.init_args.as_dict()
 
 

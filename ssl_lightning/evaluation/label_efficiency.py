@@ -12,11 +12,9 @@ Validation selects; the test split is used only for the reported numbers.
 
 from __future__ import annotations
 
-import functools
-import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,7 +37,7 @@ from ssl_lightning.encoder import Encoder, load_encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
-from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_trainer
+from ssl_lightning.evaluation.linear_probe import fit_linear_probe, quiet_lightning, quiet_trainer
 from ssl_lightning.evaluation.names import checkpoint_name
 from ssl_lightning.evaluation.report import write_report
 from ssl_lightning.evaluation.transfer import adapt_channels
@@ -169,24 +167,7 @@ def train_supervised(
     return rows
 
 
-def quiet_lightning(function: Callable) -> Callable:
-    """``function`` with Lightning's INFO banners off (the sweep builds one Trainer per fit), and
-    Lightning's log level as it was afterwards."""
-
-    @functools.wraps(function)
-    def quiet(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 (the wrapped function's)
-        logger = logging.getLogger("pytorch_lightning")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            logger.setLevel(level)
-
-    return quiet
-
-
-@quiet_lightning
+@quiet_lightning()
 def evaluate(
     checkpoints: list[Path],
     names: list[str] | None = None,

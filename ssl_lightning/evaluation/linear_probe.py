@@ -8,6 +8,10 @@ with AdamW in mini-batches as in the UvA tutorial.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -117,6 +121,22 @@ def feature_loader(
     return DataLoader(TensorDataset(features, labels), batch_size=batch_size, shuffle=shuffle)
 
 
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO banners (devices, tips, "fit stopped") and its pytree deprecation warning
+    off while in the block, or in a function decorated with ``@quiet_lightning()`` (code that
+    builds one Trainer per fit); the log level and warnings filters as they were afterwards."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning 2.6 under torch 2.14
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def quiet_trainer(**kwargs) -> Trainer:
     """A Trainer for short in-process fits: no logger, checkpoints, progress bar or summary."""
     defaults = dict(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
@@ -142,10 +162,11 @@ def fit_linear_probe(
         require_label_values(labels, "the linear probe")
     probe = LinearProbe(train[0].shape[1], num_classes, optimizer=optimizer, weight_decay=weight_decay).standardize_with(train[0])
     full_batch = optimizer == "lbfgs"
-    trainer = quiet_trainer(max_epochs=max_epochs or (3 if full_batch else 100))
-    trainer.fit(
-        probe,
-        feature_loader(*train, batch_size=None if full_batch else batch_size, shuffle=not full_batch),
-        feature_loader(*val, batch_size=None),
-    )
+    with quiet_lightning():
+        trainer = quiet_trainer(max_epochs=max_epochs or (3 if full_batch else 100))
+        trainer.fit(
+            probe,
+            feature_loader(*train, batch_size=None if full_batch else batch_size, shuffle=not full_batch),
+            feature_loader(*val, batch_size=None),
+        )
     return probe, trainer.callback_metrics["val/acc"].item()

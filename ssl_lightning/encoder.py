@@ -57,6 +57,9 @@ class EncoderConfig:
         # Plain floats (YAML, tensors and checkpoints give lists or numpy values), for hashing and saving.
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for name in ("width", "in_channels", "input_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
             raise ConfigError(f"mean and std need one value per input channel ({self.in_channels}), "
                               f"got {list(self.mean)} and {list(self.std)}")

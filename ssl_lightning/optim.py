@@ -53,6 +53,16 @@ class OptimizerConfig:
     bias_norm_lr_ratio: float = 1.0
     lr_scaling: LrScaling = "none"
 
+    def __post_init__(self) -> None:
+        # Here, when a config is read: not at the first step, after the run's folder is made.
+        bounds = {"lr": (self.lr > 0, "> 0"), "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                  "momentum": (0 <= self.momentum < 1, "in [0, 1)"), "warmup_epochs": (self.warmup_epochs >= 0, ">= 0"),
+                  "final_lr_ratio": (0 <= self.final_lr_ratio <= 1, "in [0, 1]"), "lars_eta": (self.lars_eta > 0, "> 0"),
+                  "bias_norm_lr_ratio": (self.bias_norm_lr_ratio >= 0, ">= 0")}
+        for name, (ok, bound) in bounds.items():
+            if not ok:
+                raise ConfigError(f"optimizer.{name} must be {bound}, got {getattr(self, name)}")
+
     @classmethod
     def of(cls, value: OptimizerConfig | Mapping[str, Any]) -> OptimizerConfig:
         """``value`` as a config: a mapping is what ``asdict`` and checkpoints' hyperparameters hold."""

@@ -294,6 +294,17 @@ COMMAND_CASES = {
     "misspelt visualize command": (lambda t, c: ["visualize", "neighbors", str(c)], 2,
                                    "unknown ssl-lightning visualize subcommand 'neighbors'; did you mean neighbours?"),
     "abbreviated prepare option": (lambda t, c: ["prepare", "--data_d", str(t)], 2, "unknown option --data_d; did you mean --data_dir"),
+    "a negative learning rate": (lambda t, c: [*SIMCLR, "--model.init_args.optimizer.lr=-1"], 1, "optimizer.lr must be > 0, got -1.0"),
+    "a zero-width encoder": (lambda t, c: [*SIMCLR, "--model.init_args.encoder.width=0"], 1, "encoder.width must be >= 1, got 0"),
+    "a shared option moved into its group": (lambda t, c: [*SIMCLR, "--model.init_args.width=8"], 2,
+                                             "SimCLR has no option --model.init_args.width; did you mean --model.init_args.encoder.width?"),
+    "a renamed optimizer option": (lambda t, c: [*SIMCLR, "--model.init_args.sgd_momentum=0.9"], 2,
+                                   "did you mean --model.init_args.optimizer.momentum?"),
+    "misspelt nested model option": (lambda t, c: [*SIMCLR, "--model.init_args.encoder.widht=8"], 2,
+                                     "SimCLR has no option --model.init_args.encoder.widht; did you mean --model.init_args.encoder.width?"),
+    "misspelt data option of the base class": (lambda t, c: [*SIMCLR, "--data.init_args.train_szie=8"], 2,
+                                               "FashionMNISTDataModule has no option --data.init_args.train_szie; did you mean "
+                                               "--data.init_args.train_size?"),
     "visualize --data is the data module, not its help": (
         lambda t, c: ["visualize", "neighbours", str(c), "--data", "ImageFolderDataModule", "--data.data_dir", str(t / "nowhere"),
                       "--data.image_size", "16"], 1, "image folder not found"),

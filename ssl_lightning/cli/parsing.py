@@ -110,10 +110,50 @@ def argument_error_line(err: argparse.ArgumentError) -> str:
         group, name = unknown.groups()
         kind, valid = ("method", ssl_lightning.methods.METHODS) if group == "model" else ("data module", ssl_lightning.data.DATA_MODULES)
         return f"unknown {kind} {name!r}; choose one of {', '.join(valid)}"
+    option = re.search(r'^Parser key "(model|data)".*?class_path \'([\w.]+)\'.*?(?:Option \'([\w.]+)\' is not accepted'
+                       r'|unrecognized arguments: --([\w.]+))', text, re.S)
+    if option:
+        group, class_path, name = option.group(1), option.group(2), option.group(3) or option.group(4)
+        return unknown_init_arg(group, class_path, name)
     noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
     lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]
     line = ": ".join(lines)
     return line if "--help" in line else f"{line} (see --help for the accepted options)"
+
+
+def unknown_init_arg(group: str, class_path: str, name: str) -> str:
+    """The line for an option ``name`` that the ``group`` ("model" or "data") class does not take:
+    the closest names it does take, first those that end the same (``width`` moved to ``encoder.width``)."""
+    import importlib
+
+    module, _, class_name = class_path.rpartition(".")
+    valid = init_arg_names(getattr(importlib.import_module(module), class_name))
+    leaf = name.rsplit(".", 1)[-1]
+    moved = [v for v in valid if v != name and (v.rsplit(".", 1)[-1] == leaf or leaf.endswith("_" + v.rsplit(".", 1)[-1]))]
+    close = list(dict.fromkeys(moved + difflib.get_close_matches(name, valid, n=3, cutoff=0.8)))[:3]
+    hint = f"; did you mean {' or '.join(f'--{group}.init_args.{c}' for c in close)}?" if close else ""
+    return f"{class_name} has no option --{group}.init_args.{name}{hint} (--{group}.help {class_name} lists them)"
+
+
+def init_arg_names(cls: type) -> list[str]:
+    """The init options of ``cls`` as the command line names them below ``init_args``: an argument
+    whose default is a dataclass (``encoder``, ``optimizer``) by its fields (``encoder.width``)."""
+    import dataclasses
+    import inspect
+
+    names: list[str] = []
+    for owner in [c for c in cls.__mro__ if "__init__" in vars(c)]:  # on through **kwargs to the base's arguments
+        parameters = list(inspect.signature(owner.__init__).parameters.values())[1:]  # without self
+        for parameter in parameters:
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or parameter.name in names:
+                continue
+            if dataclasses.is_dataclass(parameter.default):
+                names += [f"{parameter.name}.{field.name}" for field in dataclasses.fields(parameter.default)]
+            else:
+                names.append(parameter.name)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return names
 
 
 def ints_first(parser: Any) -> None:

@@ -37,9 +37,10 @@ def run_to_resume(candidates: list[tuple[Path, int]], config_yaml: str | None, r
         return candidates[0]
     differences = [config_differences(path, config_yaml) for path, _ in candidates]
     if all(differences):
-        raise ConfigError(f"the config differs from the one {candidates[0][0].parents[1]} was trained with ({'; '.join(differences[0])}), "
-                          f"and so do those of the other runs under {runs}; run with its config, start a new run with "
-                          "--name NEW, or pass --resume_with_changes to continue it with the new one")
+        others = f", and so do those of the other runs under {runs}" if len(candidates) > 1 else ""
+        raise ConfigError(f"the config differs from the one {candidates[0][0].parents[1]} was trained with ({'; '.join(differences[0])})"
+                          f"{others}; run with its config, start a new run with --name NEW, or pass --resume_with_changes to "
+                          "continue it with the new one")
     return candidates[differences.index([])]
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import tempfile

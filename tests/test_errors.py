@@ -56,7 +56,7 @@ def folder_with(tmp: Path, broken: str | None) -> Path:
 
 
 def file_list_with_a_missing_file(tmp: Path) -> Path:
-    folder = folder_with(tmp, None)
+    folder_with(tmp, None)  # the photos the list names
     listing = tmp / "images.txt"
     listing.write_text("".join(f"photos/{n}.jpg\n" for n in range(40)) + "photos/gone.jpg\n")
     return listing

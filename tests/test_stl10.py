@@ -16,7 +16,7 @@ from torchvision.transforms.v2.functional import resize
 from conftest import CONFIGS, TINY_HEADS
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.data import STL10DataModule
-from ssl_lightning.data.stl10 import CLASSES, STL10Images
+from ssl_lightning.data.stl10 import CLASSES
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
 STL10_CONFIG = CONFIGS / "stl10" / "simclr.yaml"

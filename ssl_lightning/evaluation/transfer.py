@@ -159,8 +159,7 @@ class TransferClassifier(Supervised):
         if mode not in ("finetune", "feature_extract"):
             raise ConfigError(f"mode must be 'finetune' or 'feature_extract', got {mode!r}")
         super().__init__(num_classes=num_classes, encoder=encoder, optimizer=optimizer, views=views)
-        target = EncoderConfig.of(encoder)
-        in_channels, image_size = target.in_channels, target.input_size
+        in_channels, image_size = self.image_shape  # the target's
         encoder_channels, encoder_size = self.encoder.config["in_channels"], self.encoder.config["input_size"]
         self.adapter = ChannelAdapter(in_channels, encoder_channels)
         self.adaptation = (f"target {in_channels}x{image_size}x{image_size} -> encoder {encoder_channels}x{encoder_size}x{encoder_size}: "

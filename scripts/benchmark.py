@@ -56,7 +56,7 @@ from ssl_lightning.evaluation.label_efficiency import DEFAULT_BUDGETS, Split, ev
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "benchmarks"
-CSV_COLUMNS = ["method", "device", "batch_size", "image_size", "pipeline_images_per_s", "model_only_images_per_s",
+CSV_COLUMNS = ["method", "precision", "device", "batch_size", "image_size", "pipeline_images_per_s", "model_only_images_per_s",
                "fit_images_per_s", "peer_images_per_s", "peak_mem_mb", "peer_peak_mem_mb"]  # benchmark.csv
 
 
@@ -114,20 +114,20 @@ def training(args: argparse.Namespace) -> str:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     common = dict(device=device, batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
                   width=args.width, small_images=not args.imagenet_stem, warmup=args.warmup, steps=args.steps,
-                  precision=args.precision or ("bf16-mixed" if device == "cuda" else "32-true"), workers=args.workers,
-                  channels_last=not args.no_channels_last, compile=args.compile)
-    specs = [Spec(method=m, **common) for m in args.methods]
+                  workers=args.workers, channels_last=not args.no_channels_last, compile=args.compile)
+    precisions = args.precision or default_precisions(device)
+    specs = [Spec(method=m, precision=p, **common) for m in args.methods for p in precisions]
     if "simclr" in args.methods and not args.no_peer:
-        specs.append(Spec(method="simclr", peer=True, **common))
-    rows: dict[str, dict] = {}
+        specs += [Spec(method="simclr", precision=p, peer=True, **common) for p in precisions]
+    rows: dict[tuple[str, str], dict] = {}
     for spec in specs:
-        label = f"{spec.method} (lightly pipeline)" if spec.peer else spec.method
+        label = f"{spec.method}, {spec.precision}{' (lightly pipeline)' if spec.peer else ''}"
         print(f"measuring {label} ...", flush=True)
         result = subprocess.run([sys.executable, str(Path(__file__).with_name("training_benchmark.py")), json.dumps(asdict(spec))],
                                 capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(f"{label} failed:\n{result.stderr[-3000:]}")
-        rows.setdefault(spec.method, {}).update(json.loads(result.stdout.strip().splitlines()[-1]))
+        rows.setdefault((spec.method, spec.precision), {}).update(json.loads(result.stdout.strip().splitlines()[-1]))
     table = pd.DataFrame(rows.values())
     for column in ("peer_images_per_s", "peer_peak_mem_mb"):
         if column not in table:
@@ -142,7 +142,7 @@ def training(args: argparse.Namespace) -> str:
         "# Training throughput",
         "",
         f"ResNet-18 (width {first.width}, {stem}), batch {first.batch_size}, {first.image_size}x{first.image_size} {data}, "
-        f"{first.precision}, {'channels-last' if first.channels_last else 'NCHW'}{', torch.compile' if first.compile else ''}; "
+        f"{' and '.join(precisions)}, {'channels-last' if first.channels_last else 'NCHW'}{', torch.compile' if first.compile else ''}; "
         f"each method's heads, views and optimizer from its config. {first.steps} timed steps after "
         f"{first.warmup} warm-up steps, each method in a fresh process. Pipeline: Lightning's loop alone (no logger, "
         "progress bar or callbacks); `ssl-lightning fit`: the same steps as the CLI runs the config (TensorBoard, "
@@ -155,30 +155,40 @@ def training(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_precisions(device: str) -> list[str]:
+    """The precisions worth comparing on ``device``: a GPU's default alone (fp32 is not a choice there),
+    fp32 and bf16 on a CPU that computes in bf16 natively (the CLI's default there), else fp32."""
+    from ssl_lightning.cli.run_defaults import cpu_bf16_instructions
+
+    if device == "cuda":
+        return ["bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"]
+    return ["32-true", "bf16-mixed"] if cpu_bf16_instructions() else ["32-true"]
+
+
 def throughput_tables(table: pd.DataFrame, workers: int) -> list[str]:
     """Markdown lines of the per-method table and, where SimCLR's peer was measured, the table of
     SimCLR against lightly's pipeline; ``table`` has benchmark.csv's columns, a row per method."""
     lines = [
-        "| method | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | `ssl-lightning fit` img/s | fit / model-only | peak memory MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | precision | pipeline img/s | model-only img/s | pipeline / model-only (target >= 0.9) | `ssl-lightning fit` img/s | fit / model-only | peak memory MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for _, row in table.iterrows():
         ratio = row["pipeline_images_per_s"] / row["model_only_images_per_s"]
-        lines.append(f"| {row['method']} | {row['pipeline_images_per_s']:.0f} | {row['model_only_images_per_s']:.0f} | "
+        lines.append(f"| {row['method']} | {row['precision']} | {row['pipeline_images_per_s']:.0f} | {row['model_only_images_per_s']:.0f} | "
                      f"{ratio:.2f} | {row['fit_images_per_s']:.0f} | {row['fit_images_per_s'] / row['model_only_images_per_s']:.2f} | "
                      f"{row['peak_mem_mb']:.0f} |")
-    simclr = table.set_index("method").loc["simclr"] if "simclr" in set(table["method"]) else None
-    if simclr is not None and pd.notna(simclr["peer_images_per_s"]):
+    peers = table[(table["method"] == "simclr") & table["peer_images_per_s"].notna()]
+    if len(peers):
         lines += [
             "",
             f"SimCLR fed by lightly's pipeline (SimCLRTransform in {workers} DataLoader workers, NTXentLoss; the same "
-            "model, optimizer and view parameters):",
+            "model, optimizer and view parameters), peak memory in MB of the main process plus the largest worker:",
             "",
-            "| pipeline | img/s | peak memory MB (main process + largest worker) |",
-            "|---|---:|---:|",
-            f"| ssl-lightning (views on the device) | {simclr['pipeline_images_per_s']:.0f} | {simclr['peak_mem_mb']:.0f} |",
-            f"| lightly | {simclr['peer_images_per_s']:.0f} | {simclr['peer_peak_mem_mb']:.0f} |",
-            f"| **ratio ssl-lightning / lightly** | **{simclr['pipeline_images_per_s'] / simclr['peer_images_per_s']:.2f}** | |",
+            "| precision | ssl-lightning (views on the device) img/s | lightly img/s | **ratio ssl-lightning / lightly** | ssl-lightning memory | lightly memory |",
+            "|---|---:|---:|---:|---:|---:|",
+            *(f"| {row['precision']} | {row['pipeline_images_per_s']:.0f} | {row['peer_images_per_s']:.0f} | "
+              f"**{row['pipeline_images_per_s'] / row['peer_images_per_s']:.2f}** | {row['peak_mem_mb']:.0f} | {row['peer_peak_mem_mb']:.0f} |"
+              for _, row in peers.iterrows()),
         ]
     return lines
 
@@ -281,7 +291,8 @@ def main() -> None:
     tr.add_argument("--steps", type=int, default=20)
     tr.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="the peer's DataLoader workers")
     tr.add_argument("--no-peer", action="store_true", help="skip lightly's pipeline")
-    tr.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPU, 32-true on CPU)")
+    tr.add_argument("--precision", nargs="+", default=None,
+                    help="Lightning precisions, each measured (default: bf16-mixed on a GPU with bf16; 32-true and bf16-mixed on a CPU with native bf16; else 32-true)")
     tr.add_argument("--no-channels-last", action="store_true", help="keep the convolutions in the NCHW layout")
     tr.add_argument("--compile", action="store_true", help="torch.compile the backbones (add warm-up steps: compiling is slow)")
     le = sub.add_parser("label-efficiency", help="the label-budget sweep on cached features")

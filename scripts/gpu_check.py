@@ -60,7 +60,7 @@ class Sizes:
     """What the checks run: the real sizes on a GPU, tiny ones on the CPU for --dry-run."""
 
     device: str
-    precision: str  # the fits of steps 2, 3 and 5 (step 4: benchmark.py's, bf16-mixed on CUDA)
+    precision: str  # the fits of steps 2, 3 and 5, and the throughput of step 4
     fit_args: tuple[str, ...]  # every fit of steps 2 and 3 (empty: the config's own sizes)
     fit_methods: tuple[str, ...]  # step 2: the methods it trains and resumes
     fit_steps: int  # step 2: steps before the checkpoint, and as many again after the resume
@@ -88,7 +88,7 @@ GPU = Sizes(
     tta_max_epochs=100, compile=True,  # simclr_gpu.yaml's 100 epochs
 )
 DRY_RUN = Sizes(
-    device="cpu", precision="32-true",  # bf16 is ~20x slower on this CPU; tests/test_speed.py trains under it
+    device="cpu", precision="32-true",  # the dry run checks the plumbing; tests/test_speed.py trains under bf16
     fit_args=("--model.init_args.encoder.width=8", "--data.init_args.batch_size=32", "--trainer.num_sanity_val_steps=0"),
     # A method without and one with momentum targets and a queue show the plumbing; tests/test_resume.py
     # kills and resumes every method on the CPU.
@@ -254,7 +254,7 @@ def throughput(ctx: Context, method: str, peer: bool, compiled: bool = False) ->
     from benchmark import CSV_COLUMNS
 
     out = ctx.work / f"throughput-{method}{'-compiled' if compiled else ''}"
-    args = ["training", "--device", ctx.sizes.device, *ctx.sizes.throughput_args, "--workers", str(ctx.sizes.workers),
+    args = ["training", "--device", ctx.sizes.device, "--precision", ctx.sizes.precision, *ctx.sizes.throughput_args, "--workers", str(ctx.sizes.workers),
             "--methods", method, *([] if peer else ["--no-peer"]), *(["--compile", "--warmup", "5"] if compiled else [])]
     ctx.record("command", " ".join(["python scripts/benchmark.py", *args]))
     run_script("benchmark.py", [*args, "--out", str(out)])

@@ -85,7 +85,7 @@ def test_merge_writes_the_results_into_the_speed_page_once(dry_run, scripts, tmp
     assert text.index("\n## The GPU check\n") < begin < end < text.index("\n## The GPU targets")
     block = text[begin:end]
     pipeline = pd.read_csv(out / "gpu_check.csv").query("metric == 'pipeline_images_per_s'")["value"].astype(float).iloc[0]
-    assert f"| simclr | {pipeline:.0f} |" in block
+    assert f"| simclr | 32-true | {pipeline:.0f} |" in block
     assert "none (CPU" in block and "dry run on the CPU" in block  # says where it ran
     assert (text[:begin] + text[end + len("<!-- gpu_check results: end -->"):]).replace("\n", "") == original.replace("\n", "")
 
@@ -213,7 +213,7 @@ def test_the_report_and_speed_page_show_what_only_a_gpu_run_has(scripts, tmp_pat
     failure; the numbers are made up) through the report, the CSV and --merge."""
     gpu_check = scripts.gpu_check
     check = lambda step, name: gpu_check.Check(step, name, None, 0, 0)  # noqa: E731
-    bench = {"device": "cuda", "batch_size": 512, "image_size": 32, "pipeline_images_per_s": 9000.0, "model_only_images_per_s": 10000.0,
+    bench = {"precision": "bf16-mixed", "device": "cuda", "batch_size": 512, "image_size": 32, "pipeline_images_per_s": 9000.0, "model_only_images_per_s": 10000.0,
              "fit_images_per_s": 8800.0, "peak_mem_mb": 5000.0, "peer_images_per_s": float("nan"), "peer_peak_mem_mb": float("nan"),
              "command": "python scripts/benchmark.py training --device cuda --image-size 32 --workers 8 --methods simclr"}
     outcomes = [
@@ -234,7 +234,7 @@ def test_the_report_and_speed_page_show_what_only_a_gpu_run_has(scripts, tmp_pat
     gpu_check.write_outputs(outcomes, args, elapsed=500)
     report = (args.out / "gpu_check.md").read_text()
     assert "The report could not be written" not in report
-    assert "| **ratio ssl-lightning / lightly** | **3.00** |" in report and "SimCLR with `--compile`" in report
+    assert "| bf16-mixed | 9000 | 3000 | **3.00** |" in report and "SimCLR with `--compile`" in report
     assert "- torch/_tensor.py:1 (item), from ssl_lightning/x.py:2 (f): 6" in report
     assert "moco: failed" in report and "CUDA error: an illegal memory access" in report
     page = tmp_path / "speed.md"
@@ -243,5 +243,5 @@ def test_the_report_and_speed_page_show_what_only_a_gpu_run_has(scripts, tmp_pat
     text = page.read_text()
     assert text.index("some text") < text.index("### Measured by the GPU check: NVIDIA H200, 2026-12-02") < text.index("## The GPU targets")
     assert "6 of 8 checks passed; not passed: moco (every method trains: failed), simclr_gpu.yaml (time to accuracy: timed out)" in text
-    assert "| **ratio ssl-lightning / lightly** | **3.00** |" in text and "SimCLR with `--compile`: pipeline 12000 img/s" in text
+    assert "| bf16-mixed | 9000 | 3000 | **3.00** |" in text and "SimCLR with `--compile`: pipeline 12000 img/s" in text
     assert "(torch.cuda.set_sync_debug_mode('warn')): simclr 6" in text and "cuDNN 91000" in text

@@ -30,16 +30,45 @@ def test_the_recorder_sees_a_read_of_the_loss(tmp_path, monkeypatch):
         test_training_steps_between_logging_steps_read_no_tensor_back_to_the_host("simclr", tmp_path)
 
 
-def test_runs_on_a_gpu_default_to_bf16_mixed_precision(monkeypatch):
+def test_runs_default_to_bf16_mixed_where_a_gpu_or_the_cpu_computes_in_bf16(monkeypatch, tmp_path, caplog):
+    from ssl_lightning.cli import run_defaults
     from ssl_lightning.cli.run_defaults import default_precision
 
-    assert default_precision("auto") is None  # this machine: no GPU, Lightning's 32-bit
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert default_precision("auto") == default_precision("gpu") == "bf16-mixed"
-    assert default_precision("cpu") is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # before Ampere
     assert default_precision("auto") is None
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(run_defaults, "cpu_bf16_instructions", lambda: ["AVX512-BF16"])
+    with caplog.at_level("INFO"):
+        assert default_precision("auto") == default_precision("cpu") == "bf16-mixed"
+    assert "precision bf16-mixed (this CPU has AVX512-BF16;" in caplog.text
+    monkeypatch.setattr(run_defaults, "cpu_bf16_instructions", lambda: [])
+    assert default_precision("auto") is None
+
+
+def test_the_cpus_bf16_instructions_are_read_from_its_flags(tmp_path):
+    from ssl_lightning.cli.run_defaults import cpu_bf16_instructions
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16 sse\n")
+    assert cpu_bf16_instructions(cpuinfo) == ["AVX512-BF16", "AMX-BF16"]
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")  # AVX-512 without bf16: autocast would emulate it
+    assert cpu_bf16_instructions(cpuinfo) == []
+    assert cpu_bf16_instructions(tmp_path / "absent") == []  # not Linux
+
+
+def test_an_explicit_precision_wins_over_the_hardwares(tmp_path, monkeypatch):
+    from ssl_lightning.cli import run_defaults
+
+    monkeypatch.setattr(run_defaults, "cpu_bf16_instructions", lambda: ["AVX512-BF16"])
+    cli = make_cli(["--config", str(SIMCLR_CONFIG), *TINY_DATA, "--trainer.precision=32-true",
+                    f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert cli.trainer.precision == "32-true"
+    cli = make_cli(["--config", str(SIMCLR_CONFIG), *TINY_DATA, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert cli.trainer.precision == "bf16-mixed"
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "supervised"])

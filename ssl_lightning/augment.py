@@ -75,6 +75,10 @@ BYOL_VIEWS: list[ViewConfig] = [
 
 # Barlow Twins (arXiv:2103.03230, "Image augmentations" in its implementation details): BYOL's views.
 BARLOW_TWINS_VIEWS: list[ViewConfig] = BYOL_VIEWS
+# VICReg (arXiv:2105.04906, App. C.1 and its code's augmentations.py): BYOL's views.
+VICREG_VIEWS: list[ViewConfig] = BYOL_VIEWS
+# SimSiam (arXiv:2011.10566, Sec. 4, "Our augmentation follows [MoCo v2]"): MoCo v2's views.
+SIMSIAM_VIEWS: list[ViewConfig] = MOCO_V2_VIEWS
 
 # Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
 # flips and small shifts): a mild crop and a flip, no colour change or blur. The supervised

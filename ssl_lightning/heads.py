@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 class ProjectionHead(nn.Module):
     """An MLP: ``num_layers - 1`` hidden blocks of Linear -> BatchNorm -> ReLU (Linear -> ReLU
-    without ``batch_norm``), then a Linear to ``out_dim`` (with a bias unless ``last_bias=False``).
+    without ``batch_norm``), then a Linear to ``out_dim`` (with a bias unless ``last_bias=False``),
+    and with ``last_batch_norm`` a BatchNorm without affine parameters on the output.
     A Linear followed by BatchNorm has no bias: BN's shift makes it redundant.
 
     Each method builds the head of its paper:
@@ -26,10 +27,19 @@ class ProjectionHead(nn.Module):
       three linear layers, each with 8192 output units. The first two layers of the projector are
       followed by a batch normalization layer and rectified linear units." The authors' code
       (facebookresearch/barlowtwins, main.py) has no bias in any of them (``last_bias=False``).
+    - VICReg's expander (arXiv:2105.04906, Sec. 4.2), 3 layers: "The expander is composed of two
+      fully-connected layers with batch normalization (BN) and ReLU, and a third linear layer", 8192
+      units each; the official code's last layer has no bias (``last_bias=False``).
+    - SimSiam's projector (arXiv:2011.10566, Sec. 4), 3 layers: "The projection MLP (in f) has BN
+      applied to each fully-connected (fc) layer, including its output fc. Its output fc has no
+      ReLU. The hidden fc is 2048-d"; the official code's output BN has no affine parameters
+      (``last_bias=False, last_batch_norm=True``). Its predictor, 2 layers: "The prediction MLP (h)
+      has BN applied to its hidden fc layers. Its output fc does not have BN or ReLU", a 512-d
+      bottleneck between 2048-d input and output.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True,
-                 last_bias: bool = True) -> None:
+                 last_bias: bool = True, last_batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(num_layers - 1):
@@ -38,6 +48,8 @@ class ProjectionHead(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden_dim))
             layers.append(nn.ReLU(inplace=True))
         layers.append(nn.Linear(hidden_dim if num_layers > 1 else in_dim, out_dim, bias=last_bias))
+        if last_batch_norm:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, h: Tensor) -> Tensor:

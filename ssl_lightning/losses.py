@@ -115,3 +115,44 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
     on_diag = (1 - c.diagonal()).pow(2).sum()
     off_diag = c.pow(2).sum() - c.diagonal().pow(2).sum()
     return on_diag + lambd * off_diag
+
+
+def vicreg_loss(z1: Tensor, z2: Tensor, sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0) -> Tensor:
+    """VICReg (arXiv:2105.04906, Eq. 6), as its official code computes it:
+
+        invariance  s = mean over N and D of (z1 - z2)²
+        variance    v = ½ Σ_b mean_d relu(1 - sqrt(Var(z_b[:, d]) + 1e-4))   (unbiased variance)
+        covariance  c = Σ_b Σ_{i != j} C(z_b)ᵢⱼ² / D,  C(z) = (z - z̄)ᵀ (z - z̄) / (N - 1)
+        loss = sim_weight·s + var_weight·v + cov_weight·c
+
+    Args:
+        z1: (N, D) expander outputs of the first views, N >= 2 (the method gathers the global batch).
+        z2: (N, D) of the second views, row for row.
+        sim_weight: λ, the invariance term's weight (the paper: 25).
+        var_weight: μ, the variance term's weight (the paper: 25).
+        cov_weight: ν, the covariance term's weight (the paper: 1).
+    """
+    check_view_pair(z1, z2)
+    n, d = z1.shape
+    invariance = F.mse_loss(z1, z2)
+    variance, covariance = z1.new_zeros(()), z1.new_zeros(())
+    for z in (z1, z2):
+        z = z - z.mean(dim=0)  # (N, D)
+        std = torch.sqrt(z.var(dim=0) + 1e-4)  # (D,)
+        variance = variance + F.relu(1 - std).mean() / 2
+        cov = z.T @ z / (n - 1)  # (D, D)
+        covariance = covariance + (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return sim_weight * invariance + var_weight * variance + cov_weight * covariance
+
+
+def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
+    """SimSiam's negative cosine similarity (arXiv:2011.10566, Eq. 1), the mean over the batch of
+    -cos(p, z). ``z`` is the stop-gradient side: the method passes it detached and symmetrises
+    (L = ½ D(p1, z2) + ½ D(p2, z1)).
+
+    Args:
+        p: (N, D) predictor outputs; z: (N, D) projector outputs of the other view.
+    """
+    if p.shape != z.shape or p.dim() != 2:
+        raise ConfigError(f"expected two (N, D) tensors of equal shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+    return -F.cosine_similarity(p, z, dim=1).mean()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,19 +69,22 @@ class OptimizerConfig:
         return value if isinstance(value, cls) else cls(**value)
 
 
-def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_norm_lr_ratio: float = 1.0) -> list[dict]:
+def param_groups(module: nn.Module, lr: float, weight_decay: float, bias_norm_lr_ratio: float = 1.0, part: str | None = None,
+                 fixed_lr: bool = False) -> list[dict]:
     """Two groups: weights with decay (and LARS adaptation) at ``lr``; biases and norm weights (all
     1-d parameters) without either, as in the LARS set-ups of SimCLR, BYOL and Barlow Twins, at
     ``bias_norm_lr_ratio`` x lr (Barlow Twins: 0.0048 / 0.2 = 0.024). The names label the groups'
-    curves in LearningRateMonitor (``train/lr/weights``, ``train/lr/biases_and_norms``)."""
+    curves in LearningRateMonitor (``train/lr/weights``, ``train/lr/biases_and_norms``; with
+    ``part``, ``train/lr/<part>/weights``). ``fixed_lr``: the schedule leaves their rate as it is."""
     if bias_norm_lr_ratio < 0:
         raise ConfigError(f"bias_norm_lr_ratio is the biases' and norms' learning rate as a share of lr, >= 0; got {bias_norm_lr_ratio}")
     params = [p for p in module.parameters() if p.requires_grad]
+    prefix = f"{part}/" if part else ""
     return [
-        {"name": "weights", "params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay,
-         "lars_adapt": True},
-        {"name": "biases_and_norms", "params": [p for p in params if p.ndim <= 1], "lr": lr * bias_norm_lr_ratio,
-         "weight_decay": 0.0, "lars_adapt": False},
+        {"name": f"{prefix}weights", "params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay,
+         "lars_adapt": True, "fixed_lr": fixed_lr},
+        {"name": f"{prefix}biases_and_norms", "params": [p for p in params if p.ndim <= 1], "lr": lr * bias_norm_lr_ratio,
+         "weight_decay": 0.0, "lars_adapt": False, "fixed_lr": fixed_lr},
     ]
 
 
@@ -161,10 +164,12 @@ def global_batch_size(trainer: Trainer) -> int | None:
     return None if batch_size is None else batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def optimizer_with_schedule(module: LightningModule, params: nn.Module | list[dict], config: OptimizerConfig) -> dict:
+def optimizer_with_schedule(module: LightningModule, params: nn.Module | Callable[[float], list[dict]], config: OptimizerConfig) -> dict:
     """``configure_optimizers``' answer: the optimizer and a per-step warm-up + cosine schedule whose
     length is the run's (``trainer.estimated_stepping_batches``), ending at ``final_lr_ratio`` x lr.
-    Every parameter group follows the schedule in proportion to its own peak rate.
+    Every parameter group follows the schedule in proportion to its own peak rate, except groups
+    marked ``"fixed_lr": True``, which keep theirs (SimSiam's predictor). ``params`` is a module (its
+    ``param_groups``) or a maker of parameter groups from the run's learning rate.
 
     ``lr`` is scaled by ``lr_scaling`` for the global batch (``scaled_lr``); the rate used is
     written once to the log and to the loggers' hyperparameters (``effective_lr``)."""
@@ -183,7 +188,7 @@ def optimizer_with_schedule(module: LightningModule, params: nn.Module | list[di
     if not math.isfinite(trainer.num_training_batches):  # max_steps runs don't load the data first
         trainer.fit_loop.setup_data()
     steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-    optimizer = build_optimizer(params, config, lr)
+    optimizer = build_optimizer(params if isinstance(params, nn.Module) else params(lr), config, lr)
     scheduler = warmup_cosine(optimizer, round(config.warmup_epochs * steps_per_epoch), int(total_steps), config.final_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": LR_TAG}}
 
@@ -193,6 +198,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     ``total_steps`` (0: to zero, as SimCLR; the UvA tutorial's ``eta_min=lr/50`` is 0.02).
 
     A LambdaLR with one formula: torch's SequentialLR chaining needs two schedulers and warns.
+    Groups marked ``"fixed_lr": True`` keep their rate throughout.
     """
     if not 0.0 <= final_lr_ratio <= 1.0:
         raise ConfigError(f"final_lr_ratio is the last learning rate as a share of the peak, in [0, 1]; got {final_lr_ratio}")
@@ -205,4 +211,4 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # 1 -> 0
         return final_lr_ratio + (1 - final_lr_ratio) * cosine
 
-    return LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, [(lambda step: 1.0) if group.get("fixed_lr") else factor for group in optimizer.param_groups])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.losses import barlow_twins_loss, byol_loss, info_nce, moco_info_nce
+from ssl_lightning.losses import barlow_twins_loss, byol_loss, info_nce, moco_info_nce, simsiam_loss, vicreg_loss
 
 
 def nt_xent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -131,3 +131,59 @@ def test_barlow_twins_loss_is_zero_for_identical_decorrelated_views():
     # Columns ±1 patterns that are orthogonal and zero-mean: standardised C is the identity.
     z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
     assert barlow_twins_loss(z, z.clone()).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def vicreg_loop(z1, z2, sim_weight, var_weight, cov_weight):
+    """The paper's Eq. 1-6 entry by entry, in float64: s, then v and c per branch."""
+    n, d = z1.shape
+    a, b = z1.double(), z2.double()
+    invariance = sum(float((a[i, k] - b[i, k]) ** 2) for i in range(n) for k in range(d)) / (n * d)
+    variance = covariance = 0.0
+    for z in (a, b):
+        mean = [sum(float(z[i, k]) for i in range(n)) / n for k in range(d)]
+        cov = [[sum((float(z[i, j]) - mean[j]) * (float(z[i, k]) - mean[k]) for i in range(n)) / (n - 1) for k in range(d)]
+               for j in range(d)]
+        variance += sum(max(0.0, 1 - math.sqrt(cov[k][k] + 1e-4)) for k in range(d)) / d / 2
+        covariance += sum(cov[j][k] ** 2 for j in range(d) for k in range(d) if j != k) / d
+    return sim_weight * invariance + var_weight * variance + cov_weight * covariance
+
+
+@pytest.mark.parametrize("n, d, weights", [(4, 3, (25.0, 25.0, 1.0)), (12, 6, (1.0, 2.0, 3.0)), (9, 5, (0.0, 0.0, 1.0))])
+def test_vicreg_loss_matches_the_papers_formula(n, d, weights):
+    g = torch.Generator().manual_seed(n + d)
+    z1, z2 = 0.3 * torch.randn(n, d, generator=g) + 1, torch.randn(n, d, generator=g)  # one spread < 1: the hinge is active
+    assert vicreg_loss(z1, z2, *weights).item() == pytest.approx(vicreg_loop(z1, z2, *weights), rel=1e-4)
+
+
+def test_vicreg_loss_closed_form_cases():
+    # Identical views with unit-variance, uncorrelated columns: every term is 0 but the hinge's sqrt(1 + 1e-4) - 1 > 0.
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) * math.sqrt(3 / 4)  # unbiased variance 1
+    assert vicreg_loss(z, z.clone()).item() == pytest.approx(0.0, abs=1e-6)
+    # A collapsed batch (every row equal): variance term at its maximum, relu(1 - sqrt(1e-4)) = 0.99, times 25.
+    collapsed = torch.ones(8, 4)
+    assert vicreg_loss(collapsed, collapsed.clone()).item() == pytest.approx(25 * 0.99, rel=1e-6)
+
+
+def test_simsiam_loss_is_the_negative_mean_cosine():
+    g = torch.Generator().manual_seed(0)
+    p, z = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    by_loop = -sum(float(pi @ zi / (pi.norm() * zi.norm())) for pi, zi in zip(p, z)) / 7
+    assert simsiam_loss(p, z).item() == pytest.approx(by_loop, rel=1e-5)
+    assert simsiam_loss(p, 2 * p).item() == pytest.approx(-1.0, rel=1e-6)  # its minimum, the same direction
+    with pytest.raises(ConfigError, match="equal shape"):
+        simsiam_loss(p, z[:, :3])
+
+
+@pytest.mark.parametrize("loss", ["info_nce", "vicreg", "simsiam"])
+def test_losses_match_lightlys_on_the_same_inputs(loss):
+    """An independent implementation: lightly's NTXentLoss, VICRegLoss and NegativeCosineSimilarity."""
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(16, 8, generator=g), 0.5 * torch.randn(16, 8, generator=g)
+    ours, theirs = {
+        "info_nce": (lambda: info_nce(z1, z2, 0.2), lambda: NTXentLoss(temperature=0.2)(z1, z2)),
+        "vicreg": (lambda: vicreg_loss(z1, z2), lambda: VICRegLoss()(z1, z2)),
+        "simsiam": (lambda: simsiam_loss(z1, z2), lambda: NegativeCosineSimilarity()(z1, z2)),
+    }[loss]
+    assert ours().item() == pytest.approx(theirs().item(), rel=1e-5)

@@ -45,7 +45,7 @@ def test_validation_metrics_are_those_of_the_full_batches_whatever_the_remainder
     for val_size in (32, 33, 37):
         torch.manual_seed(1)  # the same views of the shared images
         results[val_size] = trainer.validate(model, datamodule=RandomImages(batch_size=16, val_size=val_size), verbose=False)[0]
-    assert set(results[32]) == {"val/loss", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos"}
+    assert set(results[32]) == {"val/loss", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos", "val/embedding_std", "val/rankme"}
     assert results[33] == results[32] and results[37] == results[32]
 
 
@@ -162,6 +162,29 @@ def test_barlow_twins_projector_is_the_official_codes_bias_free_mlp():
     projector = METHODS["barlow_twins"]().projector
     assert layer_types(projector) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False)] * 2 + [("Linear", False)]
     assert [m.out_features for m in projector.layers if isinstance(m, torch.nn.Linear)] == [16, 16, 16]
+
+
+def test_vicreg_expander_is_the_papers_three_layer_mlp():
+    expander = METHODS["vicreg"]().expander
+    assert layer_types(expander) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False)] * 2 + [("Linear", False)]
+
+
+def test_simsiam_heads_are_the_papers_projector_with_output_bn_and_bottleneck_predictor():
+    model = METHODS["simsiam"]()
+    assert layer_types(model.projector) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False)] * 2 + [
+        ("Linear", False), ("BatchNorm1d", False)]  # the output BN without affine parameters
+    assert not model.projector.layers[-1].affine
+    assert layer_types(model.predictor) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False), ("Linear", True)]
+    assert [m.out_features for m in model.predictor.layers if isinstance(m, torch.nn.Linear)] == [4, 16]  # the bottleneck
+
+
+def test_simsiams_predictor_keeps_its_learning_rate_while_the_rest_decays(tmp_path):
+    trainer, _ = fit(METHODS["simsiam"](), RandomImages(batch_size=16, val_size=32), tmp_path, max_epochs=1, limit_train_batches=4,
+                     limit_val_batches=0)
+    rates = {group["name"]: group["lr"] for group in trainer.optimizers[0].param_groups}
+    peak = 0.05 * 16 / 256  # the paper's 0.05 x batch / 256
+    assert rates["predictor/weights"] == rates["predictor/biases_and_norms"] == pytest.approx(peak)
+    assert rates["weights"] < 0.5 * peak  # the cosine schedule, near its end after 4 of 4 steps
 
 
 class KeySubBatches:

@@ -21,7 +21,7 @@ from ssl_lightning.errors import ConfigError
 RANKING = ("loss", "acc_top1", "acc_top5", "acc_mean_pos")
 SCALARS = {*(f"{stage}/{name}" for stage in ("train", "val") for name in RANKING),
            "train/target_momentum", "train/online_probe_loss", "train/epoch", "val/online_probe_acc", "val/knn_acc",
-           "train/lr/weights", "train/lr/biases_and_norms"}
+           "train/lr/weights", "train/lr/biases_and_norms", "val/embedding_std", "val/rankme"}
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ class EmbeddingProjector(Callback):
 # The HParams tab's metric columns, the same in every run (a run leaves blank what it does not log),
 # so runs of different methods line up in one table: the methods' validation metrics, the
 # classifiers' accuracy, and online evaluation's.
-HPARAMS_METRICS = ("val/loss", "val/acc", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos", KNN_METRIC, PROBE_METRIC)
+HPARAMS_METRICS = ("val/loss", "val/acc", "val/acc_top1", "val/acc_top5", "val/acc_mean_pos", "val/rankme", KNN_METRIC, PROBE_METRIC)
 
 
 class HParamsSummary(Callback):

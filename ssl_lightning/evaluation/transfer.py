@@ -202,9 +202,12 @@ class TransferClassifier(Supervised):
 
     def configure_optimizers(self) -> dict:
         config = self.optimizer_config
-        rates = {"head": (self.classifier, config.lr)}
-        if self.hparams.mode == "finetune":
-            rates["encoder"] = (self.encoder, self.hparams.backbone_lr)
-        groups = [{**group, "name": f"{part}/{group['name']}"} for part, (module, lr) in rates.items()
-                  for group in param_groups(module, lr, config.weight_decay, config.bias_norm_lr_ratio)]
+
+        def groups(lr: float) -> list[dict]:
+            rates = {"head": (self.classifier, lr)}
+            if self.hparams.mode == "finetune":
+                rates["encoder"] = (self.encoder, self.hparams.backbone_lr)
+            return [group for part, (module, rate) in rates.items()
+                    for group in param_groups(module, rate, config.weight_decay, config.bias_norm_lr_ratio, part=part)]
+
         return optimizer_with_schedule(self, groups, config)

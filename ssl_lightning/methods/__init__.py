@@ -5,12 +5,14 @@ from ssl_lightning.methods.base import EncoderMethod, MomentumPretrainMethod, Pr
 from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.simclr import SimCLR
+from ssl_lightning.methods.simsiam import SimSiam
 from ssl_lightning.methods.supervised import Supervised
+from ssl_lightning.methods.vicreg import VICReg
 
 # What `--model.class_path` (or `model: class_path:` in a config) accepts by its short name.
-METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "Supervised")
+METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "VICReg", "SimSiam", "Supervised")
 
 __all__ = [
-    "BYOL", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "StepOutput",
-    "Supervised", "ViewBatch",
+    "BYOL", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MomentumPretrainMethod", "PretrainMethod", "SimCLR", "SimSiam",
+    "StepOutput", "Supervised", "VICReg", "ViewBatch",
 ]

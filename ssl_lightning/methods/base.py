@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
 from ssl_lightning.checkpoint import add_encoder_entries, check_compatible
+from ssl_lightning.collapse import CollapseMonitor
 from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import Encoder, EncoderConfig
 from ssl_lightning.errors import ConfigError, TrainingDivergedError
@@ -185,12 +186,23 @@ class PretrainMethod(EncoderMethod):
     ``views`` makes the method's augmented views of every image (a ``ViewBatch``, one batch per
     entry of ``default_views``), and the labels are never used for training.
     Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc_top1``, ``/acc_top5`` and ``/acc_mean_pos``
-    (val and test: means over the full batches, ``is_full_batch``).
+    (val and test: means over the full batches, ``is_full_batch``), and the collapse monitors of
+    view 1's embeddings over each validation's full batches, ``val/embedding_std`` and ``val/rankme``
+    (``ssl_lightning.collapse``).
     """
 
     # True where z1 and z2 come from different networks: rank across the two views only.
     cross_view_ranking: ClassVar[bool] = False
     _full_batch_size = 0  # images in the first batch of the current validation or test epoch
+
+    def __init__(
+        self,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        views: ViewConfig | list[ViewConfig] | None = None,
+    ) -> None:
+        super().__init__(encoder=encoder, optimizer=optimizer, views=views)
+        self.collapse_monitor = CollapseMonitor()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -213,6 +225,8 @@ class PretrainMethod(EncoderMethod):
         out = self.compute_loss(*batch.views)
         if stage == "train":
             self.check_finite(out.loss)
+        elif stage == "val":
+            self.collapse_monitor.update(out.z1)
         logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():
@@ -238,6 +252,12 @@ class PretrainMethod(EncoderMethod):
         if self.is_full_batch(batch.labels, batch_idx):
             self._shared_step(batch, "val")
         return {"features": self.encoder(batch.images), "labels": batch.labels}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.collapse_monitor.update_called:  # not where no batch was full
+            for name, value in self.collapse_monitor.compute().items():  # over every process's embeddings
+                self.log(f"val/{name}", value)
+        self.collapse_monitor.reset()
 
     def test_step(self, batch: ViewBatch, batch_idx: int) -> None:
         """``ssl-lightning test``: the loss and ranking metrics on views of the test split's full batches."""

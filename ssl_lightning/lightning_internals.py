@@ -6,7 +6,10 @@ Each is here because no public API does the job (Lightning 2.6, jsonargparse 4.5
 - ``ModelCheckpoint`` writes ``last.ckpt`` only with a top-k save (``RunCheckpoint`` refreshes it
   at any step and at a stop signal);
 - the fit loop drops a stateful train loader's saved position when ``estimated_stepping_batches``
-  was read before the restore (Lightning issue #20550; ``ExactResume`` loads it);
+  was read before the restore (Lightning issue #20550; ``ExactResume`` loads it), and a run that
+  stopped inside an epoch (``max_steps``, ``max_time``) records the epoch as processed, so that a
+  resumed run would skip the epoch's other batches (``ExactResume`` records it as unfinished,
+  through the checkpoint's loop state);
 - ``LightningCLI`` silently takes a ``--ckpt_path`` checkpoint's hyperparameters, has no hook for
   a subcommand's own arguments, and no public parser per subcommand;
 - jsonargparse exposes neither a parser's actions nor an action's type.
@@ -65,6 +68,27 @@ def restore_train_loader_position(trainer: Trainer) -> None:
     if fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:
         fit_loop._load_combined_loader_states()
         iter(fit_loop._data_fetcher)  # the iterator made before the restore started at batch 0
+
+
+def stopped_inside_epoch(trainer: Trainer) -> bool:
+    """Whether Lightning ran the end of an epoch that training stopped inside (``max_steps``,
+    ``max_time``): the fit loop counts the epoch as processed, but the epoch loop has batches left."""
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    epoch = trainer.fit_loop.epoch_progress.current
+    at_epoch_end = batches.is_last_batch or batches.current.ready == trainer.num_training_batches
+    return trainer.training and epoch.started > 0 and epoch.processed == epoch.started and not at_epoch_end
+
+
+def mark_cut_epoch_unfinished(trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+    """Where ``stopped_inside_epoch``, rewrites the checkpoint's fit-loop progress to what it is
+    mid-epoch (the epoch started, not processed), so that resuming goes on with the epoch's next
+    batch instead of the next epoch."""
+    if not stopped_inside_epoch(trainer):
+        return
+    progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+    for tracker in ("total", "current"):
+        progress[tracker]["processed"] = progress[tracker]["completed"] = progress[tracker]["started"] - 1
+    checkpoint["epoch"] = progress["current"]["completed"]
 
 
 def parser_actions(parser: Any) -> list[Any]:

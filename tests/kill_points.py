@@ -1,5 +1,6 @@
 """Callbacks for the resume tests, loaded by the CLI (``--trainer.callbacks+=``): one stops the run
-at a chosen step and waits there for the test's SIGKILL, one signals the run at a chosen step."""
+at a chosen step and waits there for the test's SIGKILL, one signals the run at a chosen step, one
+records what each training step was given."""
 
 import io
 import os
@@ -52,3 +53,16 @@ class SignalAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class RecordBatches(Callback):
+    """Appends a line per training step to ``path``: the step, the epoch, the batch's index, and
+    sums of its images and of its first views (which images, and which random draws)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with self.path.open("a") as f:
+            f.write(f"{trainer.global_step} {trainer.current_epoch} {batch_idx} {batch.images.sum().item():.6f} "
+                    f"{batch.views[0].sum().item():.6f}\n")

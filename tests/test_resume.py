@@ -98,6 +98,26 @@ def test_a_streamed_run_with_two_workers_resumes_to_the_uninterrupted_end(tmp_pa
     assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
 
 
+def test_a_run_stopped_by_max_steps_inside_an_epoch_resumes_with_that_epochs_next_batch(tmp_path, monkeypatch):
+    """Lightning runs an epoch's end (validation, checkpoints) where max_steps stops inside it, and
+    counts the epoch as done: resumed, the run would skip its other batches. It goes on with step 6
+    of epoch 0 instead, on the batches and views of an uninterrupted run. (The weights differ from
+    that run's: max_steps=5 made the first 5 steps' schedule 5 steps long.)"""
+    runs = {}
+    for name in ("reference", "stopped"):
+        (tmp_path / name).mkdir()
+        runs[name] = [*RUN, "--trainer.callbacks+=kill_points.RecordBatches", f"--trainer.callbacks.path={tmp_path / name / 'batches'}"]
+    cli_here(["fit", "--config", *METHOD_ARGS["simclr"], *runs["reference"]], tmp_path / "reference", monkeypatch)
+    cli_here(["fit", "--config", *METHOD_ARGS["simclr"], *runs["stopped"], "--trainer.max_steps=5"], tmp_path / "stopped", monkeypatch)
+    stopped = torch.load(last_checkpoint(tmp_path / "stopped"), weights_only=True)
+    assert (stopped["global_step"], stopped["epoch"]) == (5, 0)
+    cli_here(["fit", "--config", *METHOD_ARGS["simclr"], *runs["stopped"], "--ckpt_path", "last"], tmp_path / "stopped", monkeypatch)
+    assert torch.load(last_checkpoint(tmp_path / "stopped"), weights_only=True)["global_step"] == 16  # 2 epochs of 8, not 5 + 8
+    reference, resumed = ((tmp_path / name / "batches").read_text().splitlines() for name in ("reference", "stopped"))
+    assert resumed[5].startswith("6 0 5 ")  # step 6 is epoch 0's batch 5
+    assert resumed == reference  # steps 1-16: the same images and the same views, in the same order
+
+
 def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
     args = ["fit", "--config", *METHOD_ARGS["moco"], *RUN]
     kill_at(args, tmp_path, step=11, in_save=True)  # half of step 11's last.ckpt written

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
-from ssl_lightning.lightning_internals import restore_train_loader_position
+from ssl_lightning.lightning_internals import mark_cut_epoch_unfinished, restore_train_loader_position
 
 
 class ExactResume(Callback):
@@ -22,7 +22,10 @@ class ExactResume(Callback):
       checkpoint: the resumed run draws the same views (and MoCo the same key shuffles);
     - the train loader's position: Lightning 2.6 drops a stateful loader's saved state when
       ``estimated_stepping_batches`` was read before the restore, as our schedules do
-      (Lightning issue #20550); it is loaded here, and the loader iterated afresh from it.
+      (Lightning issue #20550); it is loaded here, and the loader iterated afresh from it;
+    - the epoch a run stopped inside (``--trainer.max_steps``, ``max_time``): Lightning records it
+      as processed, and a resumed run would start the next epoch; its checkpoints record it as
+      unfinished, so the resumed run goes on with its next batch.
     """
 
     def __init__(self) -> None:
@@ -35,6 +38,9 @@ class ExactResume(Callback):
             torch.distributed.all_gather_object(gathered, states)
             return {"per_rank": gathered}
         return {"per_rank": [states]}
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        mark_cut_epoch_unfinished(trainer, checkpoint)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict.get("per_rank")

@@ -195,13 +195,13 @@ class PretrainMethod(EncoderMethod):
     cross_view_ranking: ClassVar[bool] = False
     _full_batch_size = 0  # images in the first batch of the current validation or test epoch
 
-    def __init__(
-        self,
-        encoder: EncoderConfig = EncoderConfig(),
-        optimizer: OptimizerConfig = OptimizerConfig(),
-        views: ViewConfig | list[ViewConfig] | None = None,
-    ) -> None:
-        super().__init__(encoder=encoder, optimizer=optimizer, views=views)
+    def __init__(self, **shared: Any) -> None:
+        """
+        Args:
+            **shared: ``EncoderMethod``'s ``encoder``, ``optimizer`` and ``views`` (the methods
+                themselves list them, for LightningCLI, ``help()`` and IDEs).
+        """
+        super().__init__(**shared)
         self.collapse_monitor = CollapseMonitor()
 
     def setup(self, stage: str) -> None:

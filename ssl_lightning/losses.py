@@ -61,6 +61,25 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, positive_index(z1.shape[0], z1.device))
 
 
+def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:
+    """InfoNCE across two sets, one direction: each anchor's positive is the candidate of the same
+    row, its negatives the other N-1 candidates (MoCo v3's ``ctr``, arXiv:2104.02057 Alg. 1; NNCLR's
+    Eq. 2, arXiv:2104.14548, with the nearest neighbours as anchors):
+
+        l_n = -log( exp(a_n · c_n / T) / Σ_k exp(a_n · c_k / T) ),  a, c L2-normalised
+
+    Args:
+        anchors: (N, D); candidates: (N, D), row n the positive of anchor n.
+        temperature: T > 0.
+    Returns:
+        scalar: cross-entropy, mean over the N anchors.
+    """
+    check_temperature(temperature)
+    check_view_pair(anchors, candidates)
+    logits = F.normalize(anchors, dim=1) @ F.normalize(candidates, dim=1).T / temperature  # (N, N)
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+
+
 def moco_info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     """MoCo's InfoNCE (arXiv:1911.05722, Eq. 1): each query's positive is its key, the negatives
     are the K past keys in the queue.

@@ -1,5 +1,5 @@
-"""MoCo's queue of past keys: a first-in, first-out ring buffer that lives in the state dict, so a
-checkpoint restores it."""
+"""A queue of past embeddings (MoCo's keys, NNCLR's support set): a first-in, first-out ring buffer
+that lives in the state dict, so a checkpoint restores it."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ class KeyQueue(nn.Module):
     """K keys of dimension D; ``enqueue`` overwrites the oldest ones.
 
     Starts with random unit vectors, as MoCo does. Keys are stored detached and L2-normalised.
+    ``setting`` names its size's setting in error messages.
     """
 
-    def __init__(self, size: int, dim: int) -> None:
+    def __init__(self, size: int, dim: int, setting: str = "MoCo queue_size") -> None:
         super().__init__()
+        self.setting = setting
         if size < 1:
-            raise ConfigError(f"queue_size must be >= 1, got {size}")
+            raise ConfigError(f"{setting} must be >= 1, got {size}")
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))  # (K, D)
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))  # next slot to write, saved in checkpoints
         self._next = 0  # the same, on the host: reading the buffer every step would wait for the GPU
@@ -28,7 +30,7 @@ class KeyQueue(nn.Module):
         """Batches of n keys must tile the queue exactly, so a batch never wraps."""
         size = self.keys.shape[0]
         if size % n:
-            raise ConfigError(f"MoCo queue_size ({size}) must be a multiple of the batch size summed over processes ({n}); change one of them")
+            raise ConfigError(f"{self.setting} ({size}) must be a multiple of the batch size summed over processes ({n}); change one of them")
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

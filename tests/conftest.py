@@ -43,6 +43,9 @@ TINY_HEADS = {
     "barlow_twins": ["--model.init_args.projector_dim=32"],
     "vicreg": ["--model.init_args.expander_dim=32"],
     "simsiam": ["--model.init_args.projection_dim=32", "--model.init_args.predictor_hidden_dim=8"],
+    "moco_v3": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16"],
+    "nnclr": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16",
+              "--model.init_args.predictor_hidden_dim=32", "--model.init_args.support_size=64"],
 }
 TINY = TINY_DATA + TINY_HEADS["simclr"]
 
@@ -55,7 +58,7 @@ TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,),
 def tiny_pretraining_methods() -> dict:
     """{name: a maker of a tiny model of that method, on RandomImages' images}: the pretraining
     methods as the in-process tests build them (made when called, so importing costs nothing)."""
-    from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, SimSiam, VICReg
+    from ssl_lightning.methods import BYOL, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
 
     return {
         "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
@@ -64,6 +67,8 @@ def tiny_pretraining_methods() -> dict:
         "barlow_twins": lambda: BarlowTwins(projector_dim=16, encoder=TINY_ENCODER),
         "vicreg": lambda: VICReg(expander_dim=16, encoder=TINY_ENCODER),
         "simsiam": lambda: SimSiam(projection_dim=16, predictor_hidden_dim=4, encoder=TINY_ENCODER),
+        "moco_v3": lambda: MoCoV3(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
+        "nnclr": lambda: NNCLR(support_size=32, projection_hidden_dim=16, projection_dim=8, predictor_hidden_dim=16, encoder=TINY_ENCODER),
     }
 
 

@@ -138,6 +138,28 @@ def test_a_slow_check_cannot_take_the_time_that_the_later_checks_need(scripts, t
     assert outcomes[-1].note == "0 s were left for it"
 
 
+def test_the_throughput_tables_have_a_row_per_method_and_precision(scripts, monkeypatch):
+    import benchmark
+    import pandas as pd
+
+    from ssl_lightning.cli import run_defaults
+
+    row = {"device": "cpu", "batch_size": 256, "image_size": 28, "model_only_images_per_s": 100.0, "fit_images_per_s": 90.0,
+           "peak_mem_mb": 2000.0, "peer_peak_mem_mb": 2500.0}
+    table = pd.DataFrame([
+        {**row, "method": "simclr", "precision": "32-true", "pipeline_images_per_s": 100.0, "peer_images_per_s": 80.0},
+        {**row, "method": "simclr", "precision": "bf16-mixed", "pipeline_images_per_s": 150.0, "peer_images_per_s": 100.0},
+        {**row, "method": "moco", "precision": "32-true", "pipeline_images_per_s": 120.0, "peer_images_per_s": float("nan")},
+    ], columns=benchmark.CSV_COLUMNS)
+    lines = benchmark.throughput_tables(table, workers=2)
+    assert "| simclr | 32-true | 100 | 100 | 1.00 | 90 |" in "\n".join(lines) and any(line.startswith("| moco | 32-true |") for line in lines)
+    assert "| 32-true | 100 | 80 | **1.25** | 2000 | 2500 |" in lines and "| bf16-mixed | 150 | 100 | **1.50** | 2000 | 2500 |" in lines
+    monkeypatch.setattr(run_defaults, "cpu_bf16_instructions", lambda: ["AVX512-BF16"])
+    assert benchmark.default_precisions("cpu") == ["32-true", "bf16-mixed"]  # the default and the fp32 it replaces
+    monkeypatch.setattr(run_defaults, "cpu_bf16_instructions", lambda: [])
+    assert benchmark.default_precisions("cpu") == ["32-true"]
+
+
 def test_time_to_accuracy_epochs_come_from_the_simclr_throughput(scripts, tmp_path):
     gpu_check = scripts.gpu_check
     ctx = gpu_check.Context(gpu_check.GPU, tmp_path, None, dry_run=False)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.losses import barlow_twins_loss, byol_loss, info_nce, moco_info_nce, simsiam_loss, vicreg_loss
+from ssl_lightning.losses import barlow_twins_loss, byol_loss, cross_view_info_nce, info_nce, moco_info_nce, simsiam_loss, vicreg_loss
 
 
 def nt_xent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -187,3 +187,24 @@ def test_losses_match_lightlys_on_the_same_inputs(loss):
         "simsiam": (lambda: simsiam_loss(z1, z2), lambda: NegativeCosineSimilarity()(z1, z2)),
     }[loss]
     assert ours().item() == pytest.approx(theirs().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("n, d, temperature", [(2, 3, 1.0), (8, 5, 0.2), (16, 4, 0.1)])
+def test_cross_view_info_nce_matches_the_papers_formula(n, d, temperature):
+    """MoCo v3's ctr / NNCLR's Eq. 2 term by term: each anchor against the N candidates."""
+    g = torch.Generator().manual_seed(n)
+    a, c = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    cos = lambda x, y: float(x @ y / (x.norm() * y.norm()))  # noqa: E731
+    by_loop = sum(-math.log(math.exp(cos(a[i], c[i]) / temperature) / sum(math.exp(cos(a[i], c[k]) / temperature) for k in range(n)))
+                  for i in range(n)) / n
+    assert cross_view_info_nce(a, c, temperature).item() == pytest.approx(by_loop, rel=1e-5)
+
+
+def test_cross_view_info_nce_closed_forms():
+    # Orthonormal anchors, each its own candidate: l = -log(e^(1/T) / (e^(1/T) + (N-1))).
+    n, t = 4, 0.5
+    assert cross_view_info_nce(torch.eye(n), torch.eye(n), t).item() == pytest.approx(-math.log(math.e ** 2 / (math.e ** 2 + n - 1)))
+    z = torch.ones(5, 3)  # every similarity equal: log N
+    assert cross_view_info_nce(z, z, 0.2).item() == pytest.approx(math.log(5), rel=1e-6)
+    with pytest.raises(ConfigError, match="temperature"):
+        cross_view_info_nce(z, z, 0.0)

@@ -8,7 +8,7 @@ from pytorch_lightning import Trainer
 from conftest import TINY_ENCODER, RandomImages, fit, tiny_pretraining_methods
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.methods import MoCo, MomentumPretrainMethod, SimCLR
+from ssl_lightning.methods import NNCLR, MoCo, MomentumPretrainMethod, SimCLR
 
 DATA = dict(encoder=TINY_ENCODER)
 METHODS = tiny_pretraining_methods()
@@ -49,7 +49,7 @@ def test_validation_metrics_are_those_of_the_full_batches_whatever_the_remainder
     assert results[33] == results[32] and results[37] == results[32]
 
 
-@pytest.mark.parametrize("name", ["moco", "byol"])
+@pytest.mark.parametrize("name", ["moco", "byol", "moco_v3"])
 def test_targets_are_outside_the_optimizer_and_move_once_per_optimizer_step(name, random_images, tmp_path, monkeypatch):
     import ssl_lightning.methods.base as base
 
@@ -100,7 +100,7 @@ def test_moco_rejects_a_queue_that_is_not_a_multiple_of_the_batch(random_images,
         fit(model, random_images, tmp_path, max_steps=1)
 
 
-@pytest.mark.parametrize("name", ["moco", "byol"])
+@pytest.mark.parametrize("name", ["moco", "byol", "nnclr"])
 def test_a_resumed_run_starts_from_the_saved_queue_and_targets(name, random_images, tmp_path):
     from pytorch_lightning import Callback
 
@@ -121,8 +121,9 @@ def test_a_resumed_run_starts_from_the_saved_queue_and_targets(name, random_imag
     for key, value in saved.items():
         assert torch.equal(spy.state[key], value), key
     assert trainer.global_step == 4
-    if name == "moco":
-        assert int(resumed.queue.pointer) == (4 * 16) % 32  # it carried on enqueueing from the saved slot
+    queue = {"moco": "queue", "nnclr": "support_set"}.get(name)
+    if queue:
+        assert int(getattr(resumed, queue).pointer) == (4 * 16) % 32  # it carried on enqueueing from the saved slot
 
 
 def test_simclr_head_without_batch_norm_is_linear_relu_linear():
@@ -185,6 +186,52 @@ def test_simsiams_predictor_keeps_its_learning_rate_while_the_rest_decays(tmp_pa
     peak = 0.05 * 16 / 256  # the paper's 0.05 x batch / 256
     assert rates["predictor/weights"] == rates["predictor/biases_and_norms"] == pytest.approx(peak)
     assert rates["weights"] < 0.5 * peak  # the cosine schedule, near its end after 4 of 4 steps
+
+
+def test_moco_v3_heads_are_the_papers_bias_free_mlps_with_bn_on_the_projectors_output():
+    model = METHODS["moco_v3"]()
+    expected_projector = [("Linear", False), ("BatchNorm1d", True), ("ReLU", False), ("Linear", False), ("BatchNorm1d", False)]
+    assert layer_types(model.projector) == layer_types(model.key_projector) == expected_projector
+    assert not model.projector.layers[-1].affine
+    assert layer_types(model.predictor) == [("Linear", False), ("BatchNorm1d", True), ("ReLU", False), ("Linear", False)]
+    assert not hasattr(model, "key_predictor")  # the predictor is on the query branch only
+
+
+def test_moco_v3_loss_is_the_symmetric_ctr_scaled_by_2t():
+    from ssl_lightning.losses import cross_view_info_nce
+
+    model = METHODS["moco_v3"]().eval()
+    x1, x2 = torch.rand(8, 1, 16, 16), torch.rand(8, 1, 16, 16)
+    out = model.compute_loss(x1, x2)
+    with torch.no_grad():
+        q1, q2 = (model.predictor(model.projector(model.encoder(x))) for x in (x1, x2))
+        k1, k2 = (model.key_projector(model.key_encoder(x)) for x in (x1, x2))
+    t = model.temperature
+    expected = 2 * t * (cross_view_info_nce(q1, k2, t) + cross_view_info_nce(q2, k1, t))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_nnclr_positive_is_the_nearest_neighbour_in_the_support_set_and_it_grows_in_training_only():
+    model = METHODS["nnclr"]()
+    support = model.support_set.keys
+    z = support[[3, 7, 3]] * 5 + 1e-3 * torch.randn(3, support.shape[1])  # near entries 3, 7, 3 (scaled: cosine)
+    assert torch.equal(model.nearest_neighbours(z), support[[3, 7, 3]])
+    x = torch.rand(16, 1, 16, 16)
+    before = support.clone()
+    model.eval()
+    model.compute_loss(x, x)
+    assert torch.equal(model.support_set.keys, before)
+    model.train()
+    out = model.compute_loss(x, x)
+    assert int(model.support_set.pointer) == 16 and not torch.equal(model.support_set.keys[:16], before[:16])
+    out.loss.backward()  # no gradient through the neighbours; the predictions carry it
+    assert model.predictor.layers[0].weight.grad is not None
+
+
+def test_nnclr_rejects_a_support_set_that_is_not_a_multiple_of_the_batch(random_images, tmp_path):
+    model = NNCLR(support_size=40, projection_hidden_dim=16, projection_dim=8, predictor_hidden_dim=16, **DATA)
+    with pytest.raises(ConfigError, match="NNCLR support_size .40. must be a multiple of the batch size"):
+        fit(model, random_images, tmp_path, max_steps=1)
 
 
 class KeySubBatches:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_ENCODER
-from ssl_lightning.methods import BYOL, BarlowTwins, MoCo, SimCLR, SimSiam, VICReg
+from ssl_lightning.methods import BYOL, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
 from ssl_lightning.metrics import ranking_metrics
 
 # Weak views: a mild square crop and nothing else, so that 64 images can be told apart in a few dozen steps.
@@ -30,7 +30,13 @@ METHODS = {
     "vicreg": (lambda: VICReg(expander_dim=64, **DATA), 1e-2, 60, 64, 0.9),
     # SimSiam on its paper's SGD: under AdamW its embeddings lose rank within 100 steps here (RankMe 38 -> 4).
     # Without negatives or a target network it separates the images more slowly than the others.
-    "simsiam": (lambda: SimSiam(projection_dim=64, predictor_hidden_dim=32, **DATA), 0.1, 200, 64, 0.8, "sgd"),
+    "moco_v3": (lambda: MoCoV3(projection_hidden_dim=32, projection_dim=16, target_momentum=0.9, target_momentum_end=0.9, **DATA),
+                1e-2, 60, 64, 0.9),
+    # NNCLR with a support set of the 64 images' past embeddings (one batch): each view's positive is
+    # its nearest neighbour among them.
+    "nnclr": (lambda: NNCLR(support_size=64, projection_hidden_dim=32, projection_dim=16, predictor_hidden_dim=32, **DATA),
+              1e-2, 100, 64, 0.9),
+    "simsiam": (lambda: SimSiam(projection_dim=64, predictor_hidden_dim=32, **DATA), 0.1, 150, 64, 0.8, "sgd"),
 }
 
 

@@ -59,19 +59,19 @@ def assert_same_state(resumed: dict, reference: dict) -> None:
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_end(method, tmp_path, monkeypatch, capsys):
     config, *heads = METHOD_ARGS[method]
-    args = ["fit", "--config", config, *heads, *RUN]
+    args = ["fit", "--config", config, *heads, *RUN, "--data.init_args.train_size=128"]  # 2 epochs of 4 steps
     (tmp_path / "reference").mkdir()
     (tmp_path / "killed").mkdir()
     cli_here(args, tmp_path / "reference", monkeypatch)
 
-    kill_at(args, tmp_path / "killed", step=5)  # before step 5's checkpoint (checkpoint callbacks run last)
-    assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 4
+    kill_at(args, tmp_path / "killed", step=3)  # before step 3's checkpoint (checkpoint callbacks run last)
+    assert torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"] == 2
     capsys.readouterr()
     cli_here([*args, "--ckpt_path", "last"], tmp_path / "killed", monkeypatch)
     assert "resuming" in capsys.readouterr().err
 
     end = torch.load(last_checkpoint(tmp_path / "killed"), weights_only=True)
-    assert end["global_step"] == 16
+    assert end["global_step"] == 8
     assert_same_state(end, torch.load(last_checkpoint(tmp_path / "reference"), weights_only=True))
     assert not list((tmp_path / "killed" / "checkpoints").glob("*/version_1"))  # resumed in the same run folder
 

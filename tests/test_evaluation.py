@@ -182,11 +182,27 @@ def test_sweep_on_any_labelled_data_module(case, tmp_path):
                      supervised_steps=supervised_steps, output_dir=tmp_path / "out", cache_dir=None)
     labelled = len(data.labelled_set)
     assert labelled == {"labels apart": 64, "shards": 48}.get(case, 24)  # the pool is the labelled set (train_set has none there)
-    assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels"} | ({"supervised"} if supervised_steps else set())
-    assert len(table) == 3 * 2 * len(budgets) + (len(budgets) if supervised_steps else 0)
+    assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels", "pixel PCA"} | ({"supervised"} if supervised_steps else set())
+    assert len(table) == 4 * 2 * len(budgets) + (len(budgets) if supervised_steps else 0)
     assert set(table.loc[table["labels_per_class"] == "all", "train_images"]) <= {labelled}
     assert set(table.loc[table["labels_per_class"] == 2, "train_images"]) == {2 * data.num_classes}
     assert table["test_acc"].between(0, 1).all() and (tmp_path / "out" / "results.md").is_file()
+
+
+def test_the_pca_reference_projects_every_part_on_the_pools_top_components():
+    from ssl_lightning.evaluation.label_efficiency import principal_components
+
+    g = torch.Generator().manual_seed(0)
+    directions = torch.linalg.qr(torch.randn(20, 3, generator=g))[0].T  # (3, 20): orthonormal
+    spread = torch.tensor([5.0, 2.0, 1.0])
+    pool = (torch.randn(200, 3, generator=g) * spread) @ directions + 0.01 * torch.randn(200, 20, generator=g)
+    test = torch.randn(7, 3, generator=g) @ directions
+    out = principal_components({"pool": pool, "test": test}, k=2)
+    assert out["pool"].shape == (200, 2) and out["test"].shape == (7, 2) and out["pool"].dtype == torch.float32
+    # The two components are the two widest directions: the test points' coordinates along them, up to sign.
+    expected = (test - pool.mean(0)) @ directions[:2].T
+    assert torch.allclose(out["test"].abs(), expected.abs(), atol=0.05)
+    assert principal_components({"pool": pool[:5]}, k=64)["pool"].shape == (5, 5)  # at most min(N, D) components
 
 
 def test_sweep_adapts_an_rgb_folder_to_a_grayscale_encoder_and_caps_the_pool(tmp_path, capsys):

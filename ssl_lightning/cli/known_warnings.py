@@ -17,6 +17,8 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata 0.11 under torch >= 2.10
     warnings.filterwarnings("ignore", message="Found .* module.* in eval mode at the start of training")  # frozen encoders, on purpose
+    # The model summary's size estimate under bf16-mixed (the default on bf16 hardware): it falls back to 32 bits, as it should.
+    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
     # litdata's StreamingDataset (ShardedDataModule) knows its length; Lightning warns about any that does.
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
     # Lightning 2.6 calls jsonargparse APIs that 4.49+ deprecates; jsonargparse's own switch.

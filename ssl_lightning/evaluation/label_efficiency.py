@@ -1,7 +1,8 @@
 """How much is a representation worth when labels are few? The label-budget sweep.
 
-For each encoder (checkpoints, plus the references: raw pixels and a randomly initialised encoder)
-the frozen features of the train, validation and test images are computed once (cached). Then for
+For each encoder (checkpoints, plus the references: raw pixels, their principal components and a
+randomly initialised encoder) the frozen features of the train, validation and test images are
+computed once (cached). Then for
 each budget of k labelled images per class and each seed, a stratified draw of the train images
 trains a linear probe (weight decay selected on validation) and votes in a kNN; test accuracy is
 recorded. The supervised baseline trains the same backbone from scratch on the same draws.
@@ -47,14 +48,14 @@ from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, output_folde
 Budget = int | Literal["all"]
 DEFAULT_BUDGETS: list[Budget] = [10, 20, 50, 100, 200, 500, "all"]
 SUPERVISED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "supervised.yaml"
-RAW_PIXELS, RANDOM_ENCODER, SUPERVISED = "raw pixels", "random encoder", "supervised"
+RAW_PIXELS, PIXEL_PCA, RANDOM_ENCODER, SUPERVISED = "raw pixels", "pixel PCA", "random encoder", "supervised"
 
 
 @dataclass
 class Result:
     """One row of the sweep's CSV."""
 
-    model: str  # checkpoint name, "raw pixels", "random encoder" or "supervised"
+    model: str  # checkpoint name, "raw pixels", "pixel PCA", "random encoder" or "supervised"
     evaluator: str  # "linear probe", "kNN" or "supervised"
     labels_per_class: Budget
     train_images: int
@@ -201,7 +202,8 @@ def evaluate(
         seeds: draws per budget; results are mean ± std over them.
         weight_decays: the probe's L2 penalties, one chosen per draw on validation accuracy.
         knn_k, knn_temperature: kNN neighbours and vote temperature (InstDisc: 200, 0.1).
-        references: add the raw-pixel and random-encoder rows.
+        references: add the reference rows: raw pixels, their top-k principal components (k = the
+            first encoder's feature size, fitted on the labelled pool) and a random encoder.
         supervised_steps: train the supervised baseline for this many steps per draw (0: skip).
         supervised_config: YAML whose model init_args configure the supervised baseline; its
             backbone, width and stem are taken from the first checkpoint.
@@ -248,6 +250,7 @@ def evaluate(
     if references:  # each image's pixels in [0, 1], flattened: (N, C*H*W)
         feature_sets[RAW_PIXELS] = {part: loader_features(nn.Flatten(), data.eval_dataloader(dataset), desc=f"{RAW_PIXELS} {part}")[0]
                                     for part, dataset in parts.items()}
+        feature_sets[PIXEL_PCA] = principal_components(feature_sets[RAW_PIXELS], feature_sets[RANDOM_ENCODER]["pool"].shape[1])
     for name, features in feature_sets.items():
         rows += evaluate_features(name, features, split, budgets, seeds, weight_decays, knn_k, knn_temperature, data.num_classes)
     if supervised_steps > 0:
@@ -257,6 +260,16 @@ def evaluate(
     write_report(table, output_dir, per_class_all=len(split.pool) / data.num_classes)
     print(f"label-efficiency sweep: {len(rows)} results in {time.perf_counter() - start:.0f} s -> {output_dir}/results.md")
     return table
+
+
+def principal_components(pixels: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """Each part's projection on the top ``k`` principal components of the pool's pixels
+    (scikit-learn's PCA, fitted on the pool only: the labelled training images), (N, k) float32."""
+    from sklearn.decomposition import PCA
+
+    pool = pixels["pool"].numpy()
+    pca = PCA(n_components=min(k, *pool.shape), random_state=0).fit(pool)
+    return {part: torch.from_numpy(pca.transform(values.numpy())).float() for part, values in pixels.items()}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -281,7 +281,7 @@ def main() -> None:
     tr.add_argument("--quick", action="store_true", help="batch 128, 2 + 8 steps: under 2 minutes on 2 CPU cores")
     tr.add_argument("--out", type=Path, default=OUTPUT / "training", help="folder for benchmark.csv and benchmark.md")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    tr.add_argument("--methods", nargs="+", default=None, help="config names (default: all five)")
+    tr.add_argument("--methods", nargs="+", default=None, help="config names (default: every method)")
     tr.add_argument("--batch-size", type=int, default=256)
     tr.add_argument("--image-size", type=int, default=28, help="28 with --channels 1 is Fashion-MNIST; other sizes are synthetic")
     tr.add_argument("--channels", type=int, default=1)

@@ -75,13 +75,13 @@ BYOL_VIEWS: list[ViewConfig] = [
 
 # Barlow Twins (arXiv:2103.03230, "Image augmentations" in its implementation details): BYOL's views.
 BARLOW_TWINS_VIEWS: list[ViewConfig] = BYOL_VIEWS
-# VICReg (arXiv:2105.04906, App. C.1 and its code's augmentations.py): BYOL's views.
+# VICReg (arXiv:2105.04906; its official code's augmentations.py): BYOL's views.
 VICREG_VIEWS: list[ViewConfig] = BYOL_VIEWS
-# MoCo v3 (arXiv:2104.02057, App. A, "we follow the augmentations of BYOL"): BYOL's views.
+# MoCo v3 (arXiv:2104.02057; its official code's augmentations): BYOL's views.
 MOCO_V3_VIEWS: list[ViewConfig] = BYOL_VIEWS
-# NNCLR (arXiv:2104.14548, Sec. 4.1, "we use the same data augmentations as BYOL"): BYOL's views.
+# NNCLR (arXiv:2104.14548, which follows BYOL's augmentations): BYOL's views.
 NNCLR_VIEWS: list[ViewConfig] = BYOL_VIEWS
-# SimSiam (arXiv:2011.10566, Sec. 4, "Our augmentation follows [MoCo v2]"): MoCo v2's views.
+# SimSiam (arXiv:2011.10566, whose augmentation follows MoCo v2's): MoCo v2's views.
 SIMSIAM_VIEWS: list[ViewConfig] = MOCO_V2_VIEWS
 
 # Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:

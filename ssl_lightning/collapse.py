@@ -22,7 +22,7 @@ def normalized_std(z: Tensor) -> Tensor:
 
 
 def rankme(z: Tensor, eps: float = 1e-7) -> Tensor:
-    """RankMe (Garrido et al., arXiv:2210.02885, Eq. 1), the effective rank of the embeddings:
+    """RankMe (Garrido et al., arXiv:2210.02885), the effective rank of the embeddings:
     exp of the entropy of the normalised singular values, p_k = σ_k / ‖σ‖₁ + ε. 1 when collapsed
     to one direction; up to min(N, D) when the embeddings fill every dimension.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ssl_lightning.errors import ConfigError
+
 
 class ProjectionHead(nn.Module):
     """An MLP: ``num_layers - 1`` hidden blocks of Linear -> BatchNorm -> ReLU (Linear -> ReLU
@@ -27,9 +29,9 @@ class ProjectionHead(nn.Module):
       three linear layers, each with 8192 output units. The first two layers of the projector are
       followed by a batch normalization layer and rectified linear units." The authors' code
       (facebookresearch/barlowtwins, main.py) has no bias in any of them (``last_bias=False``).
-    - VICReg's expander (arXiv:2105.04906, Sec. 4.2), 3 layers: "The expander is composed of two
-      fully-connected layers with batch normalization (BN) and ReLU, and a third linear layer", 8192
-      units each; the official code's last layer has no bias (``last_bias=False``).
+    - VICReg's expander (arXiv:2105.04906), 3 layers: two fully-connected layers with batch
+      normalization and ReLU, then a linear one, 8192 units each; the official code's last layer has
+      no bias (``last_bias=False``).
     - SimSiam's projector (arXiv:2011.10566, Sec. 4), 3 layers: "The projection MLP (in f) has BN
       applied to each fully-connected (fc) layer, including its output fc. Its output fc has no
       ReLU. The hidden fc is 2048-d"; the official code's output BN has no affine parameters
@@ -41,6 +43,9 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True,
                  last_bias: bool = True, last_batch_norm: bool = False) -> None:
         super().__init__()
+        if min(in_dim, hidden_dim, out_dim, num_layers) < 1:  # here, in one line, not as torch's tensor-size error
+            raise ConfigError(f"a head's widths and layer count must be >= 1, got in {in_dim}, hidden {hidden_dim}, out {out_dim}, "
+                              f"{num_layers} layer(s); check the model's head options (projection_dim, ...)")
         layers: list[nn.Module] = []
         for i in range(num_layers - 1):
             layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim, bias=not batch_norm))

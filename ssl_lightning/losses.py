@@ -64,7 +64,7 @@ def info_nce(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
 def cross_view_info_nce(anchors: Tensor, candidates: Tensor, temperature: float) -> Tensor:
     """InfoNCE across two sets, one direction: each anchor's positive is the candidate of the same
     row, its negatives the other N-1 candidates (MoCo v3's ``ctr``, arXiv:2104.02057 Alg. 1; NNCLR's
-    Eq. 2, arXiv:2104.14548, with the nearest neighbours as anchors):
+    loss, arXiv:2104.14548, with the nearest neighbours as anchors):
 
         l_n = -log( exp(a_n · c_n / T) / Σ_k exp(a_n · c_k / T) ),  a, c L2-normalised
 
@@ -137,7 +137,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> Tensor:
 
 
 def vicreg_loss(z1: Tensor, z2: Tensor, sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0) -> Tensor:
-    """VICReg (arXiv:2105.04906, Eq. 6), as its official code computes it:
+    """VICReg (arXiv:2105.04906), as its official code computes it:
 
         invariance  s = mean over N and D of (z1 - z2)²
         variance    v = ½ Σ_b mean_d relu(1 - sqrt(Var(z_b[:, d]) + 1e-4))   (unbiased variance)

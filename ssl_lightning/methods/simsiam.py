@@ -20,8 +20,8 @@ class SimSiam(PretrainMethod):
     """SimSiam. Encoder f = backbone + projector (BN on every layer, its output included); predictor
     h, a bottleneck MLP. The loss is symmetric, ½ D(p1, stopgrad(z2)) + ½ D(p2, stopgrad(z1)).
 
-    The predictor keeps its learning rate while the rest decays ("fix lr of predictor", arXiv:2011.10566,
-    Sec. 4.2, which it found to work better); its curves are ``train/lr/predictor/...``.
+    The predictor keeps its learning rate while the rest decays, as the paper found to work well
+    (arXiv:2011.10566, Sec. 4.2; its code's ``--fix-pred-lr``); its curves are ``train/lr/predictor/...``.
     The ranking metrics rank view 1's prediction among view 2's projections, across the two views
     only (``cross_view_ranking``): predictions and projections are different spaces.
 

@@ -119,6 +119,10 @@ class EncoderMethod(LightningModule, ABC):
         images, labels = batch
         return {"features": self.encoder(images.float() / 255), "labels": labels}
 
+    def data_batch_size(self) -> int | None:
+        """The data module's batch size, per process (None where it has none, or there is no data module)."""
+        return getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
         expected = self.image_shape
@@ -206,7 +210,7 @@ class PretrainMethod(EncoderMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        batch_size = self.data_batch_size()
         if batch_size is not None and batch_size < 2:  # at setup, not at the first step's loss (check_view_pair)
             raise ConfigError(f"{type(self).__name__} needs batches of at least 2 images (the other images of a batch "
                               f"are what each view is told apart from, or normalised over), got data.batch_size={batch_size}; "

@@ -82,7 +82,7 @@ class MoCo(MomentumPretrainMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        batch_size = self.data_batch_size()
         if batch_size:  # fail before training, not at the first enqueue; every process enqueues all keys
             self.queue.check_batch_size(batch_size * self.trainer.world_size)
             if batch_size % self.key_bn_splits or batch_size // self.key_bn_splits < 2:

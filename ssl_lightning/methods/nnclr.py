@@ -67,7 +67,7 @@ class NNCLR(PretrainMethod):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        batch_size = self.data_batch_size()
         if batch_size:  # fail before training, not at the first enqueue
             self.support_set.check_batch_size(batch_size * self.trainer.world_size)
 

@@ -234,7 +234,7 @@ def test_label_efficiency_sweep_end_to_end_on_a_tiny_subset(tmp_path, monkeypatc
               "--supervised_steps=2", "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out)], tmp_path, monkeypatch)
     table = pd.read_csv(out / "results.csv")
     # 3 encoders x (probe + kNN) x (2 budgets x 2 seeds + all once) + supervised x 5 draws
-    assert len(table) == 3 * 2 * 5 + 5
+    assert len(table) == 4 * 2 * 5 + 5
     assert set(table["model"]) == {"SimCLR", "random encoder", "raw pixels", "pixel PCA", "supervised"}
     assert table["test_acc"].between(0, 1).all() and table["val_acc"].between(0, 1).all()
     assert set(table.loc[table["labels_per_class"] == "2", "train_images"]) == {20}

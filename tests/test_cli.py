@@ -54,7 +54,10 @@ def test_short_fit_leaves_logs_and_checkpoints_and_never_overwrites(tmp_path, mo
             "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1"]
     for version in range(2):
         cli_here(args, tmp_path, monkeypatch)
-        assert f"this run's logs, config and checkpoints go to checkpoints/simclr/version_{version}\n" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert f"this run's logs, config and checkpoints go to checkpoints/simclr/version_{version}\n" in said
+        assert (f"ssl-lightning: stopped at step 6; last.ckpt is in checkpoints/simclr/version_{version}/checkpoints; "
+                "the best by val/knn_acc: best-epoch=") in said  # the closing line says where the run is
     runs = sorted(p.name for p in (tmp_path / "checkpoints" / "simclr").iterdir())
     assert runs == ["version_0", "version_1"]
 

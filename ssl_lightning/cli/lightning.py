@@ -119,6 +119,13 @@ class SSLLightningCLI(HookedLightningCLI):
         if self.trainer.is_global_zero and self.trainer.logger is not None and not self.trainer.fast_dev_run:
             print(f"ssl-lightning: this run's logs, config and checkpoints go to {self.trainer.log_dir}", file=sys.stderr)
 
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero and checkpoint is not None and checkpoint.last_model_path and not self.trainer.fast_dev_run:
+            best = f"; the best by {checkpoint.monitor}: {Path(checkpoint.best_model_path).name}" if checkpoint.best_model_path else ""
+            print(f"ssl-lightning: stopped at step {self.trainer.global_step}; {Path(checkpoint.last_model_path).name} is in "
+                  f"{Path(checkpoint.last_model_path).parent}{best}", file=sys.stderr)
+
     def _resume_latest_run(self, config: Any, logger_args: Any) -> None:
         """``--ckpt_path last``: continue the newest run of this experiment that has a ``last.ckpt``
         and was trained with this config (the newest of all with ``--resume_with_changes``), logging

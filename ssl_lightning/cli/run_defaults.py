@@ -30,10 +30,11 @@ def default_precision(accelerator: Any) -> str | None:
     docs/speed.md: the same seeded ``make train`` probes within 0.2 points and runs 1.3x faster).
     Otherwise None, Lightning's default (32-bit). The choice is logged."""
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    cpu_bf16 = [] if on_gpu or accelerator not in ("auto", "cpu") else cpu_bf16_instructions()
     if on_gpu:
         precision, reason = ("bf16-mixed", "this GPU computes in bf16") if torch.cuda.is_bf16_supported() else (None, "this GPU has no bf16")
-    elif accelerator in ("auto", "cpu") and cpu_bf16_instructions():
-        precision, reason = "bf16-mixed", f"this CPU has {' and '.join(cpu_bf16_instructions())}"
+    elif cpu_bf16:
+        precision, reason = "bf16-mixed", f"this CPU has {' and '.join(cpu_bf16)}"
     else:
         precision, reason = None, "no bf16 hardware found"
     rank_zero_info(f"precision {precision or '32-true'} ({reason}; --trainer.precision chooses another)")

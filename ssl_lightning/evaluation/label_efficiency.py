@@ -2,10 +2,9 @@
 
 For each encoder (checkpoints, plus the references: raw pixels, their principal components and a
 randomly initialised encoder) the frozen features of the train, validation and test images are
-computed once (cached). Then for
-each budget of k labelled images per class and each seed, a stratified draw of the train images
-trains a linear probe (weight decay selected on validation) and votes in a kNN; test accuracy is
-recorded. The supervised baseline trains the same backbone from scratch on the same draws.
+computed once (cached). Then for each budget of k labelled images per class and each seed, a
+stratified draw of the train images trains a linear probe (weight decay selected on validation)
+and votes in a kNN; test accuracy is recorded. The supervised baseline trains the same backbone from scratch on the same draws.
 Validation selects; the test split is used only for the reported numbers.
 
     ssl-lightning evaluate a.ckpt b.ckpt [--supervised_steps 300] [--output_dir DIR]

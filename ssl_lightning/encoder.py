@@ -94,15 +94,18 @@ class Encoder(nn.Module):
             rank_zero_info(f"channels_last ignored: its CPU backward crashes at backbone width {config.width} (strided "
                            "1x1 convolutions of fewer than 16 channels); the encoder keeps the contiguous layout")
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(N, C, H, W) float images in [0, 1] -> (N, D) features, in the encoder's dtype."""
+    def forward(self, images: Tensor, resize: bool = True) -> Tensor:
+        """(N, C, H, W) float images in [0, 1] -> (N, D) features, in the encoder's dtype.
+
+        ``resize=False`` encodes the images at their own size (multi-crop's local crops, which the
+        papers encode small: that is what makes them cheap)."""
         channels, size = self.config["in_channels"], self.config["input_size"]
         if images.dim() != 4 or images.shape[1] != channels:
             raise ConfigError(f"the encoder expects images shaped (N, {channels}, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ConfigError(f"the encoder expects float images in [0, 1], got dtype {images.dtype}; divide by 255 first")
         images = images.to(self.mean.dtype)  # computed in the encoder's own dtype (load_encoder's dtype=)
-        if images.shape[-2:] != (size, size):
+        if resize and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         images = (images - self.mean) / self.std
         if self.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last):  # see EncoderMethod's channels_last

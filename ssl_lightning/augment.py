@@ -22,7 +22,7 @@ from ssl_lightning.errors import ConfigError
 class ViewConfig(TypedDict, total=False):
     """Parameters of one view pipeline. Keys left out take the method's defaults for that view."""
 
-    crop_size: int | None  # side of the output views; None keeps the images' own size
+    crop_size: int | float | None  # side of the output views: pixels (int), a share of the images' side (float), None their own side
     crop_scale: tuple[float, float]  # range of the crop's area, as a share of the image's
     crop_ratio: tuple[float, float]  # range of the crop's aspect ratio
     flip_prob: float  # horizontal flip
@@ -36,6 +36,7 @@ class ViewConfig(TypedDict, total=False):
     blur_sigma: tuple[float, float]
     solarize_prob: float  # solarization: every pixel x >= solarize_threshold becomes 1 - x
     solarize_threshold: float  # in [0, 1]; BYOL's 0.5
+    copies: int  # this view, this many times with their own draws (multi-crop's local crops)
 
 
 # SimCLR's augmentations (arXiv:2002.05709, App. A), colour jitter strength s = 1. On CIFAR-10
@@ -55,6 +56,7 @@ SIMCLR_VIEW: ViewConfig = {
     "blur_sigma": (0.1, 2.0),
     "solarize_prob": 0.0,
     "solarize_threshold": 0.5,
+    "copies": 1,
 }
 SIMCLR_VIEWS: list[ViewConfig] = [SIMCLR_VIEW, SIMCLR_VIEW]
 
@@ -84,6 +86,21 @@ NNCLR_VIEWS: list[ViewConfig] = BYOL_VIEWS
 # SimSiam (arXiv:2011.10566, whose augmentation follows MoCo v2's): MoCo v2's views.
 SIMSIAM_VIEWS: list[ViewConfig] = MOCO_V2_VIEWS
 
+# Multi-crop's local crops are 96 px at 224 px (SwAV and DINO): the same share of any image's side.
+LOCAL_CROP_SHARE = 96 / 224
+# SwAV (arXiv:2006.09882; its code's main_swav.py defaults): SimCLR's views, two global crops of
+# 14-100% of the image, and six local crops of 5-14%.
+SWAV_VIEWS: list[ViewConfig] = [
+    {**SIMCLR_VIEW, "crop_scale": (0.14, 1.0), "copies": 2},
+    {**SIMCLR_VIEW, "crop_size": LOCAL_CROP_SHARE, "crop_scale": (0.05, 0.14), "copies": 6},
+]
+# DINO (arXiv:2104.14294; its code's main_dino.py defaults): BYOL's two asymmetric global crops of
+# 40-100%, and eight local crops of 5-40% with blur p 0.5.
+DINO_VIEWS: list[ViewConfig] = [
+    *({**view, "crop_scale": (0.4, 1.0)} for view in BYOL_VIEWS),
+    {**BYOL_VIEW, "crop_size": LOCAL_CROP_SHARE, "crop_scale": (0.05, 0.4), "blur_prob": 0.5, "solarize_prob": 0.0, "copies": 8},
+]
+
 # Weak augmentation, as for supervised training on small images (ResNet's CIFAR-10 setting:
 # flips and small shifts): a mild crop and a flip, no colour change or blur. The supervised
 # baseline and transfer learning train on one such view per image.
@@ -100,20 +117,42 @@ def resolve_view(view: ViewConfig | None, default: ViewConfig) -> ViewConfig:
 
 
 def resolve_views(views: ViewConfig | Sequence[ViewConfig] | None, defaults: Sequence[ViewConfig]) -> list[ViewConfig]:
-    """One config per view: a mapping (or None) overrides every default view alike, a list overrides
-    each view by position and must have one entry per default view."""
+    """One config per view made: a mapping (or None) overrides every default view alike, a list
+    overrides each default entry by position and must have one entry per default entry; an entry
+    with ``copies`` n stands for n views."""
     if views is None or isinstance(views, Mapping):
-        return [resolve_view(views, default) for default in defaults]
-    if len(views) != len(defaults):
-        raise ConfigError(f"the method makes {len(defaults)} view(s) but views lists {len(views)}; give one mapping "
+        resolved = [resolve_view(views, default) for default in defaults]
+    elif len(views) != len(defaults):
+        raise ConfigError(f"the method's views have {len(defaults)} entries but views lists {len(views)}; give one mapping "
                           f"(the same for every view) or a list of {len(defaults)}")
-    return [resolve_view(view, default) for view, default in zip(views, defaults)]
+    else:
+        resolved = [resolve_view(view, default) for view, default in zip(views, defaults)]
+    for view in resolved:
+        if not isinstance(view["copies"], int) or view["copies"] < 1:
+            raise ConfigError(f"a view's copies must be an integer >= 1, got {view['copies']!r}")
+    return [view for view in resolved for _ in range(view["copies"])]
 
 
-def describe_view(config: ViewConfig) -> str:
+def view_side(config: ViewConfig, image_size: int) -> int:
+    """The side of a view's output, for images of side ``image_size``: ``crop_size`` in pixels, a
+    share of the images' side (a float in (0, 1]), or the images' own side (None)."""
+    size = config["crop_size"]
+    if size is None:
+        return image_size
+    if isinstance(size, float):
+        if not 0 < size <= 1:
+            raise ConfigError(f"a view's crop_size is pixels (an integer) or a share of the images' side in (0, 1], got {size}")
+        return max(1, round(size * image_size))
+    if size < 1:
+        raise ConfigError(f"a view's crop_size must be >= 1 pixel, got {size}")
+    return size
+
+
+def describe_view(config: ViewConfig, image_size: int) -> str:
     """The settings that tell a method's views apart, for figure headers: crop, blur and solarization."""
     lo, hi = config["crop_scale"]
-    crop = f"{config['crop_size']} px, " if config["crop_size"] else ""
+    side = view_side(config, image_size)
+    crop = f"{side} px, " if side != image_size else ""
     return f"{crop}crop {float(lo)}-{float(hi)}, blur {float(config['blur_prob'])}, solarize {float(config['solarize_prob'])}"
 
 
@@ -128,7 +167,7 @@ def build_view(config: ViewConfig, channels: int, image_size: int) -> nn.Sequent
     Colour jitter of saturation and hue and random grayscale only exist for colour (3-channel)
     images; on grayscale images the jitter changes brightness and contrast only.
     """
-    size = config["crop_size"] or image_size
+    size = view_side(config, image_size)
     colour = channels == 3
     steps: list[nn.Module] = [
         # "resample" crops the whole batch with one batched warp; "slice" loops over the images.
@@ -166,6 +205,7 @@ class ViewPipelines(nn.Module):
     def __init__(self, configs: Sequence[ViewConfig], channels: int, image_size: int) -> None:
         super().__init__()
         self.configs = list(configs)
+        self.image_size = image_size  # of the images it is given
         runs = [(config, len(list(group))) for config, group in itertools.groupby(self.configs)]
         self.pipelines = nn.ModuleList(build_view(config, channels, image_size) for config, _ in runs)
         self.repeats = [repeat for _, repeat in runs]

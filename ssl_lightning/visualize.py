@@ -120,7 +120,7 @@ def view_rows(images: Tensor, views: ViewPipelines, draws: int) -> list[tuple[st
     with torch.no_grad():
         drawn = [views(images) for _ in range(draws)]  # draws x views x (N, C, S_i, S_i)
     return [("original", images)] + [
-        (f"view {v + 1}\n({describe_view(config)})" + (f"\ndraw {d + 1}" if draws > 1 else ""), made[v])
+        (f"view {v + 1}\n({describe_view(config, views.image_size)})" + (f"\ndraw {d + 1}" if draws > 1 else ""), made[v])
         for v, config in enumerate(views.configs) for d, made in enumerate(drawn)
     ]
 

@@ -12,6 +12,7 @@ from ssl_lightning.augment import (
     build_view,
     resolve_view,
     resolve_views,
+    view_side,
 )
 from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.errors import ConfigError
@@ -95,8 +96,8 @@ def test_a_mapping_overrides_every_view_and_a_list_each_view():
     assert resolve_views(None, BYOL_VIEWS) == BYOL_VIEWS
 
 
-def test_a_list_of_the_wrong_length_says_how_many_views_the_method_makes():
-    with pytest.raises(ConfigError, match="makes 2 view.*lists 3.*one mapping"):
+def test_a_list_of_the_wrong_length_says_how_many_entries_the_method_has():
+    with pytest.raises(ConfigError, match="views have 2 entries.*lists 3.*one mapping"):
         BYOL(encoder=EncoderConfig(width=8), views=[{}, {}, {}])
 
 
@@ -166,3 +167,15 @@ def test_each_view_follows_its_own_blur_and_solarize_probabilities():
         solarized = (view.flatten(1).amax(1) < 0.5).sum().item()
         assert within_binomial(blurred, n, config["blur_prob"]), (blurred, config["blur_prob"])
         assert within_binomial(solarized, n, config["solarize_prob"]), (solarized, config["solarize_prob"])
+
+
+def test_copies_and_a_share_of_the_side_make_multi_crop():
+    """An entry with copies n stands for n views; a float crop_size is a share of the images' side."""
+    configs = resolve_views([{}, {"copies": 3}], [SIMCLR_VIEW, {**SIMCLR_VIEW, "crop_size": 96 / 224}])
+    assert len(configs) == 4
+    made = ViewPipelines(configs, channels=1, image_size=28)(grey_batch(2))
+    assert [v.shape[-1] for v in made] == [28, 12, 12, 12]
+    assert view_side({**SIMCLR_VIEW, "crop_size": 20}, 28) == 20 and view_side(SIMCLR_VIEW, 28) == 28
+    for bad, message in (({"copies": 0}, "copies must be an integer >= 1"), ({"crop_size": 1.5}, "share of the images' side in")):
+        with pytest.raises(ConfigError, match=message):
+            view_side(resolve_views([bad], [SIMCLR_VIEW])[0], 28)

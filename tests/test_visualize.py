@@ -111,7 +111,7 @@ def test_log_view_pairs_shows_every_view_of_each_image_side_by_side(tmp_path):
 
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from ssl_lightning.augment import BYOL_VIEWS, SIMCLR_VIEW
+    from ssl_lightning.augment import BYOL_VIEWS, SIMCLR_VIEW, ViewPipelines
     from ssl_lightning.callbacks import LogViewPairs
     from ssl_lightning.methods import ViewBatch
 
@@ -119,7 +119,7 @@ def test_log_view_pairs_shows_every_view_of_each_image_side_by_side(tmp_path):
     views = [torch.zeros(5, 1, 16, 16), torch.full((5, 1, 16, 16), 0.5), torch.ones(5, 1, 8, 8)]
     configs = [*BYOL_VIEWS, {**SIMCLR_VIEW, "crop_size": 8}]
     LogViewPairs(num_pairs=4).on_validation_batch_start(
-        SimpleNamespace(logger=logger, global_step=0), SimpleNamespace(view_configs=configs),
+        SimpleNamespace(logger=logger, global_step=0), SimpleNamespace(views=ViewPipelines(configs, channels=1, image_size=16)),
         ViewBatch(views, torch.zeros(5), torch.zeros(5, 1, 16, 16)), batch_idx=0)
     logger.experiment.flush()
     events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0, "tensors": 0}).Reload()

@@ -50,7 +50,7 @@ class LogViewPairs(Callback):
         columns = len(shown) * max(1, 8 // len(shown))  # whole images per grid row
         grid = make_grid(per_image.detach().cpu(), nrow=columns, padding=2, pad_value=1.0)
         trainer.logger.experiment.add_image("views/pairs", grid, global_step=trainer.global_step)
-        legend = " | ".join(f"view {v + 1}: {describe_view(config)}" for v, config in enumerate(pl_module.view_configs))
+        legend = " | ".join(f"view {v + 1}: {describe_view(config, pl_module.views.image_size)}" for v, config in enumerate(pl_module.views.configs))
         trainer.logger.experiment.add_text("views/configs", legend, global_step=trainer.global_step)
         self._done = True
 

@@ -14,7 +14,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.trainer.states import RunningStage
 from torch import Tensor, nn
 
-from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views
+from ssl_lightning.augment import ViewConfig, ViewPipelines, resolve_views, view_side
 from ssl_lightning.checkpoint import add_encoder_entries, check_compatible
 from ssl_lightning.collapse import CollapseMonitor
 from ssl_lightning.distributed import gather
@@ -84,7 +84,7 @@ class EncoderMethod(LightningModule, ABC):
         self.views = ViewPipelines(self.view_configs, channels=encoder.in_channels, image_size=encoder.input_size)
         # Trained at the first view's size: a global crop under multi-crop. Made before subclasses
         # copy it (EMA targets), so that the copies keep its memory layout.
-        self.encoder = self.build_encoder(replace(encoder, input_size=self.view_configs[0]["crop_size"] or encoder.input_size))
+        self.encoder = self.build_encoder(replace(encoder, input_size=view_side(self.view_configs[0], encoder.input_size)))
         self._first_nonfinite: Tensor | None = None  # (step, epoch, loss) of the first non-finite loss
 
     def build_encoder(self, config: EncoderConfig) -> nn.Module:

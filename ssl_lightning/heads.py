@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_lightning.errors import ConfigError
@@ -41,7 +42,7 @@ class ProjectionHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = True,
-                 last_bias: bool = True, last_batch_norm: bool = False) -> None:
+                 last_bias: bool = True, last_batch_norm: bool = False, activation: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         if min(in_dim, hidden_dim, out_dim, num_layers) < 1:  # here, in one line, not as torch's tensor-size error
             raise ConfigError(f"a head's widths and layer count must be >= 1, got in {in_dim}, hidden {hidden_dim}, out {out_dim}, "
@@ -51,7 +52,7 @@ class ProjectionHead(nn.Module):
             layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(activation())
         layers.append(nn.Linear(hidden_dim if num_layers > 1 else in_dim, out_dim, bias=last_bias))
         if last_batch_norm:
             layers.append(nn.BatchNorm1d(out_dim, affine=False))
@@ -59,3 +60,21 @@ class ProjectionHead(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.layers(h)  # (N, out_dim)
+
+
+class DINOHead(nn.Module):
+    """DINO's head (arXiv:2104.14294, Sec. 3.1 and App.; its code's ``DINOHead``): a 3-layer MLP
+    with GELU and no batch norm down to a ``bottleneck_dim`` embedding, L2-normalised, then a
+    weight-normalised Linear to ``out_dim`` outputs without bias whose norms stay 1 (the code's
+    ``norm_last_layer``): its rows are normalised at every call."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, out_dim: int = 65536) -> None:
+        super().__init__()
+        self.mlp = ProjectionHead(in_dim, hidden_dim, bottleneck_dim, num_layers=3, batch_norm=False, activation=nn.GELU)
+        self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        nn.init.trunc_normal_(self.last_layer.weight, std=0.02)  # as the code
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, in_dim) -> the bottleneck embeddings (N, bottleneck_dim) and the logits (N, out_dim)."""
+        z = self.mlp(h)
+        return z, F.linear(F.normalize(z, dim=1), F.normalize(self.last_layer.weight, dim=1))

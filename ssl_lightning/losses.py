@@ -175,3 +175,74 @@ def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
     if p.shape != z.shape or p.dim() != 2:
         raise ConfigError(f"expected two (N, D) tensors of equal shape, got {tuple(p.shape)} and {tuple(z.shape)}")
     return -F.cosine_similarity(p, z, dim=1).mean()
+
+
+def cross_entropy_across_crops(targets: Tensor, logits: Tensor, temperature: float) -> Tensor:
+    """The multi-crop cross-entropy that SwAV and DINO share: the target distribution of each of the
+    first A crops predicted from every other crop,
+
+        ℓ(a, v) = -mean_n Σ_k targets[a, n, k] · log softmax(logits[v, n] / T)_k,
+        loss = mean over the pairs (a, v) with v != a of ℓ(a, v)   (float32, whatever the autocast).
+
+    Args:
+        targets: (A, N, K) distributions over K (rows sum to 1) for crops 0..A-1; no gradient.
+        logits: (V, N, K) of every crop, the A target crops first (V > A or V >= 2).
+        temperature: T > 0.
+    """
+    check_temperature(temperature)
+    if targets.dim() != 3 or logits.dim() != 3 or targets.shape[1:] != logits.shape[1:] or not 1 <= len(targets) <= len(logits) or len(logits) < 2:
+        raise ConfigError(f"expected targets (A, N, K) and logits (V, N, K) with 1 <= A <= V and V >= 2, got "
+                          f"{tuple(targets.shape)} and {tuple(logits.shape)}")
+    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # (V, N, K)
+    cross = -torch.einsum("ank,vnk->avn", targets.float(), log_probs).mean(dim=2)  # (A, V): ℓ(a, v)
+    other = ~torch.eye(*cross.shape, dtype=torch.bool, device=cross.device)  # v != a
+    return cross[other].mean()
+
+
+def dino_loss(student_logits: Tensor, teacher_logits: Tensor, center: Tensor, student_temperature: float = 0.1,
+              teacher_temperature: float = 0.04) -> Tensor:
+    """DINO's loss (arXiv:2104.14294, Eq. 3 and Algorithm 1): for every teacher crop t and student
+    crop s != t, H(P_t, P_s) = -Σ_k P_t(k) log P_s(k), with
+
+        P_t = softmax((teacher_t - center) / T_t),   P_s = softmax(student_s / T_s),
+
+    the mean over the batch, then the mean over the pairs (``cross_entropy_across_crops``).
+
+    Args:
+        student_logits: (V_s, N, K) of all crops; the global crops are the first V_t.
+        teacher_logits: (V_t, N, K) of the global crops (pass them without gradient).
+        center: (K,) the running mean of the teacher's outputs.
+        student_temperature: T_s (the paper: 0.1).
+        teacher_temperature: T_t (the paper: 0.04 warming up to 0.07).
+    """
+    check_temperature(teacher_temperature)
+    if center.shape[-1] != teacher_logits.shape[-1]:
+        raise ConfigError(f"the center has {center.shape[-1]} entries for {teacher_logits.shape[-1]} outputs")
+    teacher_probs = F.softmax((teacher_logits.float() - center.float()) / teacher_temperature, dim=-1)  # (V_t, N, K)
+    return cross_entropy_across_crops(teacher_probs, student_logits, student_temperature)
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """SwAV's codes (arXiv:2006.09882, Sec. 3.1; its code's ``distributed_sinkhorn``): the soft
+    assignment of B embeddings to K prototypes that spreads the batch equally over the prototypes.
+    Q = exp(scores / ε)ᵀ, normalised to sum 1, then ``iterations`` times its rows scaled to sum 1/K
+    and its columns to sum 1/B; returned as B·Qᵀ, each row a distribution. Float32 even under bf16:
+    exp(s / ε) with ε = 0.05 needs its range.
+
+    Args:
+        scores: (B, K) cosine similarities of embeddings and prototypes (the global batch's).
+        epsilon: ε, the entropy regularisation (the paper: 0.05).
+        iterations: Sinkhorn-Knopp iterations (the paper: 3).
+    Returns:
+        (B, K) float32 codes.
+    """
+    if epsilon <= 0 or iterations < 1:
+        raise ConfigError(f"Sinkhorn-Knopp needs epsilon > 0 and iterations >= 1, got {epsilon} and {iterations}")
+    q = torch.exp(scores.float() / epsilon).T  # (K, B)
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * k  # each prototype gets 1/K of the batch
+        q /= q.sum(dim=0, keepdim=True) * b  # each embedding spreads 1/B
+    return (q * b).T  # (B, K)

@@ -4,8 +4,10 @@ views in, the loss and the ranking metrics logged. ``MomentumPretrainMethod``: E
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any, ClassVar, NamedTuple
 
@@ -30,12 +32,13 @@ _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SAN
 
 class StepOutput(NamedTuple):
     """What ``compute_loss`` returns: the loss, the two embeddings the ranking metrics compare,
-    and the encoder features of view 1."""
+    the encoder features of view 1, and what the collapse monitors watch."""
 
     loss: Tensor
     z1: Tensor  # (N, D) embeddings of view 1 and view 2 whose agreement the ranking metrics measure
     z2: Tensor
     features: Tensor  # (N, F) encoder features of view 1, for online evaluation
+    monitored: Tensor | None = None  # (N, E) view 1's embeddings for the collapse monitors; None: z1
 
 
 class ViewBatch(NamedTuple):
@@ -225,12 +228,27 @@ class PretrainMethod(EncoderMethod):
     def views_of(self, images: Tensor, labels: Tensor) -> ViewBatch:
         return ViewBatch(self.views(images), labels, images)  # every image gets its own random draw in every view
 
+    def global_crops(self) -> int:
+        """How many views are multi-crop's global crops: the leading views at the first view's side."""
+        sides = [view_side(config, self.image_shape[1]) for config in self.view_configs]
+        return next((i for i, side in enumerate(sides) if side != sides[0]), len(sides))
+
+    def encode_views(self, views: Sequence[Tensor]) -> Tensor:
+        """(V, N, F) encoder features of V batches of views, each at its own size (multi-crop's local
+        crops are encoded small); views of one size go through the encoder together, as in SwAV's
+        and DINO's code, so that their batch-norm statistics are shared."""
+        features: list[Tensor] = []
+        for _, run in itertools.groupby(views, key=lambda view: view.shape[-1]):
+            run = list(run)
+            features += self.encoder(torch.cat(run), resize=False).chunk(len(run))  # (N, F) each
+        return torch.stack(features)
+
     def _shared_step(self, batch: ViewBatch, stage: str) -> StepOutput:
         out = self.compute_loss(*batch.views)
         if stage == "train":
             self.check_finite(out.loss)
         elif stage == "val":
-            self.collapse_monitor.update(out.z1)
+            self.collapse_monitor.update(out.z1 if out.monitored is None else out.monitored)
         logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():

@@ -1,0 +1,115 @@
+"""DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers",
+arXiv:2104.14294): a student matches the centred, sharpened outputs of a momentum teacher across
+multi-crop views, with no negatives and no predictor."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ssl_lightning.augment import DINO_VIEWS, ViewConfig
+from ssl_lightning.distributed import gather
+from ssl_lightning.encoder import EncoderConfig
+from ssl_lightning.errors import ConfigError
+from ssl_lightning.heads import DINOHead
+from ssl_lightning.losses import check_temperature, dino_loss
+from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
+from ssl_lightning.optim import OptimizerConfig
+
+
+class DINO(MomentumPretrainMethod):
+    """DINO. The student (encoder + ``DINOHead``) sees every crop; the teacher, its EMA, sees the
+    global crops only (``global_crops``: the leading views at the first view's size). The loss is
+    ``dino_loss`` with the teacher's outputs centred on ``center``, the EMA (momentum
+    ``center_momentum``) of the global batch's teacher outputs, and sharpened by a teacher
+    temperature that rises linearly from ``warmup_teacher_temperature`` to ``teacher_temperature``
+    over ``warmup_teacher_temperature_epochs`` (per epoch, as the code). As in the code, each
+    parameter's gradient norm is clipped at ``clip_grad``, and the head's last layer is frozen for
+    the first ``freeze_last_layer_epochs``.
+
+    The ranking metrics rank the student's logits of global crop 1 among the teacher's (centred)
+    logits of global crop 2, and back, across the two networks (``cross_view_ranking``); the
+    collapse monitors watch the student's bottleneck embeddings of crop 1.
+
+    Args:
+        out_dim: K, the head's outputs (the paper: 65,536).
+        head_hidden_dim: the head MLP's hidden size (2048); head_bottleneck_dim: its output (256).
+        student_temperature: T_s (0.1).
+        teacher_temperature: T_t after the warm-up (the paper: 0.04 to 0.07 over 30 epochs).
+        warmup_teacher_temperature: T_t at epoch 0; warmup_teacher_temperature_epochs: its length.
+        center_momentum: m of the center's EMA (0.9).
+        target_momentum: the teacher's EMA momentum at the first step (0.996), rising to
+            target_momentum_end (1.0) on a cosine schedule.
+        clip_grad: the per-parameter gradient norm clip (3.0; 0 turns it off).
+        freeze_last_layer_epochs: epochs with the head's last layer frozen (1).
+        encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
+        optimizer: the optimizer and schedule (``OptimizerConfig``); the paper's AdamW at
+            0.0005 x batch / 256, 10 warm-up epochs, down to 1e-6, weight decay 0.04 (the paper's
+            rises to 0.4 on a cosine: here it stays constant).
+        views: the augmentations (``ViewConfig``): two global crops, then the local crops.
+    """
+
+    cross_view_ranking = True
+    default_views: ClassVar[list[ViewConfig]] = DINO_VIEWS
+
+    def __init__(
+        self,
+        out_dim: int = 65536,
+        head_hidden_dim: int = 2048,
+        head_bottleneck_dim: int = 256,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.07,
+        warmup_teacher_temperature: float = 0.04,
+        warmup_teacher_temperature_epochs: int = 30,
+        center_momentum: float = 0.9,
+        target_momentum: float = 0.996,
+        target_momentum_end: float | None = 1.0,
+        clip_grad: float = 3.0,
+        freeze_last_layer_epochs: int = 1,
+        encoder: EncoderConfig = EncoderConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(lr=0.0005, lr_scaling="linear", weight_decay=0.04, warmup_epochs=10,
+                                                     final_lr_ratio=0.002),
+        views: ViewConfig | list[ViewConfig] | None = None,
+    ) -> None:
+        for temperature in (student_temperature, teacher_temperature, warmup_teacher_temperature):
+            check_temperature(temperature)  # before building anything: fail fast on a bad config
+        if not 0 <= center_momentum < 1 or clip_grad < 0:
+            raise ConfigError(f"DINO needs center_momentum in [0, 1) and clip_grad >= 0, got {center_momentum} and {clip_grad}")
+        super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end,
+                         encoder=encoder, optimizer=optimizer, views=views)
+        self.head = DINOHead(self.encoder.out_dim, head_hidden_dim, head_bottleneck_dim, out_dim)
+        self.teacher_encoder = self.momentum_target(self.encoder)
+        self.teacher_head = self.momentum_target(self.head)
+        self.register_buffer("center", torch.zeros(out_dim))  # (K,), in checkpoints
+        self.num_teacher_crops = self.global_crops()
+        if self.num_teacher_crops >= len(self.view_configs):
+            raise ConfigError(f"DINO's student needs more crops than the teacher's {self.num_teacher_crops} global ones; add local crops")
+
+    def teacher_temperature_now(self) -> float:
+        """T_t at the current epoch: the linear warm-up, then ``teacher_temperature``."""
+        hp = self.hparams
+        progress = min(1.0, self.current_epoch / hp.warmup_teacher_temperature_epochs) if hp.warmup_teacher_temperature_epochs else 1.0
+        return hp.warmup_teacher_temperature + progress * (hp.teacher_temperature - hp.warmup_teacher_temperature)
+
+    def compute_loss(self, *views: Tensor) -> StepOutput:
+        hp, n = self.hparams, len(views[0])
+        h = self.encode_views(views)  # (V, N, F)
+        z, logits = self.head(h.flatten(0, 1))  # (V N, B), (V N, K)
+        with torch.no_grad():  # the teacher, on the global crops
+            teacher_logits = self.teacher_head(self.teacher_encoder(torch.cat(views[: self.num_teacher_crops])))[1]
+        student, teacher = logits.unflatten(0, (len(views), n)), teacher_logits.unflatten(0, (self.num_teacher_crops, n))
+        global_student, global_teacher = (gather(x.transpose(0, 1)).transpose(0, 1) for x in (student, teacher))  # (V, world N, K)
+        loss = dino_loss(global_student, global_teacher, self.center, hp.student_temperature, self.teacher_temperature_now())
+        if self.training:  # the center moves towards the global batch's mean teacher output
+            self.center.lerp_(global_teacher.float().mean(dim=(0, 1)), 1 - hp.center_momentum)
+        return StepOutput(loss, student[0], teacher[1] - self.center, features=h[0], monitored=z[:n])
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.hparams.clip_grad:
+            for p in self.parameters():
+                if p.grad is not None:
+                    nn.utils.clip_grad_norm_(p, self.hparams.clip_grad)
+        if self.current_epoch < self.hparams.freeze_last_layer_epochs:
+            self.head.last_layer.weight.grad = None  # not updated, nor decayed

@@ -33,7 +33,11 @@ def gather(x: Tensor) -> Tensor:
             # torch >= 2.14 deprecates torch.distributed.nn for a private module; the public API
             # still works and test_distributed.py checks its gradients, so the notice is not shown.
             warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_gather is deprecated")
-            return torch.cat(dist_nn.all_gather(x))
+            gathered = torch.cat(dist_nn.all_gather(x))
+        # Its backward sends each process its slice of this gradient with gloo's all-to-all, which
+        # reads a non-contiguous slice (of a transposed gradient) as if it were contiguous.
+        gathered.register_hook(lambda grad: grad.contiguous())
+        return gathered
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)

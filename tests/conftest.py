@@ -46,6 +46,11 @@ TINY_HEADS = {
     "moco_v3": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16"],
     "nnclr": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16",
               "--model.init_args.predictor_hidden_dim=32", "--model.init_args.support_size=64"],
+    # Multi-crop with two local crops (the configs: 6)
+    "swav": ["--model.init_args.num_prototypes=16", "--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16",
+             '--model.init_args.views=[{}, {"copies": 2}]'],
+    "dino": ["--model.init_args.out_dim=32", "--model.init_args.head_hidden_dim=32", "--model.init_args.head_bottleneck_dim=16",
+             '--model.init_args.views=[{}, {}, {"copies": 2}]'],
 }
 TINY = TINY_DATA + TINY_HEADS["simclr"]
 
@@ -58,7 +63,7 @@ TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,),
 def tiny_pretraining_methods() -> dict:
     """{name: a maker of a tiny model of that method, on RandomImages' images}: the pretraining
     methods as the in-process tests build them (made when called, so importing costs nothing)."""
-    from ssl_lightning.methods import BYOL, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
+    from ssl_lightning.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
 
     return {
         "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
@@ -69,6 +74,11 @@ def tiny_pretraining_methods() -> dict:
         "simsiam": lambda: SimSiam(projection_dim=16, predictor_hidden_dim=4, encoder=TINY_ENCODER),
         "moco_v3": lambda: MoCoV3(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
         "nnclr": lambda: NNCLR(support_size=32, projection_hidden_dim=16, projection_dim=8, predictor_hidden_dim=16, encoder=TINY_ENCODER),
+        # Two local crops each (the papers: 6 and 8); SwAV's queue on from the start, so that the
+        # resume and DDP tests cover it.
+        "swav": lambda: SwAV(num_prototypes=12, projection_hidden_dim=16, projection_dim=8, queue_size=32, queue_start_epoch=0,
+                             encoder=TINY_ENCODER, views=[{}, {"copies": 2}]),
+        "dino": lambda: DINO(out_dim=24, head_hidden_dim=16, head_bottleneck_dim=8, encoder=TINY_ENCODER, views=[{}, {}, {"copies": 2}]),
     }
 
 

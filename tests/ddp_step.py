@@ -52,6 +52,8 @@ class Record(Callback):
         self.saved["online_classifier"] = trainer.callbacks[0].classifier.weight.detach().clone()
         if hasattr(pl_module, "queue"):
             self.saved["queue"] = pl_module.queue.keys.clone()
+        if hasattr(pl_module, "center"):  # DINO's, from the global batch's teacher outputs
+            self.saved["center"] = pl_module.center.clone()
 
 
 def main(out: Path) -> None:

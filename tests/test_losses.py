@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.losses import barlow_twins_loss, byol_loss, cross_view_info_nce, info_nce, moco_info_nce, simsiam_loss, vicreg_loss
+from ssl_lightning.losses import (
+    barlow_twins_loss,
+    byol_loss,
+    cross_view_info_nce,
+    dino_loss,
+    info_nce,
+    moco_info_nce,
+    simsiam_loss,
+    sinkhorn_knopp,
+    vicreg_loss,
+)
 
 
 def nt_xent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -208,3 +218,80 @@ def test_cross_view_info_nce_closed_forms():
     assert cross_view_info_nce(z, z, 0.2).item() == pytest.approx(math.log(5), rel=1e-6)
     with pytest.raises(ConfigError, match="temperature"):
         cross_view_info_nce(z, z, 0.0)
+
+
+def _log_softmax(row, t):
+    m = max(x / t for x in row)
+    return [x / t - m - math.log(sum(math.exp(y / t - m) for y in row)) for x in row]
+
+
+@pytest.mark.parametrize("v_s, v_t, n, k", [(2, 2, 3, 4), (6, 2, 4, 5), (3, 1, 2, 3)])
+def test_dino_loss_matches_the_papers_formula(v_s, v_t, n, k):
+    """Eq. 3 by loop: every (teacher crop t, student crop s != t), -Σ_k P_t log P_s, mean over the
+    batch, then over the pairs."""
+    g = torch.Generator().manual_seed(v_s * 10 + n)
+    student, teacher, center = torch.randn(v_s, n, k, generator=g), torch.randn(v_t, n, k, generator=g), torch.randn(k, generator=g)
+    ts, tt = 0.1, 0.05
+    pairs = []
+    for t in range(v_t):
+        for s in range(v_s):
+            if s == t:
+                continue
+            per_image = []
+            for i in range(n):
+                p_t = [math.exp(x) for x in _log_softmax((teacher[t, i] - center).tolist(), tt)]
+                log_p_s = _log_softmax(student[s, i].tolist(), ts)
+                per_image.append(-sum(a * b for a, b in zip(p_t, log_p_s)))
+            pairs.append(sum(per_image) / n)
+    assert dino_loss(student, teacher, center, ts, tt).item() == pytest.approx(sum(pairs) / len(pairs), rel=1e-5)
+
+
+def test_dino_loss_closed_forms_and_errors():
+    # Equal logits everywhere: P_t and P_s are uniform, the cross-entropy is log K.
+    assert dino_loss(torch.zeros(4, 3, 7), torch.zeros(2, 3, 7), torch.zeros(7)).item() == pytest.approx(math.log(7))
+    # A sharp teacher and a student that puts all its mass on the same class: close to 0.
+    logits = torch.full((2, 1, 5), -50.0)
+    logits[..., 2] = 50.0
+    assert dino_loss(logits, logits, torch.zeros(5), 0.1, 0.04).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="center has 4 entries"):
+        dino_loss(torch.zeros(4, 3, 7), torch.zeros(2, 3, 7), torch.zeros(4))
+    with pytest.raises(ConfigError, match="V >= 2"):
+        dino_loss(torch.zeros(1, 3, 7), torch.zeros(1, 3, 7), torch.zeros(7))
+
+
+def test_sinkhorn_knopp_by_loop_and_its_marginals():
+    """SwAV's Algorithm by hand: Q = exp(S/ε)ᵀ / ΣQ, then rows to 1/K and columns to 1/B, times B."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 4, generator=g).clamp(-1, 1)
+    eps, iterations = 0.5, 3
+    q = [[math.exp(float(scores[b, k]) / eps) for b in range(6)] for k in range(4)]  # K x B
+    total = sum(map(sum, q))
+    q = [[x / total for x in row] for row in q]
+    for _ in range(iterations):
+        q = [[x / (sum(row) * 4) for x in row] for row in q]
+        cols = [sum(q[k][b] for k in range(4)) for b in range(6)]
+        q = [[q[k][b] / (cols[b] * 6) for b in range(6)] for k in range(4)]
+    expected = torch.tensor([[6 * q[k][b] for k in range(4)] for b in range(6)])
+    codes = sinkhorn_knopp(scores, eps, iterations)
+    assert torch.allclose(codes, expected, atol=1e-6)
+    assert torch.allclose(codes.sum(dim=1), torch.ones(6), atol=1e-6)  # each row a distribution
+    # Many iterations: every prototype gets the same share of the batch (equipartition).
+    assert torch.allclose(sinkhorn_knopp(scores, 0.05, 200).sum(dim=0), torch.full((4,), 6 / 4), atol=1e-3)
+    assert sinkhorn_knopp(scores.bfloat16(), 0.05, 3).dtype == torch.float32  # float32 even from bf16 scores
+
+
+def test_dino_and_swav_losses_match_lightlys_on_the_same_inputs():
+    """An independent implementation: lightly's DINOLoss and SwaVLoss (with its sinkhorn)."""
+    from lightly.loss import DINOLoss, SwaVLoss
+
+    from ssl_lightning.losses import cross_entropy_across_crops
+
+    g = torch.Generator().manual_seed(2)
+    student, teacher = torch.randn(6, 8, 16, generator=g), torch.randn(2, 8, 16, generator=g)
+    theirs = DINOLoss(output_dim=16, teacher_temp=0.05, student_temp=0.1)(list(teacher), list(student), teacher_temp=0.05)
+    assert dino_loss(student, teacher, torch.zeros(16), 0.1, 0.05).item() == pytest.approx(theirs.item(), rel=1e-5)
+    scores = torch.nn.functional.normalize(torch.randn(6, 8, 5, generator=g), dim=-1)  # crops x batch x prototypes
+    codes = torch.stack([sinkhorn_knopp(s) for s in scores[:2]])
+    ours = cross_entropy_across_crops(codes, scores, 0.1)
+    theirs = SwaVLoss(temperature=0.1)(list(scores[:2]), list(scores[2:]))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_ENCODER
-from ssl_lightning.methods import BYOL, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
+from ssl_lightning.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
 from ssl_lightning.metrics import ranking_metrics
 
 # Weak views: a mild square crop and nothing else, so that 64 images can be told apart in a few dozen steps.
@@ -37,6 +37,9 @@ METHODS = {
     "nnclr": (lambda: NNCLR(support_size=64, projection_hidden_dim=32, projection_dim=16, predictor_hidden_dim=32, **DATA),
               1e-2, 100, 64, 0.9),
     "simsiam": (lambda: SimSiam(projection_dim=64, predictor_hidden_dim=32, **DATA), 0.1, 250, 64, 0.8, "sgd"),
+    # SwAV with two small local crops (the paper: 6), and twice as many prototypes as images.
+    "swav": (lambda: SwAV(num_prototypes=128, projection_hidden_dim=32, projection_dim=16, encoder=TINY_ENCODER,
+                          views=[WEAK_VIEWS, {**WEAK_VIEWS, "copies": 2}]), 1e-2, 60, 64, 0.9),
 }
 
 
@@ -77,6 +80,8 @@ def test_each_method_overfits_a_fixed_batch(name, one_thread):
         optimizer.step()
         if hasattr(model, "update_targets"):
             model.update_targets(model.target_momentum)
+        if hasattr(model, "normalize_prototypes"):  # SwAV's, after every step
+            model.normalize_prototypes()
         losses.append(out.loss.item())
         accuracies.append(accuracy)
     with torch.no_grad():  # fresh views of every batch
@@ -86,3 +91,28 @@ def test_each_method_overfits_a_fixed_batch(name, one_thread):
     early_loss = sum(losses[2:5]) / 3  # after MoCo's queue holds real keys
     assert final_loss < 0.9 * early_loss, (early_loss, final_loss)
     assert accuracies[0] < 0.6 and final_accuracy > passing, (accuracies[0], final_accuracy)
+
+
+def test_dino_overfits_a_fixed_batch_by_agreeing_with_its_teacher(one_thread):
+    """DINO clusters rather than tells images apart: on 64 images its centred, sharpened teacher
+    settles on a few outputs, each shared by many images, so the positive cannot rank first. What
+    it learns is agreement: the loss falls and the student's most likely output becomes the
+    teacher's for nearly every image, on more than one output (the center keeps it from collapsing)."""
+    torch.manual_seed(0)
+    model = DINO(out_dim=1024, head_hidden_dim=32, head_bottleneck_dim=16, target_momentum=0.9, target_momentum_end=0.9,
+                 encoder=TINY_ENCODER, views=[WEAK_VIEWS, WEAK_VIEWS, {**WEAK_VIEWS, "copies": 2}]).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    images, losses, agreements = fixed_images(), [], []
+    for _ in range(80):
+        out = model.compute_loss(*model.views(images))
+        agreements.append((out.z1.argmax(dim=1) == out.z2.argmax(dim=1)).float().mean().item())
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        model.update_targets(model.target_momentum)
+        losses.append(out.loss.item())
+    with torch.no_grad():
+        out = model.compute_loss(*model.views(images))  # out.z1: the student's P_s of crop 1, out.z2: the teacher's P_t of crop 2
+    agreement = (out.z1.argmax(dim=1) == out.z2.argmax(dim=1)).float().mean().item()
+    assert out.loss.item() < 0.2 * losses[0], (losses[0], out.loss.item())
+    assert agreements[0] < 0.8 and agreement > 0.9 and out.z2.argmax(dim=1).unique().numel() > 1, (agreements[0], agreement, out.z2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_lightning.augment import DINO_VIEWS, ViewConfig
@@ -29,8 +30,8 @@ class DINO(MomentumPretrainMethod):
     parameter's gradient norm is clipped at ``clip_grad``, and the head's last layer is frozen for
     the first ``freeze_last_layer_epochs``.
 
-    The ranking metrics rank the student's logits of global crop 1 among the teacher's (centred)
-    logits of global crop 2, and back, across the two networks (``cross_view_ranking``); the
+    The ranking metrics rank the student's distribution P_s of global crop 1 among the teacher's
+    P_t of global crop 2, and back, across the two networks (``cross_view_ranking``); the
     collapse monitors watch the student's bottleneck embeddings of crop 1.
 
     Args:
@@ -101,10 +102,14 @@ class DINO(MomentumPretrainMethod):
             teacher_logits = self.teacher_head(self.teacher_encoder(torch.cat(views[: self.num_teacher_crops])))[1]
         student, teacher = logits.unflatten(0, (len(views), n)), teacher_logits.unflatten(0, (self.num_teacher_crops, n))
         global_student, global_teacher = (gather(x.transpose(0, 1)).transpose(0, 1) for x in (student, teacher))  # (V, world N, K)
-        loss = dino_loss(global_student, global_teacher, self.center, hp.student_temperature, self.teacher_temperature_now())
+        teacher_temperature = self.teacher_temperature_now()
+        loss = dino_loss(global_student, global_teacher, self.center, hp.student_temperature, teacher_temperature)
+        with torch.no_grad():  # what the loss compares: P_s of crop 1 and P_t of crop 2
+            p_student = F.softmax(student[0].float() / hp.student_temperature, dim=1)
+            p_teacher = F.softmax((teacher[1].float() - self.center) / teacher_temperature, dim=1)
         if self.training:  # the center moves towards the global batch's mean teacher output
             self.center.lerp_(global_teacher.float().mean(dim=(0, 1)), 1 - hp.center_momentum)
-        return StepOutput(loss, student[0], teacher[1] - self.center, features=h[0], monitored=z[:n])
+        return StepOutput(loss, p_student, p_teacher, features=h[0], monitored=z[:n])
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.hparams.clip_grad:

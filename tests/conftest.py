@@ -46,6 +46,7 @@ TINY_HEADS = {
     "moco_v3": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16"],
     "nnclr": ["--model.init_args.projection_hidden_dim=32", "--model.init_args.projection_dim=16",
               "--model.init_args.predictor_hidden_dim=32", "--model.init_args.support_size=64"],
+    "autoencoder": ["--model.init_args.decoder_channels=16"],
 }
 TINY = TINY_DATA + TINY_HEADS["simclr"]
 
@@ -58,7 +59,7 @@ TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,),
 def tiny_pretraining_methods() -> dict:
     """{name: a maker of a tiny model of that method, on RandomImages' images}: the pretraining
     methods as the in-process tests build them (made when called, so importing costs nothing)."""
-    from ssl_lightning.methods import BYOL, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
+    from ssl_lightning.methods import BYOL, NNCLR, Autoencoder, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, VICReg
 
     return {
         "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
@@ -69,6 +70,7 @@ def tiny_pretraining_methods() -> dict:
         "simsiam": lambda: SimSiam(projection_dim=16, predictor_hidden_dim=4, encoder=TINY_ENCODER),
         "moco_v3": lambda: MoCoV3(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
         "nnclr": lambda: NNCLR(support_size=32, projection_hidden_dim=16, projection_dim=8, predictor_hidden_dim=16, encoder=TINY_ENCODER),
+        "autoencoder": lambda: Autoencoder(decoder_channels=8, encoder=TINY_ENCODER),
     }
 
 

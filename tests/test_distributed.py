@@ -40,8 +40,8 @@ def single_process_step(method: str, saved: list[dict]) -> tuple[torch.Tensor, d
         x, labels = inputs
         loss = F.cross_entropy(model.classifier(model.encoder(x)), labels)
     else:
-        x1, x2, _labels, _images = inputs
-        loss = model.compute_loss(x1, x2).loss
+        *views, _labels, _images = inputs
+        loss = model.compute_loss(*views).loss
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, model
 
@@ -64,7 +64,7 @@ def test_one_ddp_step_equals_one_process_on_the_whole_batch(method, ddp_results)
             # (Barlow Twins' last bias: its loss standardises the embeddings).
             error = (saved[rank]["grads"][name] - grad).norm()
             assert error <= 1e-4 * grad.norm() + 1e-6 * scale, (name, rank, error / grad.norm())
-    labels = torch.cat([s["inputs"][2 if method != "supervised" else 1] for s in saved])
+    labels = torch.cat([s["inputs"][1 if method == "supervised" else -2] for s in saved])  # [*views, labels, images]
     assert saved[0]["gathered_labels"].dtype == torch.long and torch.equal(saved[0]["gathered_labels"], labels)
     assert torch.equal(saved[1]["gathered_labels"], labels)
     # online evaluation trains on the features of both processes: the same classifier everywhere

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.losses import barlow_twins_loss, byol_loss, cross_view_info_nce, info_nce, moco_info_nce, simsiam_loss, vicreg_loss
+from ssl_lightning.losses import (barlow_twins_loss, byol_loss, cross_view_info_nce, info_nce, moco_info_nce, reconstruction_loss,
+                                  simsiam_loss, vicreg_loss)
 
 
 def nt_xent_loop(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -208,3 +209,26 @@ def test_cross_view_info_nce_closed_forms():
     assert cross_view_info_nce(z, z, 0.2).item() == pytest.approx(math.log(5), rel=1e-6)
     with pytest.raises(ConfigError, match="temperature"):
         cross_view_info_nce(z, z, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 3), (4, 3, 5, 2)])
+def test_reconstruction_loss_matches_the_formula(shape):
+    """-[x log σ(l) + (1 − x) log(1 − σ(l))] pixel by pixel, in float64, averaged."""
+    g = torch.Generator().manual_seed(len(shape) + shape[1])
+    logits, target = 3 * torch.randn(shape, generator=g), torch.rand(shape, generator=g)
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    terms = [-(x * math.log(sigmoid(l)) + (1 - x) * math.log(1 - sigmoid(l)))
+             for l, x in zip(logits.double().flatten().tolist(), target.double().flatten().tolist())]
+    assert reconstruction_loss(logits, target).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_reconstruction_loss_closed_forms():
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2)
+    # A perfect reconstruction σ(l) = x costs the targets' mean binary entropy (0 for 0/1 pixels).
+    entropy = sum(-(p * math.log(p) + (1 - p) * math.log(1 - p)) for p in (0.25, 0.5)) / 4
+    assert reconstruction_loss(torch.logit(x, eps=1e-7), x).item() == pytest.approx(entropy, abs=1e-5)
+    assert reconstruction_loss(torch.zeros_like(x), x).item() == pytest.approx(math.log(2), rel=1e-6)  # σ(0) = 1/2
+    binary = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)
+    assert reconstruction_loss(torch.tensor([-100.0, 100.0]).view(1, 1, 1, 2), binary).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="equal shape"):
+        reconstruction_loss(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 3))

@@ -1,5 +1,6 @@
 """Pretraining methods, each a LightningModule on ``PretrainMethod``, and the supervised baseline."""
 
+from ssl_lightning.methods.autoencoder import Autoencoder
 from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import EncoderMethod, MomentumPretrainMethod, PretrainMethod, StepOutput, ViewBatch
 from ssl_lightning.methods.byol import BYOL
@@ -12,9 +13,9 @@ from ssl_lightning.methods.supervised import Supervised
 from ssl_lightning.methods.vicreg import VICReg
 
 # What `--model.class_path` (or `model: class_path:` in a config) accepts by its short name.
-METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "VICReg", "SimSiam", "MoCoV3", "NNCLR", "Supervised")
+METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "VICReg", "SimSiam", "MoCoV3", "NNCLR", "Autoencoder", "Supervised")
 
 __all__ = [
-    "BYOL", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MoCoV3", "MomentumPretrainMethod", "NNCLR", "PretrainMethod",
+    "Autoencoder", "BYOL", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MoCoV3", "MomentumPretrainMethod", "NNCLR", "PretrainMethod",
     "SimCLR", "SimSiam", "StepOutput", "Supervised", "VICReg", "ViewBatch",
 ]

@@ -191,12 +191,14 @@ class PretrainMethod(EncoderMethod):
     entry of ``default_views``), and the labels are never used for training.
     Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc_top1``, ``/acc_top5`` and ``/acc_mean_pos``
     (val and test: means over the full batches, ``is_full_batch``), and the collapse monitors of
-    view 1's embeddings over each validation's full batches, ``val/embedding_std`` and ``val/rankme``
-    (``ssl_lightning.collapse``).
+    view 1's embeddings (``z1``, or the ``StepOutput`` field that ``collapse_monitored`` names) over
+    each validation's full batches, ``val/embedding_std`` and ``val/rankme`` (``ssl_lightning.collapse``).
     """
 
     # True where z1 and z2 come from different networks: rank across the two views only.
     cross_view_ranking: ClassVar[bool] = False
+    # The StepOutput field whose validation embeddings the collapse monitors watch.
+    collapse_monitored: ClassVar[str] = "z1"
     _full_batch_size = 0  # images in the first batch of the current validation or test epoch
 
     def __init__(self, **shared: Any) -> None:
@@ -230,7 +232,7 @@ class PretrainMethod(EncoderMethod):
         if stage == "train":
             self.check_finite(out.loss)
         elif stage == "val":
-            self.collapse_monitor.update(out.z1)
+            self.collapse_monitor.update(getattr(out, self.collapse_monitored))
         logged = {"loss": out.loss.detach(), **ranking_metrics(out.z1, out.z2, cross_view=self.cross_view_ranking)}
         per_step = stage == "train"  # train: a point per step; val: the epoch's mean
         for name, value in logged.items():

@@ -106,6 +106,12 @@ DINO_VIEWS: list[ViewConfig] = [
 # baseline and transfer learning train on one such view per image.
 SUPERVISED_VIEW: ViewConfig = {**SIMCLR_VIEW, "crop_scale": (0.8, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
 
+# The images themselves (up to float rounding: the whole image, resampled at its own size), as an
+# autoencoder reconstructs them: no crop, flip, jitter, blur or solarization.
+AUTOENCODER_VIEWS: list[ViewConfig] = [
+    {**SUPERVISED_VIEW, "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0), "flip_prob": 0.0},
+]
+
 
 def resolve_view(view: ViewConfig | None, default: ViewConfig) -> ViewConfig:
     """The default, overridden by the keys ``view`` sets; unknown keys are an error."""

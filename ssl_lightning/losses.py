@@ -246,3 +246,24 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
         q /= q.sum(dim=1, keepdim=True) * k  # each prototype gets 1/K of the batch
         q /= q.sum(dim=0, keepdim=True) * b  # each embedding spreads 1/B
     return (q * b).T  # (B, K)
+
+
+def reconstruction_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """An autoencoder's binary cross-entropy between the decoder's logits l and the target
+    pixels x in [0, 1] (Vincent et al. 2008, "Extracting and Composing Robust Features with
+    Denoising Autoencoders", the reconstruction cross-entropy), averaged over every pixel:
+
+        loss = mean over n, c, h, w of -[x log σ(l) + (1 − x) log(1 − σ(l))]
+
+    It is smallest, the targets' mean binary entropy, where σ(l) = x; 0 only for 0/1 pixels.
+    Taken from the logits (``F.binary_cross_entropy_with_logits``): σ's saturation leaves no log(0).
+
+    Args:
+        logits: (N, C, H, W) decoder outputs, before the sigmoid.
+        target: (N, C, H, W) the clean images, in [0, 1].
+    Returns:
+        scalar loss.
+    """
+    if logits.shape != target.shape:
+        raise ConfigError(f"expected logits and target of equal shape, got {tuple(logits.shape)} and {tuple(target.shape)}")
+    return F.binary_cross_entropy_with_logits(logits, target)

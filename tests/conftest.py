@@ -51,6 +51,7 @@ TINY_HEADS = {
              '--model.init_args.views=[{}, {"copies": 2}]'],
     "dino": ["--model.init_args.out_dim=32", "--model.init_args.head_hidden_dim=32", "--model.init_args.head_bottleneck_dim=16",
              '--model.init_args.views=[{}, {}, {"copies": 2}]'],
+    "autoencoder": ["--model.init_args.decoder_channels=16"],
 }
 TINY = TINY_DATA + TINY_HEADS["simclr"]
 
@@ -63,7 +64,7 @@ TINY_ENCODER = EncoderConfig(width=8, in_channels=1, input_size=16, mean=(0.5,),
 def tiny_pretraining_methods() -> dict:
     """{name: a maker of a tiny model of that method, on RandomImages' images}: the pretraining
     methods as the in-process tests build them (made when called, so importing costs nothing)."""
-    from ssl_lightning.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
+    from ssl_lightning.methods import BYOL, DINO, NNCLR, Autoencoder, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
 
     return {
         "simclr": lambda: SimCLR(projection_hidden_dim=16, projection_dim=8, encoder=TINY_ENCODER),
@@ -79,6 +80,7 @@ def tiny_pretraining_methods() -> dict:
         "swav": lambda: SwAV(num_prototypes=12, projection_hidden_dim=16, projection_dim=8, queue_size=32, queue_start_epoch=0,
                              encoder=TINY_ENCODER, views=[{}, {"copies": 2}]),
         "dino": lambda: DINO(out_dim=24, head_hidden_dim=16, head_bottleneck_dim=8, encoder=TINY_ENCODER, views=[{}, {}, {"copies": 2}]),
+        "autoencoder": lambda: Autoencoder(decoder_channels=8, encoder=TINY_ENCODER),
     }
 
 

@@ -16,7 +16,8 @@ from ssl_lightning.cli import main, make_cli
 from ssl_lightning.data import TorchvisionDataModule
 
 METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]
-RECIPES = [*(f"{dataset}/{method}" for dataset in ("cifar10", "cifar100") for method in METHODS), *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr"))]
+RECIPES = [*(f"{dataset}/{method}" for dataset in ("cifar10", "cifar100") for method in METHODS),
+           *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr", "autoencoder"))]
 PER_BATCH = 8  # images in each of CIFAR-10's 5 train batches (CIFAR-100's train file has 5x as many)
 
 

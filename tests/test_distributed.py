@@ -64,7 +64,7 @@ def test_one_ddp_step_equals_one_process_on_the_whole_batch(method, ddp_results)
             # (Barlow Twins' last bias: its loss standardises the embeddings).
             error = (saved[rank]["grads"][name] - grad).norm()
             assert error <= 1e-4 * grad.norm() + 1e-6 * scale, (name, rank, error / grad.norm())
-    labels = torch.cat([s["inputs"][-2 if method != "supervised" else 1] for s in saved])
+    labels = torch.cat([s["inputs"][1 if method == "supervised" else -2] for s in saved])  # [*views, labels, images]
     assert saved[0]["gathered_labels"].dtype == torch.long and torch.equal(saved[0]["gathered_labels"], labels)
     assert torch.equal(saved[1]["gathered_labels"], labels)
     # online evaluation trains on the features of both processes: the same classifier everywhere

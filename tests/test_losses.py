@@ -11,6 +11,7 @@ from ssl_lightning.losses import (
     dino_loss,
     info_nce,
     moco_info_nce,
+    reconstruction_loss,
     simsiam_loss,
     sinkhorn_knopp,
     vicreg_loss,
@@ -295,3 +296,26 @@ def test_dino_and_swav_losses_match_lightlys_on_the_same_inputs():
     ours = cross_entropy_across_crops(codes, scores, 0.1)
     theirs = SwaVLoss(temperature=0.1)(list(scores[:2]), list(scores[2:]))
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 3), (4, 3, 5, 2)])
+def test_reconstruction_loss_matches_the_formula(shape):
+    """-[x log σ(l) + (1 − x) log(1 − σ(l))] pixel by pixel, in float64, averaged."""
+    g = torch.Generator().manual_seed(len(shape) + shape[1])
+    logits, target = 3 * torch.randn(shape, generator=g), torch.rand(shape, generator=g)
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    terms = [-(x * math.log(sigmoid(l)) + (1 - x) * math.log(1 - sigmoid(l)))
+             for l, x in zip(logits.double().flatten().tolist(), target.double().flatten().tolist())]
+    assert reconstruction_loss(logits, target).item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_reconstruction_loss_closed_forms():
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).view(1, 1, 2, 2)
+    # A perfect reconstruction σ(l) = x costs the targets' mean binary entropy (0 for 0/1 pixels).
+    entropy = sum(-(p * math.log(p) + (1 - p) * math.log(1 - p)) for p in (0.25, 0.5)) / 4
+    assert reconstruction_loss(torch.logit(x, eps=1e-7), x).item() == pytest.approx(entropy, abs=1e-5)
+    assert reconstruction_loss(torch.zeros_like(x), x).item() == pytest.approx(math.log(2), rel=1e-6)  # σ(0) = 1/2
+    binary = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2)
+    assert reconstruction_loss(torch.tensor([-100.0, 100.0]).view(1, 1, 1, 2), binary).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="equal shape"):
+        reconstruction_loss(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 3))

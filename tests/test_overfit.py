@@ -1,5 +1,6 @@
 """Behaviour, not only finiteness: every method overfits one fixed batch of 64 images. Its loss
-falls and the positive of nearly every view ranks first (``acc_top1``) on fresh views of the batch.
+falls and the positive of nearly every view ranks first (``acc_top1``) on fresh views of the batch
+(the autoencoder: its reconstructions come close to the images and each one ranks its own image first).
 
 Plain torch loops over ``compute_loss`` (a Trainer's start-up would cost more than the steps).
 The momentum targets move at τ = 0.9 (the papers' 0.99+ hardly moves them in a few dozen steps)."""
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_ENCODER
-from ssl_lightning.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
+from ssl_lightning.losses import reconstruction_loss
+from ssl_lightning.methods import BYOL, DINO, NNCLR, Autoencoder, BarlowTwins, MoCo, MoCoV3, SimCLR, SimSiam, SwAV, VICReg
 from ssl_lightning.metrics import ranking_metrics
 
 # Weak views: a mild square crop and nothing else, so that 64 images can be told apart in a few dozen steps.
@@ -116,3 +118,26 @@ def test_dino_overfits_a_fixed_batch_by_agreeing_with_its_teacher(one_thread):
     agreement = (out.z1.argmax(dim=1) == out.z2.argmax(dim=1)).float().mean().item()
     assert out.loss.item() < 0.2 * losses[0], (losses[0], out.loss.item())
     assert agreements[0] < 0.8 and agreement > 0.9 and out.z2.argmax(dim=1).unique().numel() > 1, (agreements[0], agreement, out.z2)
+
+
+def test_the_autoencoder_overfits_a_fixed_batch(one_thread):
+    """Its loss has a floor above 0, the images' own mean binary entropy (``reconstruction_loss`` of
+    σ(l) = x): the excess over it falls to a small share of its start, and each reconstruction
+    becomes the nearest, among the 64 images, to its own."""
+    torch.manual_seed(0)
+    model = Autoencoder(decoder_channels=32, encoder=TINY_ENCODER).train()  # its one view: the images themselves
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    images = fixed_images()
+    floor = reconstruction_loss(torch.logit(images), images).item()
+    excess, accuracies = [], []
+    for _ in range(40):
+        out, accuracy = step_on(model, images)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        excess.append(out.loss.item() - floor)
+        accuracies.append(accuracy)
+    with torch.no_grad():
+        out, final_accuracy = step_on(model, images)
+    assert out.loss.item() - floor < 0.25 * excess[0], (excess[0], out.loss.item() - floor)
+    assert accuracies[0] < 0.6 and final_accuracy > 0.9, (accuracies[0], final_accuracy)

@@ -1,10 +1,11 @@
 """The callbacks of every ``ssl-lightning fit`` run, one module per purpose: ``tensorboard`` (view
-pairs, projector, HParams), ``progress`` (the progress bar), ``checkpointing`` (which checkpoints a
-run keeps) and ``resume`` (exact resume)."""
+pairs, reconstructions, projector, HParams), ``progress`` (the progress bar), ``checkpointing``
+(which checkpoints a run keeps) and ``resume`` (exact resume)."""
 
 from ssl_lightning.callbacks.checkpointing import AUTO_MONITOR, RunCheckpoint
 from ssl_lightning.callbacks.progress import ProgressBar
 from ssl_lightning.callbacks.resume import ExactResume
-from ssl_lightning.callbacks.tensorboard import EmbeddingProjector, HParamsSummary, LogViewPairs
+from ssl_lightning.callbacks.tensorboard import EmbeddingProjector, HParamsSummary, LogReconstructions, LogViewPairs
 
-__all__ = ["AUTO_MONITOR", "EmbeddingProjector", "ExactResume", "HParamsSummary", "LogViewPairs", "ProgressBar", "RunCheckpoint"]
+__all__ = ["AUTO_MONITOR", "EmbeddingProjector", "ExactResume", "HParamsSummary", "LogReconstructions", "LogViewPairs", "ProgressBar",
+           "RunCheckpoint"]

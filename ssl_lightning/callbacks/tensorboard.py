@@ -1,5 +1,5 @@
-"""What a run shows in TensorBoard beyond its scalars: pairs of views, the embedding projector,
-and the HParams row that lines runs up in one table."""
+"""What a run shows in TensorBoard beyond its scalars: pairs of views, an autoencoder's
+reconstructions, the embedding projector, and the HParams row that lines runs up in one table."""
 
 from __future__ import annotations
 
@@ -53,6 +53,36 @@ class LogViewPairs(Callback):
         legend = " | ".join(f"view {v + 1}: {describe_view(config, pl_module.views.image_size)}" for v, config in enumerate(pl_module.views.configs))
         trainer.logger.experiment.add_text("views/configs", legend, global_step=trainer.global_step)
         self._done = True
+
+
+class LogReconstructions(Callback):
+    """At every validation, logs a grid (``val/reconstructions``) of the first ``num_images``
+    images of the first batch (first row: the method's view of them, what its loss compares with),
+    the encoder's inputs where they differ (a denoising autoencoder's corrupted images) and the
+    reconstructions (last row), for methods that reconstruct: those with ``reconstruct(images) ->
+    (inputs, reconstructions)``, as ``Autoencoder``. Other methods log nothing.
+
+    Args:
+        num_images: how many images to show (0: none).
+    """
+
+    def __init__(self, num_images: int = 16) -> None:
+        if num_images < 0:
+            raise ConfigError(f"reconstructions num_images must be >= 0, got {num_images}")
+        self.num_images = num_images
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        reconstruct = getattr(pl_module, "reconstruct", None)
+        if (reconstruct is None or not self.num_images or batch_idx != 0 or dataloader_idx != 0
+                or not isinstance(trainer.logger, TensorBoardLogger) or not isinstance(batch, ViewBatch)):
+            return
+        images = batch.views[0][: self.num_images]  # (n, C, S, S)
+        inputs, reconstructions = reconstruct(images)
+        rows = [images, reconstructions] if torch.equal(inputs, images) else [images, inputs, reconstructions]
+        grid = make_grid(torch.cat(rows).float().cpu(), nrow=len(images), padding=2, pad_value=1.0)
+        trainer.logger.experiment.add_image("val/reconstructions", grid, global_step=trainer.global_step)
 
 
 class EmbeddingProjector(Callback):

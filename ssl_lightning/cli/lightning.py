@@ -21,7 +21,8 @@ from pytorch_lightning.cli import LightningArgumentParser
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import AUTO_MONITOR, EmbeddingProjector, ExactResume, HParamsSummary, LogViewPairs, ProgressBar, RunCheckpoint
+from ssl_lightning.callbacks import (AUTO_MONITOR, EmbeddingProjector, ExactResume, HParamsSummary, LogReconstructions, LogViewPairs,
+                                     ProgressBar, RunCheckpoint)
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.configs import with_packaged_configs
 from ssl_lightning.cli.parsing import ints_first, with_suggestions
@@ -74,6 +75,7 @@ class SSLLightningCLI(HookedLightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(LogViewPairs, "view_pairs")
+        parser.add_lightning_class_args(LogReconstructions, "reconstructions")  # methods that reconstruct: Autoencoder
         parser.add_lightning_class_args(EmbeddingProjector, "projector")
         parser.add_lightning_class_args(OnlineEvaluation, "online_eval")
         for source, target in DATA_TO_MODEL:

@@ -52,7 +52,7 @@ RESUME_FREE = (
     "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches", "trainer.limit_predict_batches",
     "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.num_sanity_val_steps", "trainer.callbacks", "trainer.logger.init_args.version",
-    "checkpoint.verbose", "checkpoint.save_last_every_n_steps", "view_pairs.", "projector.",
+    "checkpoint.verbose", "checkpoint.save_last_every_n_steps", "view_pairs.", "reconstructions.", "projector.",
 )
 
 

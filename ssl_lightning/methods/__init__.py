@@ -1,5 +1,6 @@
 """Pretraining methods, each a LightningModule on ``PretrainMethod``, and the supervised baseline."""
 
+from ssl_lightning.methods.autoencoder import Autoencoder
 from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import EncoderMethod, MomentumPretrainMethod, PretrainMethod, StepOutput, ViewBatch
 from ssl_lightning.methods.byol import BYOL
@@ -14,9 +15,9 @@ from ssl_lightning.methods.swav import SwAV
 from ssl_lightning.methods.vicreg import VICReg
 
 # What `--model.class_path` (or `model: class_path:` in a config) accepts by its short name.
-METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "VICReg", "SimSiam", "MoCoV3", "NNCLR", "SwAV", "DINO", "Supervised")
+METHODS = ("SimCLR", "MoCo", "BYOL", "BarlowTwins", "VICReg", "SimSiam", "MoCoV3", "NNCLR", "SwAV", "DINO", "Autoencoder", "Supervised")
 
 __all__ = [
-    "BYOL", "DINO", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MoCoV3", "MomentumPretrainMethod", "NNCLR", "PretrainMethod",
-    "SimCLR", "SimSiam", "StepOutput", "Supervised", "SwAV", "VICReg", "ViewBatch",
+    "Autoencoder", "BYOL", "DINO", "METHODS", "BarlowTwins", "EncoderMethod", "MoCo", "MoCoV3", "MomentumPretrainMethod", "NNCLR",
+    "PretrainMethod", "SimCLR", "SimSiam", "StepOutput", "Supervised", "SwAV", "VICReg", "ViewBatch",
 ]

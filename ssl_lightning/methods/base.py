@@ -194,8 +194,7 @@ class PretrainMethod(EncoderMethod):
     entry of ``default_views``), and the labels are never used for training.
     Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc_top1``, ``/acc_top5`` and ``/acc_mean_pos``
     (val and test: means over the full batches, ``is_full_batch``), and the collapse monitors of
-    view 1's embeddings over each validation's full batches, ``val/embedding_std`` and ``val/rankme``
-    (``ssl_lightning.collapse``).
+    view 1's embeddings (``StepOutput.monitored``, by default ``z1``) over each validation's full batches, ``val/embedding_std`` and ``val/rankme`` (``ssl_lightning.collapse``).
     """
 
     # True where z1 and z2 come from different networks: rank across the two views only.

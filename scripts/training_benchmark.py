@@ -28,7 +28,8 @@ from ssl_lightning.methods import EncoderMethod, MomentumPretrainMethod, Pretrai
 from ssl_lightning.optim import build_optimizer
 
 CONFIGS = Path(ssl_lightning.__file__).parent / "configs"
-METHODS = ("simclr", "moco", "byol", "barlow_twins", "vicreg", "simsiam", "moco_v3", "nnclr", "autoencoder", "supervised")  # config names
+METHODS = ("simclr", "moco", "byol", "barlow_twins", "vicreg", "simsiam", "moco_v3", "nnclr", "swav", "dino", "autoencoder",
+           "supervised")  # config names
 
 
 @dataclass

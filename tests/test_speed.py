@@ -71,7 +71,7 @@ def test_an_explicit_precision_wins_over_the_hardwares(tmp_path, monkeypatch):
     assert cli.trainer.precision == "bf16-mixed"
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "vicreg", "simsiam", "moco_v3", "nnclr", "autoencoder",
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "barlow_twins", "vicreg", "simsiam", "moco_v3", "nnclr", "swav", "dino", "autoencoder",
                                     "supervised"])
 def test_every_method_trains_under_bf16_autocast(method, tmp_path):
     """bf16-mixed on the CPU's autocast: the dtypes meet (queue, targets, losses, metrics, online probe)."""

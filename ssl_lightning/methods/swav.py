@@ -81,6 +81,7 @@ class SwAV(PretrainMethod):
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
+        """Scales every prototype (a row of the Linear's weight) to unit length."""
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def setup(self, stage: str) -> None:

@@ -36,7 +36,7 @@ class ViewConfig(TypedDict, total=False):
     blur_sigma: tuple[float, float]
     solarize_prob: float  # solarization: every pixel x >= solarize_threshold becomes 1 - x
     solarize_threshold: float  # in [0, 1]; BYOL's 0.5
-    copies: int  # this view, this many times with their own draws (multi-crop's local crops)
+    copies: int  # this view, this many times with their own draws (multi-crop's local crops); 0 leaves it out
 
 
 # SimCLR's augmentations (arXiv:2002.05709, App. A), colour jitter strength s = 1. On CIFAR-10
@@ -134,9 +134,12 @@ def resolve_views(views: ViewConfig | Sequence[ViewConfig] | None, defaults: Seq
     else:
         resolved = [resolve_view(view, default) for view, default in zip(views, defaults)]
     for view in resolved:
-        if not isinstance(view["copies"], int) or view["copies"] < 1:
-            raise ConfigError(f"a view's copies must be an integer >= 1, got {view['copies']!r}")
-    return [view for view in resolved for _ in range(view["copies"])]
+        if not isinstance(view["copies"], int) or view["copies"] < 0:
+            raise ConfigError(f"a view's copies must be an integer >= 0 (0 leaves it out), got {view['copies']!r}")
+    made = [view for view in resolved for _ in range(view["copies"])]
+    if not made:
+        raise ConfigError("every view has copies: 0; a method needs at least one view")
+    return made
 
 
 def view_side(config: ViewConfig, image_size: int) -> int:

@@ -176,6 +176,8 @@ def test_copies_and_a_share_of_the_side_make_multi_crop():
     made = ViewPipelines(configs, channels=1, image_size=28)(grey_batch(2))
     assert [v.shape[-1] for v in made] == [28, 12, 12, 12]
     assert view_side({**SIMCLR_VIEW, "crop_size": 20}, 28) == 20 and view_side(SIMCLR_VIEW, 28) == 28
-    for bad, message in (({"copies": 0}, "copies must be an integer >= 1"), ({"crop_size": 1.5}, "share of the images' side in")):
+    assert len(resolve_views([{}, {"copies": 0}], [SIMCLR_VIEW, SIMCLR_VIEW])) == 1  # copies 0 leaves a view out
+    for bad, message in (({"copies": -1}, "copies must be an integer >= 0"), ({"copies": 0}, "at least one view"),
+                         ({"crop_size": 1.5}, "share of the images' side in")):
         with pytest.raises(ConfigError, match=message):
             view_side(resolve_views([bad], [SIMCLR_VIEW])[0], 28)

@@ -17,7 +17,7 @@ from ssl_lightning.data import TorchvisionDataModule
 
 METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]
 RECIPES = [*(f"{dataset}/{method}" for dataset in ("cifar10", "cifar100") for method in METHODS),
-           *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr", "autoencoder"))]
+           *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr", "swav", "autoencoder"))]
 PER_BATCH = 8  # images in each of CIFAR-10's 5 train batches (CIFAR-100's train file has 5x as many)
 
 
@@ -108,7 +108,7 @@ def test_recipe_builds_resnet18_with_the_small_stem_at_batch_512(recipe, cifar, 
     assert "precision" not in yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text())["trainer"]  # the hardware decides (default_precision)
     if method == "supervised":
         assert model.hparams.num_classes == data.num_classes
-    if method == "moco":
+    if method in ("moco", "swav"):
         assert model.hparams.queue_size % data.batch_size == 0
     if method in ("byol", "barlow_twins"):  # solo-learn's asymmetric views: solarization on view 2 only
         assert [(view["blur_prob"], view["solarize_prob"]) for view in model.view_configs] == [(0.0, 0.0), (0.0, 0.2)]

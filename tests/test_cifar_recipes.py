@@ -84,7 +84,8 @@ def test_generated_files_read_through_torchvision_are_the_images_written(name, c
 
 
 TINY_CIFAR = ["--model.init_args.encoder.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=8"]
-TINY_METHOD = {**TINY_HEADS, "moco": [*TINY_HEADS["moco"], "--model.init_args.key_bn_splits=2"]}  # 8 sub-batches of 2 take twice as long
+TINY_METHOD = {**TINY_HEADS, "moco": [*TINY_HEADS["moco"], "--model.init_args.key_bn_splits=2"],  # 8 sub-batches of 2 take twice as long
+               "moco_v3": [*TINY_HEADS["moco_v3"], "--model.init_args.encoder.backbone=vit_tiny", "--model.init_args.encoder.depth=1"]}  # width does not shrink a ViT
 
 
 @pytest.mark.slow
@@ -97,14 +98,19 @@ def test_recipe_runs_fast_dev_run_through_the_cli(recipe, cifar, tmp_path, monke
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_builds_resnet18_with_the_small_stem_at_batch_512(recipe, cifar, monkeypatch):
+def test_recipe_builds_its_backbone_at_batch_512(recipe, cifar, monkeypatch):
     root, _ = cifar
     monkeypatch.setattr(sys, "argv", ["ssl-lightning"])  # make_cli is given its arguments
     cli = make_cli(["--config", str(CONFIGS / f"{recipe}.yaml"), f"--data.init_args.root={root}"], run=False)
     model, data = cli.model, cli.datamodule
     dataset, method = recipe.split("/")
     assert data.name == dataset.upper() and data.batch_size == 512 and data.image_size == 32
-    assert {key: model.encoder.config[key] for key in ("backbone", "width", "small_images")} == {"backbone": "resnet18", "width": 64, "small_images": True}
+    if method == "moco_v3":  # the paper's ViT setting, patches of 4 at 32 px
+        assert {key: model.encoder.config[key] for key in ("backbone", "patch_size", "pooling")} == {"backbone": "vit_small", "patch_size": 4, "pooling": "cls"}
+        assert model.encoder.out_dim == 384 and len(model.projector.layers) == 8  # 3 layers: 2 x (Linear, BN, ReLU), Linear, BN
+        assert model.optimizer_config.name == "adamw" and model.hparams.temperature == 0.2
+    else:
+        assert {key: model.encoder.config[key] for key in ("backbone", "width", "small_images")} == {"backbone": "resnet18", "width": 64, "small_images": True}
     assert "precision" not in yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text())["trainer"]  # the hardware decides (default_precision)
     if method == "supervised":
         assert model.hparams.num_classes == data.num_classes

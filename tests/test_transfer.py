@@ -172,6 +172,63 @@ def test_unknown_torchvision_weights_name():
         TransferClassifier(source="ResNet18_Weights.NOPE", **DATA)
 
 
+TIMM_WEIGHTS = "vit_tiny_patch16_224.augreg_in21k"
+
+
+@pytest.fixture
+def hugging_face_offline(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, HF_HUB_OFFLINE=1 (as the hub reads it), and no network at all."""
+    from huggingface_hub import constants
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable (the test has none)")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    return tmp_path / "hf"
+
+
+def test_timm_weights_offline_is_one_line_naming_the_cache(hugging_face_offline):
+    with pytest.raises(CheckpointError) as error:
+        TransferClassifier(source=f"timm:{TIMM_WEIGHTS}", **DATA)
+    message = str(error.value)
+    assert "\n" not in message and f"hf download timm/{TIMM_WEIGHTS}" in message
+    assert f"{hugging_face_offline}/models--timm--{TIMM_WEIGHTS}" in message
+
+
+def test_timm_weights_in_the_hugging_face_cache_load_offline(hugging_face_offline):
+    """A file in the layout timm's hub download reads (refs/main -> snapshots/<commit>/model.safetensors),
+    loaded through timm's own pretrained path: only the download itself is left out."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=0).eval()
+    repo, commit = hugging_face_offline / f"models--timm--{TIMM_WEIGHTS}", "0" * 40
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    save_file(reference.state_dict(), repo / "snapshots" / commit / "model.safetensors")
+    model = TransferClassifier(source=f"timm:{TIMM_WEIGHTS}", mode="feature_extract", **DATA)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.encoder.backbone.state_dict()[key], value), key
+    config = model.encoder.config
+    assert (config["backbone"], config["patch_size"], config["input_size"], config["mean"]) == ("vit_tiny", 16, 224, [0.5] * 3)
+    assert "grayscale -> RGB" in model.adaptation and "16 -> 224" in model.adaptation
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        expected = reference((torch.nn.functional.interpolate(x, size=224, mode="bilinear", antialias=True).expand(-1, 3, -1, -1) - 0.5) / 0.5)
+        assert torch.allclose(model.encoder(model.adapter(x)), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("source, error", [("timm:vit_tiny_patch16_224.nope", "unknown timm weights"),
+                                           ("timm:resnet50.a1_in1k", "transfer supports timm's plain ViTs")])
+def test_timm_weights_that_transfer_cannot_use(source, error):
+    with pytest.raises(ConfigError, match=error):
+        TransferClassifier(source=source, **DATA)
+
+
 def test_digits_split_is_stratified_disjoint_and_fixed():
     data = DigitsDataModule()
     train_images, train_labels = data.load_split(train=True)

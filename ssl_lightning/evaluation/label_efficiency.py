@@ -33,7 +33,7 @@ from ssl_lightning.data.fashion_mnist import FashionMNISTDataModule
 from ssl_lightning.data.label_budget import sample_per_class, seeded_subset, stratified_subset
 from ssl_lightning.data.labelled import require_labels
 from ssl_lightning.data.subset import LabelledSubset, shuffled_loader
-from ssl_lightning.encoder import Encoder, load_encoder
+from ssl_lightning.encoder import Encoder, EncoderConfig, load_encoder
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.evaluation.features import DEFAULT_CACHE_DIR, cached_features, loader_features
 from ssl_lightning.evaluation.knn import knn_accuracy
@@ -145,7 +145,7 @@ def train_supervised(
     """The supervised baseline on the same draws as the probes: ``steps`` optimizer steps each,
     validated three times; the weights with the best ``val/acc`` are tested."""
     _, model_args = read_model_config(config)
-    architecture = {key: encoder_config[key] for key in ("backbone", "width", "small_images")}
+    architecture = EncoderConfig.of(encoder_config).architecture()
     images = {"in_channels": data.num_channels, "input_size": data.image_size, "mean": data.mean, "std": data.std}
     model_args.update(num_classes=data.num_classes, encoder={**model_args.get("encoder", {}), **architecture, **images})
     rows = []

@@ -2,8 +2,9 @@
 
 ``TransferClassifier(source, mode)``:
 - source: one of our checkpoints (a path or a shipped name), a torchvision weights name such as
-  ``ResNet18_Weights.IMAGENET1K_V1`` (downloaded into the torch hub cache when online), or
-  ``random`` (training from scratch).
+  ``ResNet18_Weights.IMAGENET1K_V1`` (downloaded into the torch hub cache when online), timm's
+  pretrained ViT weights such as ``timm:vit_small_patch16_224.dino`` (downloaded into the Hugging
+  Face cache when online), or ``random`` (training from scratch).
 - mode: ``finetune`` (every layer trains; the encoder with its own, lower ``backbone_lr``) or
   ``feature_extract`` (the encoder is frozen and stays in eval mode, so its batch-norm statistics
   do not move; only the head trains).
@@ -15,6 +16,7 @@ encoder (it resizes to the size it was trained at), and the normalisation is the
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -27,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from ssl_lightning.augment import ViewConfig
-from ssl_lightning.backbones import RESNETS
+from ssl_lightning.backbones import RESNETS, VITS, build_vit
 from ssl_lightning.encoder import Encoder, EncoderConfig, load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError
 from ssl_lightning.methods.supervised import Supervised
@@ -35,6 +37,9 @@ from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule, param_
 
 Mode = Literal["finetune", "feature_extract"]
 RANDOM = "random"
+TIMM = "timm:"  # the prefix of a transfer source that names timm's pretrained weights
+# timm's plain ViTs, the architectures VITS builds: vit_<size>_patch<P>_<side> (not _clip_, _reg4_, ...).
+TIMM_VIT = re.compile(r"(vit_[a-z]+)_patch(\d+)_(\d+)")
 # ITU-R BT.601 luma, the weights of PIL's convert("L"), for RGB targets of a grayscale encoder.
 LUMA = (0.299, 0.587, 0.114)
 
@@ -70,6 +75,48 @@ def torchvision_encoder(weights_name: str, input_size: int | None = None) -> Enc
             f"(from {weights.url}) into {cache} and run again"
         ) from err
     encoder.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})  # no ImageNet classifier
+    return encoder
+
+
+def is_timm_weights(source: str) -> bool:
+    """Whether a transfer source names timm's pretrained weights (``timm:vit_small_patch16_224.dino``)."""
+    return source.startswith(TIMM)
+
+
+def timm_encoder(source: str, input_size: int | None = None) -> Encoder:
+    """An ``Encoder`` with timm's pretrained ViT weights ``timm:<architecture>.<tag>`` (the class
+    token's features, the weights' normalisation, at ``input_size`` or the weights' own side, the
+    position embeddings resampled by timm where it differs), from the Hugging Face cache or downloaded."""
+    from huggingface_hub import constants
+    from timm.models import get_pretrained_cfg
+
+    name = source.removeprefix(TIMM)
+    try:
+        pretrained = get_pretrained_cfg(name)
+    except RuntimeError:  # a known architecture with an unknown tag
+        pretrained = None
+    if pretrained is None:
+        raise ConfigError(f"unknown timm weights {name!r}; use a name that timm.list_pretrained() lists, such as "
+                          "timm:vit_small_patch16_224.augreg_in21k")
+    vit = TIMM_VIT.fullmatch(pretrained.architecture)
+    if vit is None or vit.group(1) not in VITS:
+        raise ConfigError(f"{name} is a {pretrained.architecture}; transfer supports timm's plain ViTs {sorted(VITS)} "
+                          "(vit_<size>_patch<P>_<side>.<tag>)")
+    backbone, patch_size = vit.group(1), int(vit.group(2))
+    channels, side = pretrained.input_size[0], pretrained.input_size[-1]
+    config = EncoderConfig(backbone=backbone, patch_size=patch_size, pooling="cls", in_channels=channels,
+                           input_size=input_size or side, mean=pretrained.mean, std=pretrained.std)
+    try:
+        weighted = build_vit(backbone, channels, config.input_size, patch_size, config.pooling, weights=name)
+    except OSError as err:  # the Hugging Face hub's errors (offline, not cached, unreachable) are OSErrors
+        repo = pretrained.hf_hub_id
+        raise CheckpointError(
+            f"cannot download the timm weights {name} ({type(err).__name__}); offline, run `hf download {repo}` on a machine "
+            f"that is online and copy its {constants.HF_HUB_CACHE}/models--{repo.replace('/', '--')} folder into {constants.HF_HUB_CACHE} "
+            "here, then run again"
+        ) from err
+    encoder = Encoder(config)
+    encoder.backbone.load_state_dict(weighted.state_dict())
     return encoder
 
 
@@ -140,7 +187,8 @@ class TransferClassifier(Supervised):
     ) -> None:
         """
         Args:
-            source: a checkpoint path or shipped name, a torchvision weights name, or "random".
+            source: a checkpoint path or shipped name, a torchvision weights name, timm's weights
+                (``timm:<architecture>.<tag>``), or "random".
             mode: "finetune" or "feature_extract".
             num_classes: the target's classes (the CLI takes them from the data module).
             encoder: the target's images (``in_channels``, ``input_size``, ``mean``, ``std``: the CLI
@@ -152,8 +200,9 @@ class TransferClassifier(Supervised):
                 the pretrained features should move less than the new head; from scratch, set it
                 to the head's).
             views: training augmentation (default: a crop of 80-100% of the area and a flip).
-            resize_to: the side the encoder sees, for torchvision weights (default: the weights'
-                own, 224) and "random" (default: the target's own); checkpoints keep their own.
+            resize_to: the side the encoder sees, for torchvision and timm weights (default: the
+                weights' own, 224 for most) and "random" (default: the target's own); checkpoints keep
+                their own.
             trusted: allow a checkpoint that needs Python objects unpickled (see ``load_encoder``).
         """
         if mode not in ("finetune", "feature_extract"):
@@ -176,6 +225,8 @@ class TransferClassifier(Supervised):
             return Encoder(replace(config, input_size=resize_to or config.input_size))
         if is_torchvision_weights(source):
             return torchvision_encoder(source, resize_to)
+        if is_timm_weights(source):
+            return timm_encoder(source, resize_to)
         return load_encoder(source, trusted=self.hparams.trusted)
 
     def train(self, mode: bool = True) -> TransferClassifier:

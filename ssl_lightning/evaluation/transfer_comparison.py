@@ -34,7 +34,7 @@ from ssl_lightning.data.subset import shuffled_loader
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.encoder import EncoderConfig, load_encoder
 from ssl_lightning.evaluation.names import data_name, source_name
-from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_torchvision_weights
+from ssl_lightning.evaluation.transfer import RANDOM, TransferClassifier, is_timm_weights, is_torchvision_weights
 from ssl_lightning.logger import GroupedTensorBoardLogger
 from ssl_lightning.optim import OptimizerConfig
 from ssl_lightning.outputs import OVERWRITE_HELP, check_can_create, next_run_folder, output_folder
@@ -106,7 +106,7 @@ def compare(
     out = output_folder("transfer", output_dir, overwrite)  # checked before any run, as the log folder is
     check_can_create(log_dir, "--log_dir")
     for source in sources:  # a missing or foreign checkpoint stops here, not after the runs before it
-        if source != RANDOM and not is_torchvision_weights(source):
+        if source != RANDOM and not is_torchvision_weights(source) and not is_timm_weights(source):
             load_encoder(source)
     require_labels(data, "transfer")
     data.prepare_data()
@@ -126,11 +126,8 @@ def compare(
             model = TransferClassifier(source=RANDOM, mode=mode, backbone_lr=lr, **{"encoder": images, **common, **scratch_args})
         else:
             model = TransferClassifier(source=source, mode=mode, backbone_lr=backbone_lr, encoder=images, **common)
-            config = model.encoder.config
-            scratch_args = scratch_args or {
-                "encoder": replace(images, backbone=config["backbone"], width=config["width"], small_images=config["small_images"]),
-                "resize_to": config["input_size"],
-            }
+            config = EncoderConfig.of(model.encoder.config)
+            scratch_args = scratch_args or {"encoder": replace(images, **config.architecture()), "resize_to": config.input_size}
         logger = GroupedTensorBoardLogger(logs, name=run_folder, version=run.replace(" ", "_"), default_hp_metric=False)
         best = ModelCheckpoint(dirpath=Path(logger.log_dir) / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}")
         validation = ValidationHistory()

@@ -31,6 +31,7 @@ class MoCoV3(MomentumPretrainMethod):
         temperature: T (the paper: 1.0 for ResNet-50, 0.2 for ViTs).
         projection_hidden_dim: hidden size of the projector and predictor (the paper: 4096).
         projection_dim: output size of both (the paper: 256).
+        projection_layers: the projector's linear layers (the paper's code: 2 for ResNets, 3 for ViTs).
         target_momentum: m at the first step (the paper: 0.99).
         target_momentum_end: m at the last step, on a cosine schedule (the paper: 1).
         encoder: the backbone (``EncoderConfig``), as for every method (``EncoderMethod``).
@@ -47,6 +48,7 @@ class MoCoV3(MomentumPretrainMethod):
         temperature: float = 1.0,
         projection_hidden_dim: int = 4096,
         projection_dim: int = 256,
+        projection_layers: int = 2,
         target_momentum: float = 0.99,
         target_momentum_end: float | None = 1.0,
         encoder: EncoderConfig = EncoderConfig(),
@@ -58,10 +60,10 @@ class MoCoV3(MomentumPretrainMethod):
         super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end,
                          encoder=encoder, optimizer=optimizer, views=views)
         self.temperature = temperature
-        # The paper's code's MLPs: bias-free Linear layers, BN on the hidden layer, and BN without
-        # affine parameters on the projector's output (ResNet: 2 projector layers; ViT: 3).
-        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim, last_bias=False,
-                                        last_batch_norm=True)
+        # The paper's code's MLPs: bias-free Linear layers, BN on the hidden layers, and BN without
+        # affine parameters on the projector's output.
+        self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim, num_layers=projection_layers,
+                                        last_bias=False, last_batch_norm=True)
         self.predictor = ProjectionHead(projection_dim, projection_hidden_dim, projection_dim, last_bias=False)
         self.key_encoder = self.momentum_target(self.encoder)
         self.key_projector = self.momentum_target(self.projector)

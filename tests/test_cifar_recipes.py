@@ -12,12 +12,13 @@ import torch
 import yaml
 
 from conftest import CONFIGS, TINY_HEADS
+from ssl_lightning.augment import view_side
 from ssl_lightning.cli import main, make_cli
 from ssl_lightning.data import TorchvisionDataModule
 
 METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]
 RECIPES = [*(f"{dataset}/{method}" for dataset in ("cifar10", "cifar100") for method in METHODS),
-           *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr", "swav", "autoencoder"))]
+           *(f"cifar10/{method}" for method in ("vicreg", "simsiam", "moco_v3", "nnclr", "swav", "dino", "autoencoder"))]
 PER_BATCH = 8  # images in each of CIFAR-10's 5 train batches (CIFAR-100's train file has 5x as many)
 
 
@@ -85,7 +86,9 @@ def test_generated_files_read_through_torchvision_are_the_images_written(name, c
 
 TINY_CIFAR = ["--model.init_args.encoder.width=8", "--data.init_args.batch_size=16", "--data.init_args.val_size=8"]
 TINY_METHOD = {**TINY_HEADS, "moco": [*TINY_HEADS["moco"], "--model.init_args.key_bn_splits=2"],  # 8 sub-batches of 2 take twice as long
-               "moco_v3": [*TINY_HEADS["moco_v3"], "--model.init_args.encoder.backbone=vit_tiny", "--model.init_args.encoder.depth=1"]}  # width does not shrink a ViT
+               "moco_v3": [*TINY_HEADS["moco_v3"], "--model.init_args.encoder.backbone=vit_tiny", "--model.init_args.encoder.depth=1"],  # width does not shrink a ViT
+               "dino": [*TINY_HEADS["dino"][:-1], "--model.init_args.encoder.backbone=vit_tiny", "--model.init_args.encoder.depth=1",
+                        '--model.init_args.views=[{}, {}, {"copies": 2, "crop_size": 16}]']}  # local crops of whole patches
 
 
 @pytest.mark.slow
@@ -109,6 +112,9 @@ def test_recipe_builds_its_backbone_at_batch_512(recipe, cifar, monkeypatch):
         assert {key: model.encoder.config[key] for key in ("backbone", "patch_size", "pooling")} == {"backbone": "vit_small", "patch_size": 4, "pooling": "cls"}
         assert model.encoder.out_dim == 384 and len(model.projector.layers) == 8  # 3 layers: 2 x (Linear, BN, ReLU), Linear, BN
         assert model.optimizer_config.name == "adamw" and model.hparams.temperature == 0.2
+    elif method == "dino":  # the paper's ViT-S setting: 2 global crops of 32 px and 8 local ones of 16 (whole patches of 4)
+        assert {key: model.encoder.config[key] for key in ("backbone", "patch_size", "pooling")} == {"backbone": "vit_small", "patch_size": 4, "pooling": "cls"}
+        assert [view_side(view, 32) for view in model.view_configs] == [32, 32] + [16] * 8 and model.num_teacher_crops == 2
     else:
         assert {key: model.encoder.config[key] for key in ("backbone", "width", "small_images")} == {"backbone": "resnet18", "width": 64, "small_images": True}
     assert "precision" not in yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text())["trainer"]  # the hardware decides (default_precision)

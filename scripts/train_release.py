@@ -3,7 +3,7 @@
 
     python scripts/train_release.py                 # train every method, then package
     python scripts/train_release.py --stage package # package the newest finished runs again
-    python scripts/train_release.py --resume        # continue killed runs from their last.ckpt
+    python scripts/train_release.py --resume        # continue unfinished runs from their last.ckpt, skip finished ones
     python scripts/train_release.py --refresh-events  # the shipped runs' TensorBoard data as the current code writes it
 
 train: `ssl-lightning fit` with each method's shipped config (ssl_lightning/configs/<method>.yaml)
@@ -25,7 +25,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,17 @@ def run_folder(runs_dir: Path, method: str) -> Path | None:
     return runs[0][1] if runs else None
 
 
+def finished(folder: Path | None, max_epochs: int) -> bool:
+    """Whether the release run in ``folder`` trained for ``max_epochs``: its train stage wrote
+    ``release-timing.json`` when ``ssl-lightning fit`` returned (a run killed mid-way has none)."""
+    timing = folder / "release-timing.json" if folder else None
+    return bool(timing and timing.is_file() and json.loads(timing.read_text()).get("max_epochs", 0) >= max_epochs)
+
+
 def train(method: str, args: argparse.Namespace) -> None:
+    if args.resume and finished(run_folder(args.runs_dir, method), args.max_epochs):
+        print(f"train_release: {method} has trained for {args.max_epochs} epochs already; skipped", flush=True)
+        return
     command = [sys.executable, "-m", "ssl_lightning.cli", "fit", "--config", str(CONFIGS / f"{method}.yaml"),
                f"--trainer.max_epochs={args.max_epochs}",
                f"--trainer.default_root_dir={args.runs_dir}",
@@ -86,14 +95,20 @@ def train(method: str, args: argparse.Namespace) -> None:
         command += ["--ckpt_path", "last"]
     command += args.fit_args
     print("+", " ".join(command[1:]), flush=True)
-    start = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO)
-    seconds = time.perf_counter() - start
-    folder = run_folder(args.runs_dir, method)
-    timing = folder / "release-timing.json"
-    previous = json.loads(timing.read_text())["seconds"] if args.resume and timing.exists() else 0.0
-    command_line = " ".join(["ssl-lightning", *command[3:]])
-    timing.write_text(json.dumps({"seconds": previous + seconds, "command": command_line}))
+    command_line = " ".join(["ssl-lightning", *command[3:]]).replace(" --ckpt_path last", "")
+    (run_folder(args.runs_dir, method) / "release-timing.json").write_text(json.dumps({"command": command_line, "max_epochs": args.max_epochs}))
+
+
+def training_seconds(folder: Path) -> tuple[float, int]:
+    """A run's training time over all its sittings, and their number: each sitting (the first, and
+    each resume) writes its own TensorBoard events file, from its first to its last event."""
+    spans = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        times = [event.wall_time for event in LegacyEventFileLoader(str(path)).Load() if event.HasField("summary")]
+        if times:
+            spans.append(max(times) - min(times))
+    return sum(spans), len(spans)
 
 
 def current_tag(tag: str) -> str | None:
@@ -240,6 +255,7 @@ def headline(rows: pd.DataFrame) -> dict[str, float]:
 
 def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.DataFrame, note: str | None, selection: dict) -> str:
     timing = json.loads((folder / "release-timing.json").read_text())
+    seconds, sittings = training_seconds(folder)
     metrics = final_metrics(sorted(folder.glob("events.out.tfevents.*")))
     epoch = metrics.pop(EPOCH_TAG, metrics.pop(LIGHTNING_EPOCH, -1))  # the older runs' events name it "epoch"
     epochs = int(epoch) + 1
@@ -261,7 +277,8 @@ def model_card(name: str, method: str, folder: Path, encoder: dict, rows: pd.Dat
         "",
         f"- Command: `{timing['command'].replace(f'{REPO}/', '')}` (run by `python scripts/train_release.py`)",
         f"- Hardware: {hardware()}",
-        f"- Training time: {timing['seconds'] / 60:.1f} min (wall clock, validation included)" + (f"; {note}" if note else ""),
+        f"- Training time: {seconds / 60:.1f} min (wall clock from the first to the last logged point, validation included"
+        + (f", over {sittings} sittings" if sittings > 1 else "") + ")" + (f"; {note}" if note else ""),
         f"- Config (resolved): [`{name}/config.yaml`]({name}/config.yaml); TensorBoard events: `tensorboard --logdir ssl_lightning/checkpoints/{name}`",
         f"- Weights: the run's last checkpoint. Its best checkpoint (`{selection['best_checkpoint']}`, not shipped) was chosen by "
         f"`{selection['monitor']}` (best {selection['best_score']:.4f}).",
@@ -332,7 +349,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--stage", choices=["all", "train", "package"], default="all")
     parser.add_argument("--gpu", action="store_true", help="full-width ResNet-18 in bf16-mixed (for a GPU)")
-    parser.add_argument("--resume", action="store_true", help="continue each method's newest run from its last.ckpt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each method's newest unfinished run from its last.ckpt; skip those that trained for --max_epochs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the sweep over all checkpoints goes")
     parser.add_argument("--fit_args", nargs=argparse.REMAINDER, default=[], help="passed on to `ssl-lightning fit` (last)")
     parser.add_argument("--card_note", help="a remark on the training time for every model card (e.g. other work on the machine)")

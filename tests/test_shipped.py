@@ -138,6 +138,28 @@ def test_release_script_trains_packages_and_loads(tmp_path, monkeypatch):
         assert entry["selection"]["best_checkpoint"].startswith("best-")
         assert load_encoder(name)(torch.rand(2, 1, 28, 28)).shape == (2, 8 * 8)
     assert (tmp_path / "results" / "results.md").is_file()
+    # A second sitting with --resume skips the runs that trained for --max_epochs
+    at = command.index("--quick")  # --fit_args takes the rest of the line
+    result = subprocess.run([*command[:at], "--stage", "train", "--resume", *command[at:]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.count("for 1 epochs already; skipped") == 2, result.stdout + result.stderr[-2000:]
+
+
+def test_release_training_time_adds_up_every_sitting(tmp_path, monkeypatch):
+    """Each sitting of a resumed release run writes its own events file: the card's training time is
+    the sum of their spans (first to last event), and a run is finished once its train stage returned."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import train_release
+
+    for start, stop in ((1000.0, 1100.0), (5000.0, 5030.5)):  # a killed sitting, then the one that finished
+        with SummaryWriter(tmp_path, filename_suffix=f".{start}") as writer:
+            for step, wall_time in enumerate((start, (start + stop) / 2, stop)):
+                writer.add_scalar("train/loss", 1.0, step, walltime=wall_time)
+    assert train_release.training_seconds(tmp_path) == (pytest.approx(130.5), 2)
+    assert not train_release.finished(tmp_path, 8) and not train_release.finished(None, 8)
+    (tmp_path / "release-timing.json").write_text(json.dumps({"command": "ssl-lightning fit", "max_epochs": 8}))
+    assert train_release.finished(tmp_path, 8) and not train_release.finished(tmp_path, 50)
 
 
 @pytest.mark.slow

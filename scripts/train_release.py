@@ -53,7 +53,8 @@ from ssl_lightning.shipped import read_manifest, run_selection, write_manifest
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "ssl_lightning" / "configs"
 SHIPPED = REPO / "ssl_lightning" / "checkpoints"  # the source tree's, not an installed copy's
-METHODS = ["simclr", "moco", "byol", "barlow_twins", "supervised"]  # config stems
+METHODS = ["simclr", "moco", "byol", "barlow_twins", "vicreg", "simsiam", "moco_v3", "nnclr", "swav", "dino", "autoencoder",
+           "supervised"]  # config stems
 DATASET = "fashion-mnist"
 RESULTS = REPO / "results" / "release"  # the sweep over every release checkpoint, with references
 PROJECTOR_IMAGES = 256  # test images in each shipped run's projector: a 16 x 16 sprite, about 0.24 MB a run

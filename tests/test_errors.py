@@ -89,6 +89,9 @@ CASES = {
     "earlier checkpoints in the folder": (
         lambda t, c: [f"--checkpoint.dirpath={t}", "--trainer.fast_dev_run=false", "--trainer.max_steps=1"] if (t / "old.ckpt").touch() is None else [],
         "already holds checkpoints of an earlier run"),
+    "a precision Lightning does not have": (lambda t, c: ["--trainer.precision=bogus"], "--trainer.precision takes one of 64, 32, 16, "),
+    "an optimizer there is not": (lambda t, c: ["--model.init_args.optimizer.name=adam"],
+                                  "--model.init_args.optimizer.name takes one of adamw, sgd, lars, got adam"),
     "a trainer setting Lightning refuses": (lambda t, c: ["--trainer.max_time=00:00:00:600"], "is not a valid duration"),
     "empty image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t}"], "no images in"),
     "missing image folder": (lambda t, c: [*FOLDER, f"--data.init_args.data_dir={t / 'nowhere'}"], "image folder not found"),

@@ -91,3 +91,29 @@ def test_numbered_folders_are_listed_highest_first_and_the_next_run_goes_above_t
     assert numbered_folders(tmp_path, "run_") == [(10, tmp_path / "run_10"), (2, tmp_path / "run_2"), (0, tmp_path / "run_0")]
     assert numbered_folders(tmp_path, "version_") == [(3, tmp_path / "version_3")]
     assert next_run_folder(tmp_path) == tmp_path / "run_11"  # above the highest, not the count
+
+
+def test_a_run_that_fails_at_setup_leaves_no_run_folder_and_a_started_one_keeps_its_own(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from conftest import CONFIGS, TINY_DATA, TINY_HEADS, cli_here
+    from ssl_lightning.callbacks import RemoveUnstartedRun
+
+    with pytest.raises(SystemExit):  # the support set does not tile the batch: a ConfigError at setup
+        cli_here(["fit", "--config", str(CONFIGS / "nnclr.yaml"), *TINY_DATA, *TINY_HEADS["nnclr"], "--model.init_args.support_size=40"],
+                 tmp_path, monkeypatch)
+    assert "must be a multiple" in capsys.readouterr().err and not (tmp_path / "checkpoints").exists()
+    # A folder with anything a run wrote after its start (a checkpoint), or a resumed run's, stays.
+    run = tmp_path / "runs" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").touch()
+    (run / "checkpoints" / "last.ckpt").touch()
+    trainer = SimpleNamespace(global_step=0, ckpt_path=None, is_global_zero=True, logger=object(), log_dir=str(run))
+    RemoveUnstartedRun().on_exception(trainer, None, RuntimeError())
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints").rmdir()
+    RemoveUnstartedRun().on_exception(SimpleNamespace(**{**vars(trainer), "ckpt_path": "last.ckpt"}), None, RuntimeError())
+    assert run.exists()
+    RemoveUnstartedRun().on_exception(trainer, None, RuntimeError())
+    assert not (tmp_path / "runs").exists()

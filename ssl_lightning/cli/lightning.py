@@ -22,7 +22,7 @@ from pytorch_lightning.cli import LightningArgumentParser
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
 from ssl_lightning.callbacks import (AUTO_MONITOR, EmbeddingProjector, ExactResume, HParamsSummary, LogReconstructions, LogViewPairs,
-                                     ProgressBar, RunCheckpoint)
+                                     ProgressBar, RemoveUnstartedRun, RunCheckpoint)
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.configs import with_packaged_configs
 from ssl_lightning.cli.parsing import ints_first, with_suggestions
@@ -163,7 +163,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, cli_class: type[SS
             subclass_mode_model=True,
             subclass_mode_data=True,
             # Callbacks every run has, whatever the config lists.
-            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar()]},
+            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar(), RemoveUnstartedRun()]},
             args=args,
             run=run,
         )

@@ -41,7 +41,9 @@ def corrupt(images: Tensor, corruption: Corruption, noise_level: float) -> Tenso
 
 
 class Autoencoder(PretrainMethod):
-    """An autoencoder: ``decoder`` (``ConvDecoder``) reconstructs each image from the encoder's
+    """The autoencoder baseline: the encoder's code decoded back to the image, trained with binary cross-entropy.
+
+    An autoencoder: ``decoder`` (``ConvDecoder``) reconstructs each image from the encoder's
     features (N, F), its code, and ``reconstruction_loss`` (binary cross-entropy) compares the
     reconstruction with the image. Its one view is the image itself (``AUTOENCODER_VIEWS``; with
     augmenting ``views`` the target is the augmented view).

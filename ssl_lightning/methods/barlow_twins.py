@@ -17,7 +17,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class BarlowTwins(PretrainMethod):
-    """Barlow Twins. The ranking metrics compare z1 with z2 (the projector's outputs).
+    """Barlow Twins: the cross-correlation of the two views' embeddings pushed towards the identity.
+
+    The ranking metrics compare z1 with z2 (the projector's outputs).
 
     The projector is the paper's (``ProjectionHead``: three bias-free Linear layers, BatchNorm and
     ReLU after the first two), and the biases and norm weights learn at ``bias_norm_lr_ratio`` x

@@ -17,7 +17,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class BYOL(MomentumPretrainMethod):
-    """BYOL. Online: encoder -> projector -> predictor; target: EMA of encoder and projector, τ
+    """BYOL: an online network predicts its momentum target's projection of the other view.
+
+    Online: encoder -> projector -> predictor; target: EMA of encoder and projector, τ
     rising from ``target_momentum`` to ``target_momentum_end`` on a cosine schedule.
 
     The loss is symmetric: view 1's prediction regresses view 2's target projection and vice versa.

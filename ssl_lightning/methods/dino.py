@@ -21,7 +21,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class DINO(MomentumPretrainMethod):
-    """DINO. The student (encoder + ``DINOHead``) sees every crop; the teacher, its EMA, sees the
+    """DINO: a student matches its momentum teacher's centred, sharpened outputs across multi-crop views.
+
+    The student (encoder + ``DINOHead``) sees every crop; the teacher, its EMA, sees the
     global crops only (``global_crops``: the leading views at the first view's size). The loss is
     ``dino_loss`` with the teacher's outputs centred on ``center``, the EMA (momentum
     ``center_momentum``) of the global batch's teacher outputs, and sharpened by a teacher

@@ -21,7 +21,9 @@ from ssl_lightning.queue import KeyQueue
 
 
 class MoCo(MomentumPretrainMethod):
-    """MoCo v2. Query q = head(encoder(view 1)), key k = the momentum copies applied to view 2.
+    """MoCo v2: each query against its key and a queue of past keys from a momentum encoder.
+
+    Query q = head(encoder(view 1)), key k = the momentum copies applied to view 2.
 
     The ranking metrics rank each query's key among the batch's keys (and each key's query among
     the queries): queries and keys come from different networks (``cross_view_ranking``).

@@ -19,7 +19,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class MoCoV3(MomentumPretrainMethod):
-    """MoCo v3. Query q = predictor(projector(encoder(view))); key k = the momentum copies of the
+    """MoCo v3: each query against the momentum encoder's keys of the batch's other view, symmetrised.
+
+    Query q = predictor(projector(encoder(view))); key k = the momentum copies of the
     encoder and projector on the other view. loss = ctr(q1, k2) + ctr(q2, k1), with
     ctr(q, k) = 2T x InfoNCE of each query against the global batch's keys (``cross_view_info_nce``),
     the paper's Algorithm 1.

@@ -21,7 +21,9 @@ from ssl_lightning.queue import KeyQueue
 
 
 class NNCLR(PretrainMethod):
-    """NNCLR. z = projector(encoder(view)), p = predictor(z); the support set Q holds the last
+    """NNCLR: each view's positive is its nearest neighbour in a support set of past embeddings.
+
+    z = projector(encoder(view)), p = predictor(z); the support set Q holds the last
     ``support_size`` embeddings z of view 1 (MoCo's ``KeyQueue``), L2-normalised. The loss is the
     paper's loss with the predictor, symmetrised: ½ InfoNCE(NN(z1, Q), p2) + ½ InfoNCE(NN(z2, Q), p1),
     each nearest neighbour's candidates the other view's predictions of the global batch

@@ -18,7 +18,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class SimCLR(PretrainMethod):
-    """SimCLR: the encoder and projection head are trained so that the two views of an image agree
+    """SimCLR: the two views of an image agree against every other view of the batch (NT-Xent).
+
+    The encoder and projection head are trained so that the two views of an image agree
     and the views of different images don't.
 
     Args:

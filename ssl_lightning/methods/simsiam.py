@@ -17,7 +17,9 @@ from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule, param_
 
 
 class SimSiam(PretrainMethod):
-    """SimSiam. Encoder f = backbone + projector (BN on every layer, its output included); predictor
+    """SimSiam: a predictor regresses the other view's projection under a stop-gradient, with no negatives.
+
+    Encoder f = backbone + projector (BN on every layer, its output included); predictor
     h, a bottleneck MLP. The loss is symmetric, ½ D(p1, stopgrad(z2)) + ½ D(p2, stopgrad(z1)).
 
     The predictor keeps its learning rate while the rest decays, as the paper found to work well

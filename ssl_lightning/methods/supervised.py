@@ -16,7 +16,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class Supervised(EncoderMethod):
-    """Encoder + ``nn.Linear`` (``classifier``) trained with cross-entropy on one weakly augmented
+    """The supervised baseline: the encoder and a linear classifier trained on the labels.
+
+    Encoder + ``nn.Linear`` (``classifier``) trained with cross-entropy on one weakly augmented
     view per image; validation and test see the images unaugmented. Logs ``{train,val,test}/loss``
     and ``/acc``. ``TransferClassifier`` is this with a pretrained encoder."""
 

@@ -22,7 +22,9 @@ from ssl_lightning.queue import KeyQueue
 
 
 class SwAV(PretrainMethod):
-    """SwAV. z = normalize(projector(encoder(crop))) for every crop, scores = prototypes · z
+    """SwAV: each global crop's Sinkhorn-Knopp assignment to prototypes is predicted from every other crop.
+
+    z = normalize(projector(encoder(crop))) for every crop, scores = prototypes · z
     (prototypes: a bias-free Linear whose rows are unit vectors, normalised again after every
     step). The codes of the global crops (``global_crops``) are ``sinkhorn_knopp`` of their scores
     over the global batch (after the queue's past embeddings, once it is full); every other crop

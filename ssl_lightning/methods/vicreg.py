@@ -18,7 +18,9 @@ from ssl_lightning.optim import OptimizerConfig
 
 
 class VICReg(PretrainMethod):
-    """VICReg. The ranking metrics compare z1 with z2, the expander's outputs of the two views.
+    """VICReg: invariance, variance and covariance terms on the two views' expander outputs.
+
+    The ranking metrics compare z1 with z2, the expander's outputs of the two views.
 
     The expander is the paper's (``ProjectionHead``: three Linear layers, BatchNorm and ReLU after
     the first two). Under DDP the loss is computed on the global batch, as the official code's

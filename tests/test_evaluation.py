@@ -315,7 +315,7 @@ def test_streamed_and_in_memory_images_give_the_same_features(tiny_simclr_kwargs
         data.setup("fit")
         subset = LabelledSubset(data.val_set, torch.tensor([3, 0, 17, 31]))
         features[in_memory] = loader_features(encoder, data.eval_dataloader(subset), desc=None)
-    assert type(data.val_set).__name__ == "StreamingImages"
+    assert type(data.val_set).__name__ == "LabelledSubset"  # streamed: decoded item by item
     assert torch.allclose(features[True][0], features[False][0], atol=1e-6) and torch.equal(features[True][1], features[False][1])
     assert torch.equal(features[False][1], data.val_set.labels[[3, 0, 17, 31]])
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from ssl_lightning.data import ImageFolderDataModule
 from ssl_lightning.data.source import UNLABELLED
-from ssl_lightning.data.streaming import StreamingImages
 from ssl_lightning.data.in_memory import InMemoryImages
+from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError, DataNotFoundError
 
 # Where rank_zero_info logs; set for each test, whatever another test left Lightning's level at.
@@ -173,7 +173,7 @@ def test_streaming_serves_the_same_batches_as_memory(tmp_path):
     streamed = ImageFolderDataModule(**kwargs, in_memory=False)
     held.setup("fit")
     streamed.setup("fit")
-    assert isinstance(held.train_set, InMemoryImages) and isinstance(streamed.train_set, StreamingImages)
+    assert isinstance(held.train_set, InMemoryImages) and isinstance(streamed.train_set, LabelledSubset)
     for loader in ("train_dataloader", "val_dataloader"):
         for (x1, y1), (x2, y2) in zip(getattr(held, loader)(), getattr(streamed, loader)(), strict=True):
             assert torch.equal(x1, x2) and torch.equal(y1, y2)
@@ -187,7 +187,7 @@ def test_auto_streams_what_exceeds_the_memory_budget(tmp_path, caplog):
     dm = ImageFolderDataModule(str(tmp_path), image_size=16, val_size=2, batch_size=2, memory_budget_gb=5e-6)
     with caplog.at_level(logging.INFO, logger=LIGHTNING_LOG):
         dm.setup("fit")
-    assert isinstance(dm.train_set, StreamingImages)
+    assert isinstance(dm.train_set, LabelledSubset)
     assert "10 images of 3x16x16 take 7.68e-06 GB decoded (budget 5e-06 GB, in_memory=auto): streamed" in caplog.text
     roomy = ImageFolderDataModule(str(tmp_path), image_size=16, val_size=2, batch_size=2)
     roomy.setup("fit")

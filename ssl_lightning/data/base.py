@@ -19,7 +19,6 @@ from torchdata.stateful_dataloader.sampler import RandomSampler
 from ssl_lightning.data.in_memory import InMemoryImages, keep_batch
 from ssl_lightning.data.label_budget import sample_per_class
 from ssl_lightning.data.source import UNLABELLED, ImageSource, TensorSource
-from ssl_lightning.data.streaming import StreamingImages
 from ssl_lightning.data.subset import LabelledSubset
 from ssl_lightning.errors import ConfigError
 
@@ -195,14 +194,16 @@ class ImageDataModule(ImageData):
 
     def make_dataset(self, source: ImageSource, indices: Tensor) -> Dataset:
         """The images of ``source`` at ``indices``: decoded now and held (``InMemoryImages``) or
-        decoded batch by batch later (``StreamingImages``), as ``decide_in_memory`` chose."""
+        streamed, as ``decide_in_memory`` chose: a ``LabelledSubset`` of the source, whose images
+        are decoded when a batch asks for them, in the DataLoader's worker processes (deterministic
+        decoding, a fixed resize and centre crop: the random views are made later, on the device)."""
         if self.decide_in_memory(len(source)):
             images = source.load_all(description=f"decoding {type(self).__name__}")
             labels = source.labels  # read after load_all, which may skip images
             if not torch.equal(indices, torch.arange(len(source))):  # an index copies: only where it selects
                 images, labels = images[indices], labels[indices]
             return InMemoryImages(images, labels)
-        return StreamingImages(source, indices)
+        return LabelledSubset(source, indices)
 
     def check_memory_budget(self) -> None:
         """Fails early where ``memory_budget_gb`` cannot hold one batch, whichever way images are held."""

@@ -24,6 +24,10 @@ class ImageSource(ABC):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        """(image ``index`` decoded, its label): a source is a dataset, decoded item by item."""
+        return self.decode(index), self.labels[index]
+
     @abstractmethod
     def decode(self, index: int) -> Tensor:
         """Image ``index`` as (C, S, S) uint8."""

@@ -141,7 +141,7 @@ def dataset_fingerprint(data: Any, dataset: Dataset) -> str:
     digest.update(json.dumps(dict(getattr(data, "hparams", {})), sort_keys=True, default=str).encode())
     digest.update(str(len(dataset)).encode())
     digest.update(_tensor_bytes(dataset.labels))
-    indices = getattr(dataset, "indices", None)  # LabelledSubset's and StreamingImages' positions
+    indices = getattr(dataset, "indices", None)  # a LabelledSubset's positions (streamed images are one too)
     if indices is not None:
         digest.update(_tensor_bytes(torch.as_tensor(indices)))
     return digest.hexdigest()

@@ -43,10 +43,10 @@ def corrupt(images: Tensor, corruption: Corruption, noise_level: float) -> Tenso
 class Autoencoder(PretrainMethod):
     """The autoencoder baseline: the encoder's code decoded back to the image, trained with binary cross-entropy.
 
-    An autoencoder: ``decoder`` (``ConvDecoder``) reconstructs each image from the encoder's
-    features (N, F), its code, and ``reconstruction_loss`` (binary cross-entropy) compares the
-    reconstruction with the image. Its one view is the image itself (``AUTOENCODER_VIEWS``; with
-    augmenting ``views`` the target is the augmented view).
+    ``decoder`` (``ConvDecoder``) reconstructs each image from the encoder's features (N, F), its
+    code, and ``reconstruction_loss`` (binary cross-entropy) compares the reconstruction with the
+    image. Its one view is the image itself (``AUTOENCODER_VIEWS``; with augmenting ``views`` the
+    target is the augmented view).
 
     The denoising variant (``corruption``) gives the encoder a corrupted image and the loss the
     clean one. The noise is drawn in every stage, so that validation measures the objective that

@@ -142,19 +142,21 @@ def resolve_views(views: ViewConfig | Sequence[ViewConfig] | None, defaults: Seq
     return made
 
 
+MIN_VIEW_SIDE = 3
+
+
 def view_side(config: ViewConfig, image_size: int) -> int:
     """The side of a view's output, for images of side ``image_size``: ``crop_size`` in pixels, a
     share of the images' side (a float in (0, 1]), or the images' own side (None)."""
     size = config["crop_size"]
     if size is None:
         return image_size
-    if isinstance(size, float):
-        if not 0 < size <= 1:
-            raise ConfigError(f"a view's crop_size is pixels (an integer) or a share of the images' side in (0, 1], got {size}")
-        return max(1, round(size * image_size))
-    if size < 1:
-        raise ConfigError(f"a view's crop_size must be >= 1 pixel, got {size}")
-    return size
+    if isinstance(size, float) and not 0 < size <= 1:
+        raise ConfigError(f"a view's crop_size is pixels (an integer) or a share of the images' side in (0, 1], got {size}")
+    side = round(size * image_size) if isinstance(size, float) else size
+    if side < MIN_VIEW_SIDE:  # the smallest side a blur kernel (3 px) filters
+        raise ConfigError(f"a view's side must be at least {MIN_VIEW_SIDE} pixels, got {side} (crop_size {size} of {image_size} px images)")
+    return side
 
 
 def describe_view(config: ViewConfig, image_size: int) -> str:

@@ -138,7 +138,7 @@ def view_grid(images: Tensor, views: ViewPipelines, draws: int, path: Path, titl
                 axes[row, col].set_title(f"image {col + 1}", fontsize=7)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # the whole of long row headers (multi-crop's)
     return path
 
 

@@ -178,6 +178,6 @@ def test_copies_and_a_share_of_the_side_make_multi_crop():
     assert view_side({**SIMCLR_VIEW, "crop_size": 20}, 28) == 20 and view_side(SIMCLR_VIEW, 28) == 28
     assert len(resolve_views([{}, {"copies": 0}], [SIMCLR_VIEW, SIMCLR_VIEW])) == 1  # copies 0 leaves a view out
     for bad, message in (({"copies": -1}, "copies must be an integer >= 0"), ({"copies": 0}, "at least one view"),
-                         ({"crop_size": 1.5}, "share of the images' side in")):
+                         ({"crop_size": 1.5}, "share of the images' side in"), ({"crop_size": 0.01}, "at least 3 pixels, got 0")):
         with pytest.raises(ConfigError, match=message):
             view_side(resolve_views([bad], [SIMCLR_VIEW])[0], 28)

@@ -255,3 +255,15 @@ def test_moco_refuses_key_splits_that_do_not_cut_the_batch_into_pairs_or_more(sp
     model = MoCo(queue_size=32, projection_hidden_dim=16, projection_dim=8, key_bn_splits=splits, **DATA)
     with pytest.raises(ConfigError, match=f"key_bn_splits={splits} does not cut a batch of 16 into equal sub-batches of 2"):
         fit(model, random_images, tmp_path, max_steps=1)
+
+
+@pytest.mark.parametrize("name", ["swav", "dino"])
+def test_multi_crop_methods_refuse_fewer_than_two_global_crops(name):
+    """Their losses compare each global crop with the others and the ranking metrics crops 1 and 2:
+    one global crop (and local ones) is a ConfigError at construction, not a shape error later."""
+    from ssl_lightning.methods import DINO, SwAV
+
+    views = [{"copies": 1}, {"copies": 2}] if name == "swav" else [{"copies": 1}, {"copies": 0}, {"copies": 2}]
+    method = {"swav": SwAV, "dino": DINO}[name]
+    with pytest.raises(ConfigError, match=f"{method.__name__} needs at least 2 global crops .*got 1 of 16 px"):
+        method(encoder=TINY_ENCODER, views=views)

@@ -227,10 +227,15 @@ class PretrainMethod(EncoderMethod):
     def views_of(self, images: Tensor, labels: Tensor) -> ViewBatch:
         return ViewBatch(self.views(images), labels, images)  # every image gets its own random draw in every view
 
-    def global_crops(self) -> int:
-        """How many views are multi-crop's global crops: the leading views at the first view's side."""
+    def global_crops(self, at_least: int = 2) -> int:
+        """How many views are multi-crop's global crops: the leading views at the first view's side;
+        fewer than ``at_least`` is a ``ConfigError`` (SwAV's and DINO's losses and ranking compare two)."""
         sides = [view_side(config, self.image_shape[1]) for config in self.view_configs]
-        return next((i for i, side in enumerate(sides) if side != sides[0]), len(sides))
+        count = next((i for i, side in enumerate(sides) if side != sides[0]), len(sides))
+        if count < at_least:
+            raise ConfigError(f"{type(self).__name__} needs at least {at_least} global crops (views at the first view's side, "
+                              f"first in the list), got {count} of {sides[0]} px; give the first view entry copies: 2")
+        return count
 
     def encode_views(self, views: Sequence[Tensor]) -> Tensor:
         """(V, N, F) encoder features of V batches of views, each at its own size (multi-crop's local

@@ -87,8 +87,6 @@ class DINO(MomentumPretrainMethod):
         self.teacher_head = self.momentum_target(self.head)
         self.register_buffer("center", torch.zeros(out_dim))  # (K,), in checkpoints
         self.num_teacher_crops = self.global_crops()
-        if len(self.view_configs) < 2:
-            raise ConfigError("DINO compares crops: it needs at least 2 views")
 
     def teacher_temperature_now(self) -> float:
         """T_t at the current epoch: the linear warm-up, then ``teacher_temperature``."""

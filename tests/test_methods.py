@@ -267,3 +267,15 @@ def test_multi_crop_methods_refuse_fewer_than_two_global_crops(name):
     method = {"swav": SwAV, "dino": DINO}[name]
     with pytest.raises(ConfigError, match=f"{method.__name__} needs at least 2 global crops .*got 1 of 16 px"):
         method(encoder=TINY_ENCODER, views=views)
+
+
+def test_swav_uses_its_queue_once_full_and_a_restored_one_as_full_as_it_was():
+    model = METHODS["swav"]().train()  # queue of 32 past embeddings per global crop, from epoch 0
+    images = torch.rand(16, 1, 16, 16)
+    for _ in range(2):  # two batches of 16 fill it
+        model.compute_loss(*model.views(images))
+    assert model._queued == 32 == int(model.queued)
+    restored = METHODS["swav"]()
+    restored.load_state_dict(model.state_dict())
+    restored.on_load_checkpoint({"state_dict": model.state_dict()})
+    assert restored._queued == 32

@@ -191,7 +191,7 @@ class PretrainMethod(EncoderMethod):
 
     Batches arrive as ``(uint8 images (N, C, H, W), labels)``; after the transfer to the device,
     ``views`` makes the method's augmented views of every image (a ``ViewBatch``, one batch per
-    entry of ``default_views``), and the labels are never used for training.
+    view: an entry of ``default_views`` with ``copies`` n makes n), and the labels are never used for training.
     Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc_top1``, ``/acc_top5`` and ``/acc_mean_pos``
     (val and test: means over the full batches, ``is_full_batch``), and the collapse monitors of
     view 1's embeddings (``StepOutput.monitored``, by default ``z1``) over each validation's full batches, ``val/embedding_std`` and ``val/rankme`` (``ssl_lightning.collapse``).

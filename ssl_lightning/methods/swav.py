@@ -80,6 +80,7 @@ class SwAV(PretrainMethod):
         self.queues = nn.ModuleList(KeyQueue(queue_size, projection_dim, setting="SwAV queue_size")
                                     for _ in range(self.num_assigned_crops if queue_size else 0))
         self.register_buffer("queued", torch.zeros((), dtype=torch.long))  # embeddings enqueued per queue, in checkpoints
+        self._queued = 0  # the same, on the host: reading the buffer every step would wait for the GPU
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -89,13 +90,14 @@ class SwAV(PretrainMethod):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         batch_size = self.data_batch_size()
-        for queue in self.queues[:1] if batch_size else ():  # fail before training, not at the first enqueue
-            queue.check_batch_size(batch_size * self.trainer.world_size)
+        if batch_size and self.queues:  # fail before training, not at the first enqueue
+            self.queues[0].check_batch_size(batch_size * self.trainer.world_size)
 
     def codes(self, scores: Tensor, z: Tensor) -> Tensor:
         """(A, B, K) Sinkhorn codes of the A global crops' global-batch scores; ``z`` (A, B, D) their embeddings."""
-        hp, filling = self.hparams, self.training and self.queues and self.current_epoch >= self.hparams.queue_start_epoch
-        use_queue = filling and int(self.queued) >= len(self.queues[0].keys)
+        hp = self.hparams
+        filling = self.training and bool(self.queues) and self.current_epoch >= hp.queue_start_epoch
+        use_queue = filling and self._queued >= len(self.queues[0].keys)
         codes = []
         for a, crop_scores in enumerate(scores.detach()):
             if use_queue:  # the queue's past embeddings join the batch, then only the batch's codes are kept
@@ -104,7 +106,8 @@ class SwAV(PretrainMethod):
         if filling:
             for queue, crop_z in zip(self.queues, z):
                 queue.enqueue(crop_z)
-            self.queued += len(z[0])
+            self._queued += len(z[0])
+            self.queued.fill_(self._queued)
         return torch.stack(codes)
 
     def compute_loss(self, *views: Tensor) -> StepOutput:
@@ -117,6 +120,10 @@ class SwAV(PretrainMethod):
         codes = self.codes(global_scores[: self.num_assigned_crops], assigned_z)
         loss = cross_entropy_across_crops(codes, global_scores, self.hparams.temperature)
         return StepOutput(loss, scores[0], scores[1], features=h[0], monitored=z[:n])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._queued = int(checkpoint["state_dict"].get("queued", 0))  # a resumed queue is as full as it was
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.current_epoch < self.hparams.freeze_prototypes_epochs:

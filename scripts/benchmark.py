@@ -199,10 +199,11 @@ def max_time(minutes: float) -> str:
     return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Path) -> str:
-    """Trains with `ssl-lightning fit` for at most ``minutes``, probes the last checkpoint on the
-    fit's own data (its folder and validation split), and writes ``out/curve.csv`` (online accuracy
-    per epoch against minutes) and ``out/results.csv`` (the table's numbers); returns the markdown."""
+def fit_and_probe(config: Path, fit_args: list[str], runs: Path, budgets: tuple = ("all",), seeds: int = 1) -> tuple[dict, pd.DataFrame]:
+    """Trains with `ssl-lightning fit --config config *fit_args` into ``runs``, probes the last
+    checkpoint on the fit's own data (its folder and validation split: the data module read back
+    from the checkpoint) at each label budget, and returns the numbers and the online accuracy
+    curve (kNN and probe after each epoch, against minutes since the fit started)."""
     from pytorch_lightning import LightningDataModule
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -210,46 +211,58 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
     from ssl_lightning.evaluation.label_efficiency import evaluate
     from ssl_lightning.evaluation.online import KNN_METRIC, PROBE_METRIC
 
-    with tempfile.TemporaryDirectory() as runs:
-        # This interpreter, whether or not the console script is installed (a PYTHONPATH checkout).
-        command = [sys.executable, "-m", "ssl_lightning.cli", "fit", "--config", str(config), f"--trainer.max_time={max_time(minutes)}",
-                   f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}", *fit_args]
-        print(" ".join(command), flush=True)
-        started = time.time()  # the events' wall_time is on this clock
-        subprocess.run(command, check=True)
-        process_s = time.time() - started
-        last = next(Path(runs).rglob("last.ckpt"))
-        state = read_checkpoint(last)
-        events = EventAccumulator(str(last.parents[1]), size_guidance={"scalars": 0}).Reload()
-        data = LightningDataModule.load_from_checkpoint(last)  # the fit's data module, as its config made it
-        start = time.perf_counter()
-        table = evaluate([last], names=["trained"], data=data, budgets=["all"], seeds=1, references=False,
-                         output_dir=Path(runs) / "evaluation", cache_dir=None)
-        probe_s = time.perf_counter() - start
+    # This interpreter, whether or not the console script is installed (a PYTHONPATH checkout).
+    command = [sys.executable, "-m", "ssl_lightning.cli", "fit", "--config", str(config),
+               f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}", *fit_args]
+    print(" ".join(command), flush=True)
+    started = time.time()  # the events' wall_time is on this clock
+    subprocess.run(command, check=True)
+    process_s = time.time() - started
+    last = next(Path(runs).rglob("last.ckpt"))
+    state = read_checkpoint(last)
+    events = EventAccumulator(str(last.parents[1]), size_guidance={"scalars": 0}).Reload()
+    data = LightningDataModule.load_from_checkpoint(last)  # the fit's data module, as its config made it
+    start = time.perf_counter()
+    table = evaluate([last], names=["trained"], data=data, budgets=list(budgets), seeds=seeds, references=False,
+                     output_dir=Path(runs) / "evaluation", cache_dir=None)
+    probe_s = time.perf_counter() - start
 
     # The online evaluation logs both accuracies at the end of every validation epoch.
     knn, probe = events.Scalars(KNN_METRIC), events.Scalars(PROBE_METRIC)
     curve = pd.DataFrame({"minutes": [(p.wall_time - started) / 60 for p in knn], "val_knn_acc": [p.value for p in knn],
                           "val_online_probe_acc": [p.value for p in probe]}, index=[p.step for p in knn])
     curve.index.name = "step"
+    probes = table[table["evaluator"] == "linear probe"].copy()
+    probes["budget"] = probes["labels_per_class"].astype(str)
+    accuracy = {f"linear_probe_{budget}_test_acc": acc for budget, acc in probes.groupby("budget")["test_acc"].mean().items()}
+    knn_all = table[(table["evaluator"] == "kNN") & (table["labels_per_class"].astype(str) == "all")]["test_acc"]
+    results = {"fit_minutes": process_s / 60, "epochs": state["global_step"] / (curve.index[0] + 1),  # the first validation ends the first epoch
+               "steps": state["global_step"], "images": state["global_step"] * int(state["datamodule_hyper_parameters"]["batch_size"]),
+               **accuracy, "knn_test_acc": float(knn_all.mean()) if len(knn_all) else float("nan"),
+               "train_images": int(probes["train_images"].max()), "val_images": data.val_size,
+               "test_images": len(data.load_split(train=False)[1]), "evaluation_minutes": probe_s / 60}
+    return results, curve
+
+
+def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Path) -> str:
+    """Trains with `ssl-lightning fit` for at most ``minutes``, probes the last checkpoint on the
+    fit's own data (``fit_and_probe``), and writes ``out/curve.csv`` (online accuracy per epoch
+    against minutes) and ``out/results.csv`` (the table's numbers); returns the markdown."""
+    with tempfile.TemporaryDirectory() as runs:
+        results, curve = fit_and_probe(config, [f"--trainer.max_time={max_time(minutes)}", *fit_args], Path(runs))
     out.mkdir(parents=True, exist_ok=True)
     curve.to_csv(out / "curve.csv", float_format="%.4f")
-    accuracy = table.set_index("evaluator")["test_acc"]
-    train_images = int(table.set_index("evaluator").loc["linear probe", "train_images"])
-    test_images = len(data.load_split(train=False)[1])
-    epochs = state["global_step"] / (curve.index[0] + 1)  # the first validation ends the first epoch
-    images = state["global_step"] * int(state["datamodule_hyper_parameters"]["batch_size"])
-    results = {"minutes_limit": minutes, "fit_minutes": process_s / 60, "epochs": epochs, "steps": state["global_step"],
-               "images": images, "linear_probe_test_acc": accuracy["linear probe"], "knn_test_acc": accuracy["kNN"],
-               "evaluation_minutes": probe_s / 60}
+    results = {"minutes_limit": minutes, **results}
     pd.DataFrame([results]).to_csv(out / "results.csv", index=False, float_format="%.4f")
+    train_images, test_images, val_images = results["train_images"], results["test_images"], results["val_images"]
+    probe_s, process_s = 60 * results["evaluation_minutes"], 60 * results["fit_minutes"]
     lines = [
         "# Time to accuracy",
         "",
         f"`ssl-lightning fit --config {config.relative_to(REPO) if config.is_relative_to(REPO) else config}` "
         f"{' '.join(fit_args)} with a limit of {minutes:g} minutes of training, then a linear probe on the "
         f"frozen features of all {train_images:,} training images of the fit (weight decay chosen on its "
-        f"{data.val_size:,} validation images), scored on the {test_images:,} test images.",
+        f"{val_images:,} validation images), scored on the {test_images:,} test images.",
         f"Hardware: {hardware()}.",
         f"Command: `{' '.join(['python scripts/benchmark.py', *sys.argv[1:]])}`",
         "",
@@ -257,11 +270,11 @@ def time_to_accuracy(config: Path, minutes: float, fit_args: list[str], out: Pat
         "|---|---:|",
         f"| training limit (Lightning max_time) | {minutes:g} min |",
         f"| the fit process, start to end (data loading, validation, checkpoints) | {process_s / 60:.1f} min |",
-        f"| epochs | {epochs:.1f} |",
-        f"| optimizer steps | {state['global_step']} ({images:,} images) |",
-        f"| **linear probe, test accuracy (target >= 90% in 10 min on an H100)** | **{100 * accuracy['linear probe']:.1f}%** |",
-        f"| kNN (k=200), test accuracy | {100 * accuracy['kNN']:.1f}% |",
-        f"| probe + kNN evaluation (features of {train_images + data.val_size + test_images:,} images, not counted above) | {probe_s / 60:.1f} min |",
+        f"| epochs | {results['epochs']:.1f} |",
+        f"| optimizer steps | {results['steps']} ({results['images']:,} images) |",
+        f"| **linear probe, test accuracy (target >= 90% in 10 min on an H100)** | **{100 * results['linear_probe_all_test_acc']:.1f}%** |",
+        f"| kNN (k=200), test accuracy | {100 * results['knn_test_acc']:.1f}% |",
+        f"| probe + kNN evaluation (features of {train_images + val_images + test_images:,} images, not counted above) | {probe_s / 60:.1f} min |",
         "",
         "Online accuracy on the validation images after each epoch (minutes since the fit command started):",
         "",

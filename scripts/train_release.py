@@ -327,8 +327,10 @@ def package(methods: list[str], args: argparse.Namespace) -> None:
     if args.quick:  # for tests: 1,000 train images, no feature cache
         sweep = {"data": FashionMNISTDataModule(train_size=1000, val_size=200), "budgets": [10, "all"], "seeds": 1,
                  "test_size": 500, "cache_dir": None}
-    # results/release is rewritten on purpose: it is this script's output.
-    table = evaluate([out / f"{name}.pt" for name in names], names=names, output_dir=args.results, overwrite=True, **sweep)
+    # results/release is rewritten on purpose: it is this script's output. It covers every encoder
+    # in --out, those packaged now and those of earlier sittings (a release may go method by method).
+    shipped = sorted(set(read_manifest(out)) | set(names), key=lambda name: (name not in names, name))
+    table = evaluate([out / f"{name}.pt" for name in shipped], names=shipped, output_dir=args.results, overwrite=True, **sweep)
     entries = {}
     for name, (method, folder) in runs.items():
         checkpoint = read_checkpoint(out / f"{name}.pt")

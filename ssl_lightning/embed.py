@@ -29,7 +29,8 @@ def embed(source: str, data: ImageData | None = None, split: Literal["train", "v
         data: the data module (default: Fashion-MNIST).
         split: which images: "train", "val" (held out of train) or "test".
         output: the file to write (a ``.pt`` dict: features (N, F) float32, labels (N,) int64, -1
-            where unlabelled, index (N,) each image's position in the split); refused if it exists.
+            where unlabelled, index (N,) each image's position in the split, and for images from
+            files, paths: each image's file); refused if it exists.
             Default: predictions/<source>-<split>.pt, numbered (-1, -2 ...) where that exists.
     """
     output = refuse_existing(Path(output)) if output else unused_path(DEFAULT_DIR / f"{source_name(source)}-{split}.pt")
@@ -39,7 +40,7 @@ def embed(source: str, data: ImageData | None = None, split: Literal["train", "v
     data.prepare_data()
     data.setup(stage)
     features, labels = loader_features(encoder, data.eval_dataloader(getattr(data, attribute)), desc=f"embedding {split}")
-    return save_features(output, features, labels, split, str(source))
+    return save_features(output, features, labels, split, str(source), data.image_paths(split))
 
 
 def main(args: list[str]) -> None:

@@ -3,7 +3,8 @@
 
 The file is a ``torch.save`` dict: ``features`` float32 (N, F), ``labels`` int64 (N,) (-1 where
 the data has no labels), ``index`` int64 (N,) (each image's position in the split), ``split``
-and ``source`` (what encoded them).
+and ``source`` (what encoded them), and where the images come from files (an image folder or a
+file list), ``paths``: each image's file, in the same order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from ssl_lightning.data.base import ImageData
 from ssl_lightning.errors import ConfigError
 
 DEFAULT_DIR = Path("predictions")  # in the working directory
@@ -36,16 +38,20 @@ def unused_path(path: Path) -> Path:
     return candidate
 
 
-def save_features(path: Path, features: Tensor, labels: Tensor, split: str, source: str) -> Path:
-    """Writes (N, F) ``features`` and (N,) ``labels`` of a split's images, in order, to a new file ``path``."""
+def save_features(path: Path, features: Tensor, labels: Tensor, split: str, source: str, paths: list[str] | None = None) -> Path:
+    """Writes (N, F) ``features`` and (N,) ``labels`` of a split's images, in order, to a new file
+    ``path``, with the images' files where there are (``ImageData.image_paths``)."""
+    if paths is not None and len(paths) != len(features):
+        raise ValueError(f"{len(paths)} paths for {len(features)} images")
     refuse_existing(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"features": features.float().cpu(), "labels": labels.long().cpu(), "index": torch.arange(len(features)),
-                "split": split, "source": source}, path)
+                "split": split, "source": source, **({"paths": paths} if paths is not None else {})}, path)
     return path
 
 
 def load_features(path: str | Path) -> dict[str, Any]:
-    """What ``save_features`` wrote: {"features", "labels", "index", "split", "source"}."""
+    """What ``save_features`` wrote: {"features", "labels", "index", "split", "source"}, and
+    "paths" where the images come from files."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -75,5 +81,7 @@ class FeatureWriter(BasePredictionWriter):
         path = self.path or unused_path(DEFAULT_DIR / f"{type(pl_module).__name__.lower()}-test.pt")
         features = torch.cat([batch["features"] for batch in batches])
         labels = torch.cat([batch["labels"] for batch in batches])
-        save_features(path, features, labels, "test", str(trainer.ckpt_path or "the model's initial weights"))
+        data = trainer.datamodule
+        paths = data.image_paths("test") if isinstance(data, ImageData) else None
+        save_features(path, features, labels, "test", str(trainer.ckpt_path or "the model's initial weights"), paths)
         print(f"ssl-lightning: wrote features {tuple(features.shape)} and labels of the test split to {path}")

@@ -318,7 +318,7 @@ def test_time_to_accuracy_benchmark_trains_probes_and_writes_the_curve(tmp_path)
     probe = float(re.search(r"linear probe, test accuracy .*\*\*(\d+\.\d)%\*\*", report).group(1))
     assert 30 < probe < 100  # 10 classes: chance is 10%
     results = pd.read_csv(out / "results.csv").iloc[0]
-    assert results["steps"] == 8 and results["linear_probe_test_acc"] == pytest.approx(probe / 100, abs=0.0006)
+    assert results["steps"] == 8 and results["linear_probe_all_test_acc"] == pytest.approx(probe / 100, abs=0.0006)
 
 
 # --- the command itself: subcommands, help, parsing, predict and embed ---------------------------
@@ -379,6 +379,7 @@ def test_predict_saves_encoder_features_and_labels_and_leaves_no_run_folder(conf
     saved = load_features(tmp_path / "predictions" / written)
     assert saved["features"].dtype == torch.float32 and saved["features"].shape == (32, 64)  # width 8: 8 * 8 features
     assert torch.equal(saved["labels"], torch.arange(32) % 4) and torch.equal(saved["index"], torch.arange(32))
+    assert "paths" not in saved  # images from no files
     assert not (tmp_path / "checkpoints").exists()
     assert config != "simclr" or (tmp_path / "predictions" / "simclr-test.pt").read_text() == "earlier"
 
@@ -399,6 +400,30 @@ def test_embed_saves_the_features_of_a_split_of_a_data_module_named_on_the_comma
     saved = load_features(tmp_path / "val.pt")
     assert saved["features"].shape == (32, 64) and saved["split"] == "val"
     assert torch.equal(saved["labels"], torch.full((32,), -1))
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_embed_of_an_image_folder_names_each_images_file(split, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_colour_squares(tmp_path / "bees")
+    (tmp_path / "bees" / "train" / "red" / "broken.png").write_bytes(b"not an image")  # skipped: the paths skip it too
+    source = save_encoder(tmp_path / "encoder.ckpt", width=8, in_channels=3, input_size=16, mean=(0.5,) * 3, std=(0.29,) * 3)
+    main(["embed", str(source), "--data", "ImageFolderDataModule", f"--data.data_dir={tmp_path / 'bees' / 'train'}",
+          f"--data.test_dir={tmp_path / 'bees' / 'val'}", "--data.image_size=16", "--data.val_size=8", "--data.skip_unreadable=true",
+          "--split", split, "--output", str(tmp_path / "f.pt")])
+    saved = load_features(tmp_path / "f.pt")
+    paths = [Path(path) for path in saved["paths"]]
+    assert len(paths) == len(saved["features"]) == {"train": 24, "val": 8, "test": 12}[split]
+    assert all(path.is_file() and path.name != "broken.png" and path.parts[-3] == ("val" if split == "test" else "train") for path in paths)
+    classes = ["blue", "red"]  # the folders, sorted
+    assert [classes[label] for label in saved["labels"].tolist()] == [path.parent.name for path in paths]  # file and label agree
+    if split != "test":  # train and val split one folder: apart, and together every readable image
+        other = "val" if split == "train" else "train"
+        main(["embed", str(source), "--data", "ImageFolderDataModule", f"--data.data_dir={tmp_path / 'bees' / 'train'}",
+              "--data.image_size=16", "--data.val_size=8", "--data.skip_unreadable=true", "--split", other, "--output", str(tmp_path / "g.pt")])
+        others = set(load_features(tmp_path / "g.pt")["paths"])
+        readable = {str(path) for path in (tmp_path / "bees" / "train").rglob("*.png") if path.name != "broken.png"}
+        assert not others & set(map(str, paths)) and others | set(map(str, paths)) == readable
 
 
 def test_predict_from_a_checkpoint_saves_that_encoders_features(tmp_path, monkeypatch):

@@ -142,6 +142,12 @@ def test_release_script_trains_packages_and_loads(tmp_path, monkeypatch):
     at = command.index("--quick")  # --fit_args takes the rest of the line
     result = subprocess.run([*command[:at], "--stage", "train", "--resume", *command[at:]], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.count("for 1 epochs already; skipped") == 2, result.stdout + result.stderr[-2000:]
+    # Packaging one method keeps the others shipped, and the sweep still covers them all
+    supervised_entry = manifest["supervised-fashion-mnist"]
+    result = subprocess.run([*command[:at], "--stage", "package", "--methods", "simclr", *command[at:]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["checkpoints"]["supervised-fashion-mnist"] == supervised_entry
+    assert set(pd.read_csv(tmp_path / "results" / "results.csv")["model"]) >= {"simclr-fashion-mnist", "supervised-fashion-mnist"}
 
 
 def test_release_training_time_adds_up_every_sitting(tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def argument_error_line(err: argparse.ArgumentError) -> str:
     if keys and choices:  # one of several fixed values (Lightning's precision: a union of literals)
         name = keys[0] if len(keys) == 1 else f"{keys[0]}.init_args.{keys[-1]}"  # a model's or data module's option
         values = dict.fromkeys(value.strip(" '\"") for group in choices for value in group.split(","))
-        got = re.search(r"Got value: (\S+)", text)
+        got = re.search(r"(?:Got|Given) value: (\S+)", text)
         return f"--{name} takes one of {', '.join(values)}" + (f", got {got.group(1)}" if got else "")
     noise = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
     lines = [line.strip(" -:") for line in text.splitlines() if line.strip() and not line.strip().startswith(noise)]

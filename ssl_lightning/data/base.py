@@ -40,6 +40,11 @@ class ImageData(LightningDataModule, ABC):
     val_set: Dataset | None = None
     test_set: Dataset | None = None
 
+    def image_paths(self, split: Literal["train", "val", "test"]) -> list[str] | None:
+        """The files of a split's images, in the dataset's order, once set up; None where its
+        images do not come from files (an archive, shards)."""
+        return None
+
     @property
     def labelled(self) -> bool:
         return self.num_classes is not None
@@ -145,6 +150,7 @@ class ImageDataModule(ImageData):
         self.prefetch_factor = prefetch_factor
         self.seed = seed
         self.holds_in_memory: bool | None = None  # decided at the first setup
+        self.paths: dict[str, list[str]] = {}  # image_paths' answers, filled by setup
 
     def source(self, train: bool) -> ImageSource:
         """The images of the train or the test split (default: from ``load_split``)."""
@@ -218,13 +224,20 @@ class ImageDataModule(ImageData):
             source = self.source(train=True)
             if self.decide_in_memory(len(source)):  # one decoding pass for both parts, before the split:
                 images = source.load_all(description=f"decoding {type(self).__name__}")  # it may skip images
-                source = TensorSource(images, source.labels)
+                source = TensorSource(images, source.labels, source.paths)
             train_idx, val_idx = self.split_indices(source.labels)
             self.train_set = self.make_dataset(source, train_idx)
             self.val_set = self.make_dataset(source, val_idx)
+            if source.paths is not None:
+                self.paths.update((split, [str(source.paths[i]) for i in idx]) for split, idx in (("train", train_idx), ("val", val_idx)))
         if stage in ("test", "predict") and self.test_set is None:
             source = self.source(train=False)
             self.test_set = self.make_dataset(source, torch.arange(len(source)))
+            if source.paths is not None:  # read after make_dataset, whose decoding may skip images
+                self.paths["test"] = [str(path) for path in source.paths]
+
+    def image_paths(self, split: Literal["train", "val", "test"]) -> list[str] | None:
+        return self.paths.get(split)
 
     def _loader(self, dataset: Dataset | None, train: bool) -> StatefulDataLoader:
         assert dataset is not None, "call setup() first"

@@ -5,6 +5,8 @@ through DataLoader workers."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -20,6 +22,7 @@ class ImageSource(ABC):
     labels: Tensor
     num_channels: int
     image_size: int
+    paths: Sequence[Path] | None = None  # each image's file, where the images come from files
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,13 +53,15 @@ class ImageSource(ABC):
 
 
 class TensorSource(ImageSource):
-    """Images already decoded: uint8 (N, C, S, S) and labels (N,)."""
+    """Images already decoded: uint8 (N, C, S, S) and labels (N,), and the files they were decoded
+    from, where there are files."""
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, paths: Sequence[Path] | None = None) -> None:
         if images.dim() != 4 or images.shape[-1] != images.shape[-2] or len(images) != len(labels):
             raise ValueError(f"expected square images (N, C, S, S) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.long()
+        self.paths = paths
         self.num_channels, self.image_size = images.shape[1], images.shape[-1]
 
     def decode(self, index: int) -> Tensor:

@@ -41,6 +41,7 @@ def run_trial(config: Path, trial: dict, runs: Path) -> dict:
 
 def markdown(study: dict, rows: pd.DataFrame, command: str) -> str:
     table = rows.set_index("trial").reindex([t["name"] for t in study["trials"]]).dropna(subset=["setting"])
+    table["setting"] = [next(t["setting"] for t in study["trials"] if t["name"] == name) for name in table.index]  # the file's words
     shown = table[list(COLUMNS)].rename(columns=COLUMNS)
     for column in ("online kNN (val)", "probe, all labels", "probe, 10/class", "kNN, all labels"):
         shown[column] = (100 * shown[column]).map("{:.1f} %".format)
@@ -78,7 +79,7 @@ def main() -> None:
             continue
         row = run_trial(REPO / study["config"], trial, args.runs_dir / args.trials.stem)
         rows = pd.concat([rows[rows["trial"] != trial["name"]], pd.DataFrame([row])], ignore_index=True)
-        rows.to_csv(csv, index=False, float_format="%.4f")
+        rows.to_csv(csv, index=False, float_format="%.6f")
         args.trials.with_suffix(".md").write_text(markdown(study, rows, command))
         print(f"recipe_study: {trial['name']}: probe {100 * row['linear_probe_all_test_acc']:.1f} % in {row['fit_minutes']:.1f} min", flush=True)
     if len(rows):  # also where nothing was left to run

@@ -80,17 +80,23 @@ class LinearProbe(LightningModule):
         self.feature_std.copy_(features.std(dim=0).clamp_min(1e-6))  # constant dimensions stay 0
         return self
 
+    def standardize(self, features: Tensor) -> Tensor:
+        return (features - self.feature_mean) / self.feature_std
+
     def forward(self, features: Tensor) -> Tensor:
         """(N, D) features -> (N, num_classes) logits."""
-        return self.linear((features - self.feature_mean) / self.feature_std)
+        return self.linear(self.standardize(features))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         features, labels = batch
         optimizer = self.optimizers()
+        # Once a step, not in the closure that L-BFGS calls up to max_iter times: an (N, D) copy
+        # each call made a full-batch fit on 55,000 features hold gigabytes.
+        standardized = self.standardize(features)
 
         def objective() -> Tensor:
             optimizer.zero_grad()
-            logits = self(features)  # (N, C)
+            logits = self.linear(standardized)  # (N, C)
             loss = nn.functional.cross_entropy(logits, labels) + self.hparams.weight_decay / 2 * self.linear.weight.square().sum()
             self.manual_backward(loss)
             return loss

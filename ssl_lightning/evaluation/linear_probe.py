@@ -81,6 +81,7 @@ class LinearProbe(LightningModule):
         return self
 
     def standardize(self, features: Tensor) -> Tensor:
+        """(N, D) features shifted and scaled by the ``standardize_with`` statistics."""
         return (features - self.feature_mean) / self.feature_std
 
     def forward(self, features: Tensor) -> Tensor:

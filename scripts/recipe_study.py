@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="run these trials (by name), done or not")
     parser.add_argument("--runs_dir", type=Path, default=REPO / "checkpoints" / "recipe_study")
     args = parser.parse_args()
+    if not args.trials.is_file():
+        parser.error(f"no trials file {args.trials} (benchmarks/recipe_study/ has the studies so far)")
     study = yaml.safe_load(args.trials.read_text())
     names = [t["name"] for t in study["trials"]]
     if unknown := sorted(set(args.only or []) - set(names)):

@@ -68,3 +68,11 @@ def test_an_unknown_trial_is_one_line(study, capsys):
     with pytest.raises(SystemExit):
         run("--only", "bsae")
     assert "no trial named bsae" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_missing_trials_file_is_one_line(study, capsys):
+    run, trials = study
+    trials.unlink()
+    with pytest.raises(SystemExit):
+        run()
+    assert f"no trials file {trials}" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -64,13 +64,15 @@ class ProjectionHead(nn.Module):
 
 class DINOHead(nn.Module):
     """DINO's head (arXiv:2104.14294, Sec. 3.1 and App.; its code's ``DINOHead``): a 3-layer MLP
-    with GELU and no batch norm down to a ``bottleneck_dim`` embedding, L2-normalised, then a
-    weight-normalised Linear to ``out_dim`` outputs without bias whose norms stay 1 (the code's
-    ``norm_last_layer``): its rows are normalised at every call."""
+    with GELU down to a ``bottleneck_dim`` embedding, L2-normalised, then a weight-normalised
+    Linear to ``out_dim`` outputs without bias whose norms stay 1 (the code's ``norm_last_layer``):
+    its rows are normalised at every call. The hidden layers have batch norm with ``batch_norm``
+    (the code's ``use_bn_in_head``: off for ViTs, on in its ResNet-50 recipe)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, out_dim: int = 65536) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, out_dim: int = 65536,
+                 batch_norm: bool = False) -> None:
         super().__init__()
-        self.mlp = ProjectionHead(in_dim, hidden_dim, bottleneck_dim, num_layers=3, batch_norm=False, activation=nn.GELU)
+        self.mlp = ProjectionHead(in_dim, hidden_dim, bottleneck_dim, num_layers=3, batch_norm=batch_norm, activation=nn.GELU)
         self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
         nn.init.trunc_normal_(self.last_layer.weight, std=0.02)  # as the code
 

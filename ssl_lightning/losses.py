@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,6 +15,13 @@ def check_temperature(temperature: float) -> None:
     """Refuses a temperature <= 0 in one line."""
     if temperature <= 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}; the papers use 0.07 to 1.0")
+
+
+def float32_math(tensor: Tensor) -> contextlib.AbstractContextManager:
+    """A context in which matrix products on ``tensor``'s device run in float32 even inside an
+    autocast region (bf16 or fp16 training): ``.float()`` alone is undone by autocast, which casts
+    every ``@``/``einsum`` operand back to the low precision."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def check_view_pair(z1: Tensor, z2: Tensor) -> None:
@@ -193,8 +202,9 @@ def cross_entropy_across_crops(targets: Tensor, logits: Tensor, temperature: flo
     if targets.dim() != 3 or logits.dim() != 3 or targets.shape[1:] != logits.shape[1:] or not 1 <= len(targets) <= len(logits) or len(logits) < 2:
         raise ConfigError(f"expected targets (A, N, K) and logits (V, N, K) with 1 <= A <= V and V >= 2, got "
                           f"{tuple(targets.shape)} and {tuple(logits.shape)}")
-    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # (V, N, K)
-    cross = -torch.einsum("ank,vnk->avn", targets.float(), log_probs).mean(dim=2)  # (A, V): ℓ(a, v)
+    with float32_math(logits):
+        log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # (V, N, K)
+        cross = -torch.einsum("ank,vnk->avn", targets.float(), log_probs).mean(dim=2)  # (A, V): ℓ(a, v)
     other = ~torch.eye(*cross.shape, dtype=torch.bool, device=cross.device)  # v != a
     return cross[other].mean()
 

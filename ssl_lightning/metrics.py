@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssl_lightning.losses import check_view_pair, cosine_similarity_matrix, positive_index
+from ssl_lightning.losses import check_view_pair, cosine_similarity_matrix, float32_math, positive_index
 
 
 def ranking_metrics(z1: Tensor, z2: Tensor, cross_view: bool = False) -> dict[str, Tensor]:
@@ -22,7 +22,8 @@ def ranking_metrics(z1: Tensor, z2: Tensor, cross_view: bool = False) -> dict[st
 
     Ties count against the positive: a negative exactly as similar as the positive ranks above it,
     so a collapsed embedding (all views equal) scores the worst rank (2N-2; N-1 across views),
-    not the best.
+    not the best. Similarities are float32 even under bf16 autocast, whose 8-bit mantissa would
+    make near neighbours tie with the positive.
 
     Args:
         z1: (N, D) embeddings of the first views; row n comes from image n.
@@ -33,13 +34,15 @@ def ranking_metrics(z1: Tensor, z2: Tensor, cross_view: bool = False) -> dict[st
     """
     check_view_pair(z1, z2)
     n = z1.shape[0]
-    if cross_view:
-        across = F.normalize(z1.detach().float(), dim=1) @ F.normalize(z2.detach().float(), dim=1).T  # (N, N)
-        sim = torch.cat([across, across.T])  # (2N, N): view-1 anchors vs view 2, then view-2 anchors vs view 1
-        pos_idx = torch.arange(n, device=sim.device).repeat(2)  # (2N,): positives on the diagonal
-    else:
-        sim = cosine_similarity_matrix(z1.detach(), z2.detach()).float()  # (2N, 2N)
-        pos_idx = positive_index(n, sim.device)  # (2N,)
+    z1, z2 = z1.detach().float(), z2.detach().float()
+    with float32_math(z1):
+        if cross_view:
+            across = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T  # (N, N)
+            sim = torch.cat([across, across.T])  # (2N, N): view-1 anchors vs view 2, then view-2 anchors vs view 1
+            pos_idx = torch.arange(n, device=sim.device).repeat(2)  # (2N,): positives on the diagonal
+        else:
+            sim = cosine_similarity_matrix(z1, z2)  # (2N, 2N)
+            pos_idx = positive_index(n, sim.device)  # (2N,)
     pos_sim = sim.gather(1, pos_idx[:, None])  # (2N, 1)
     # Rank = number of candidates at least as similar as the positive, the positive excluded.
     rank = (sim >= pos_sim).sum(dim=1) - 1  # (2N,)

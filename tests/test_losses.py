@@ -298,6 +298,17 @@ def test_dino_and_swav_losses_match_lightlys_on_the_same_inputs():
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
 
 
+def test_the_multi_crop_cross_entropy_is_float32_under_bf16_autocast():
+    """The training precision on CPU is bf16 autocast, which would run the einsum in bf16: a loss
+    near log K = 8.3 would then move in steps of 0.03 and hide training progress."""
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(4, 16, 4096, generator=g), torch.randn(2, 16, 4096, generator=g)
+    want = dino_loss(student, teacher, torch.zeros(4096), 0.1, 0.04)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = dino_loss(student, teacher, torch.zeros(4096), 0.1, 0.04)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 1, 3, 3), (4, 3, 5, 2)])
 def test_reconstruction_loss_matches_the_formula(shape):
     """-[x log σ(l) + (1 − x) log(1 − σ(l))] pixel by pixel, in float64, averaged."""

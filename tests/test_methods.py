@@ -279,3 +279,26 @@ def test_swav_uses_its_queue_once_full_and_a_restored_one_as_full_as_it_was():
     restored.load_state_dict(model.state_dict())
     restored.on_load_checkpoint({"state_dict": model.state_dict()})
     assert restored._queued == 32
+
+
+@pytest.mark.parametrize("head_batch_norm", [False, True])
+def test_dino_logs_the_papers_collapse_terms_the_teacher_entropy_and_the_kl(head_batch_norm, monkeypatch):
+    """H(P_t) over both global crops from the teacher's own outputs, and KL = loss - H(P_t)."""
+    import torch.nn.functional as F
+
+    from ssl_lightning.methods import DINO
+
+    model = DINO(out_dim=24, head_hidden_dim=16, head_bottleneck_dim=8, head_batch_norm=head_batch_norm,
+                 encoder=TINY_ENCODER, views=[{}, {}, {"copies": 2}]).eval()
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.head.modules()) == head_batch_norm
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kwargs: logged.__setitem__(name, value.item()))
+    monkeypatch.setattr(DINO, "current_epoch", 0)  # T_t = the warm-up's 0.04
+    views = model.views(torch.rand(8, 1, 16, 16))
+    out = model.compute_loss(*views)
+    with torch.no_grad():
+        teacher = model.teacher_head(model.teacher_encoder(torch.cat(views[:2])))[1]
+    p = F.softmax(teacher.double() / 0.04, dim=1)  # the center is still 0
+    entropy = -(p * p.log()).sum(dim=1).mean().item()
+    assert logged["val/teacher_entropy"] == pytest.approx(entropy, rel=1e-4)
+    assert logged["val/kl"] == pytest.approx(out.loss.item() - entropy, rel=1e-4, abs=1e-5)

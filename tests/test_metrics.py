@@ -61,6 +61,18 @@ def test_matches_an_argsort_reference(seed, cross_view):
     assert got == pytest.approx(want, abs=1e-6)
 
 
+@pytest.mark.parametrize("cross_view", [False, True])
+def test_bf16_autocast_does_not_make_near_neighbours_tie(cross_view):
+    # Images 0.05 apart, their views 0.005: every cosine similarity is within 0.01 of 1, where bf16's step is 0.004.
+    g = torch.Generator().manual_seed(0)
+    images = torch.ones(16, 8) + 0.05 * torch.randn(16, 8, generator=g)
+    z1, z2 = (images + 0.005 * torch.randn(16, 8, generator=g) for _ in range(2))
+    want = {k: v.item() for k, v in ranking_metrics(z1, z2, cross_view=cross_view).items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = {k: v.item() for k, v in ranking_metrics(z1.bfloat16(), z2.bfloat16(), cross_view=cross_view).items()}
+    assert want["acc_top1"] == 1.0 and got == pytest.approx(want)
+
+
 def test_hand_computed_ranks_across_views():
     # The 2-D case above, each anchor ranked among the other view's 2 embeddings only:
     #   a (0 deg):  positive c (.17) vs d (0)      -> rank 0

@@ -39,6 +39,8 @@ class DINO(MomentumPretrainMethod):
     Args:
         out_dim: K, the head's outputs (the paper: 65,536).
         head_hidden_dim: the head MLP's hidden size (2048); head_bottleneck_dim: its output (256).
+        head_batch_norm: batch norm in the head's hidden layers (the code's ``use_bn_in_head``:
+            False, as for ViTs; its ResNet-50 recipe turns it on).
         student_temperature: T_s (0.1).
         teacher_temperature: T_t after the warm-up (the paper: 0.04 to 0.07 over 30 epochs).
         warmup_teacher_temperature: T_t at epoch 0; warmup_teacher_temperature_epochs: its length.
@@ -62,6 +64,7 @@ class DINO(MomentumPretrainMethod):
         out_dim: int = 65536,
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
+        head_batch_norm: bool = False,
         student_temperature: float = 0.1,
         teacher_temperature: float = 0.07,
         warmup_teacher_temperature: float = 0.04,
@@ -82,7 +85,7 @@ class DINO(MomentumPretrainMethod):
             raise ConfigError(f"DINO needs center_momentum in [0, 1) and clip_grad >= 0, got {center_momentum} and {clip_grad}")
         super().__init__(target_momentum=target_momentum, target_momentum_end=target_momentum_end,
                          encoder=encoder, optimizer=optimizer, views=views)
-        self.head = DINOHead(self.encoder.out_dim, head_hidden_dim, head_bottleneck_dim, out_dim)
+        self.head = DINOHead(self.encoder.out_dim, head_hidden_dim, head_bottleneck_dim, out_dim, head_batch_norm)
         self.teacher_encoder = self.momentum_target(self.encoder)
         self.teacher_head = self.momentum_target(self.head)
         self.register_buffer("center", torch.zeros(out_dim))  # (K,), in checkpoints
@@ -106,10 +109,22 @@ class DINO(MomentumPretrainMethod):
         loss = dino_loss(global_student, global_teacher, self.center, hp.student_temperature, teacher_temperature)
         with torch.no_grad():  # what the loss compares: P_s of crop 1 and P_t of crop 2
             p_student = F.softmax(student[0].float() / hp.student_temperature, dim=1)
-            p_teacher = F.softmax((teacher[1].float() - self.center) / teacher_temperature, dim=1)
+            p_teachers = F.softmax((teacher.float() - self.center) / teacher_temperature, dim=-1)  # (V_t, N, K)
+            p_teacher = p_teachers[1]
+            self.log_collapse_terms(p_teachers, loss)
         if self.training:  # the center moves towards the global batch's mean teacher output
             self.center.lerp_(global_teacher.float().mean(dim=(0, 1)), 1 - hp.center_momentum)
         return StepOutput(loss, p_student, p_teacher, features=h[0], monitored=z[:n])
+
+    def log_collapse_terms(self, p_teachers: Tensor, loss: Tensor) -> None:
+        """The paper's collapse analysis (Sec. 5.3, Fig. 7): the teacher's entropy H(P_t), the mean
+        over its (V_t, N) distributions, and the KL divergence, loss - H(P_t). Uniform collapse:
+        H -> log K with KL -> 0; one dimension dominating: H -> 0. Learning keeps H below log K
+        and KL above 0."""
+        entropy = -(p_teachers * p_teachers.clamp_min(1e-12).log()).sum(dim=-1).mean()
+        stage, per_step = ("train", True) if self.training else ("val", False)
+        for name, value in (("teacher_entropy", entropy), ("kl", loss.detach() - entropy)):
+            self.log(f"{stage}/{name}", value, on_step=per_step, on_epoch=not per_step, sync_dist=not per_step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.hparams.clip_grad:

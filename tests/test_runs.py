@@ -102,7 +102,9 @@ def test_a_run_that_fails_at_setup_leaves_no_run_folder_and_a_started_one_keeps_
     with pytest.raises(SystemExit):  # the support set does not tile the batch: a ConfigError at setup
         cli_here(["fit", "--config", str(CONFIGS / "nnclr.yaml"), *TINY_DATA, *TINY_HEADS["nnclr"], "--model.init_args.support_size=40"],
                  tmp_path, monkeypatch)
-    assert "must be a multiple" in capsys.readouterr().err and not (tmp_path / "checkpoints").exists()
+    said = capsys.readouterr().err
+    assert "must be a multiple" in said and not (tmp_path / "checkpoints").exists()
+    assert "go to" not in said  # no folder named that is then removed
     # A folder with anything a run wrote after its start (a checkpoint), or a resumed run's, stays.
     run = tmp_path / "runs" / "version_0"
     (run / "checkpoints").mkdir(parents=True)

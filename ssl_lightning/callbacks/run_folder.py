@@ -1,16 +1,27 @@
-"""A run that fails before its first step leaves no folder behind: a config error found at setup
-(a queue that does not fit the batch, data the model cannot take) would otherwise leave a
-``version_N`` with a config and an empty events file, which looks like a run."""
+"""A run's folder, as the user sees it: named once the run has set up, and gone if the run fails
+before its first step (a config error found at setup, a queue that does not fit the batch or data
+the model cannot take, would otherwise leave a ``version_N`` with a config and an empty events
+file, which looks like a run)."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 # What a new run writes into its folder before its first step.
 _STARTUP_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.*")
+
+
+class AnnounceRunFolder(Callback):
+    """Prints where the run's logs, config and checkpoints go once setup has passed, so that a run
+    failing at setup does not name a folder that ``RemoveUnstartedRun`` then removes."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and trainer.logger is not None and not trainer.fast_dev_run:
+            print(f"ssl-lightning: this run's logs, config and checkpoints go to {trainer.log_dir}", file=sys.stderr)
 
 
 class RemoveUnstartedRun(Callback):

@@ -21,7 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser
 
 import ssl_lightning.data  # noqa: F401  (registers the data modules for short class names)
 import ssl_lightning.methods  # noqa: F401  (registers the methods for short class names)
-from ssl_lightning.callbacks import (AUTO_MONITOR, EmbeddingProjector, ExactResume, HParamsSummary, LogReconstructions, LogViewPairs,
+from ssl_lightning.callbacks import (AUTO_MONITOR, AnnounceRunFolder, EmbeddingProjector, ExactResume, HParamsSummary, LogReconstructions, LogViewPairs,
                                      ProgressBar, RemoveUnstartedRun, RunCheckpoint)
 from ssl_lightning.checkpoint import read_checkpoint
 from ssl_lightning.cli.configs import with_packaged_configs
@@ -117,10 +117,6 @@ class SSLLightningCLI(HookedLightningCLI):
                 raise ConfigError(f"{dirpath} already holds checkpoints of an earlier run; choose another "
                                   "checkpoint.dirpath, or resume that run with --ckpt_path")
 
-    def before_fit(self) -> None:
-        if self.trainer.is_global_zero and self.trainer.logger is not None and not self.trainer.fast_dev_run:
-            print(f"ssl-lightning: this run's logs, config and checkpoints go to {self.trainer.log_dir}", file=sys.stderr)
-
     def after_fit(self) -> None:
         checkpoint = self.trainer.checkpoint_callback
         if self.trainer.is_global_zero and checkpoint is not None and checkpoint.last_model_path and not self.trainer.fast_dev_run:
@@ -163,7 +159,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, cli_class: type[SS
             subclass_mode_model=True,
             subclass_mode_data=True,
             # Callbacks every run has, whatever the config lists.
-            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [ExactResume(), HParamsSummary(), ProgressBar(), RemoveUnstartedRun()]},
+            trainer_defaults={**TRAINER_DEFAULTS, "callbacks": [AnnounceRunFolder(), ExactResume(), HParamsSummary(), ProgressBar(), RemoveUnstartedRun()]},
             args=args,
             run=run,
         )

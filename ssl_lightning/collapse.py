@@ -34,6 +34,13 @@ def rankme(z: Tensor, eps: float = 1e-7) -> Tensor:
     return torch.exp(-(p * torch.log(p)).sum())
 
 
+def mean_entropy(p: Tensor) -> Tensor:
+    """The mean entropy -Σ_k p_k log p_k of distributions ``p`` (..., K): DINO's collapse analysis
+    (arXiv:2104.14294, Sec. 5.3) watches the teacher's. log K when every distribution is uniform
+    (uniform collapse), 0 when each puts all its mass on one k."""
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=-1).mean()
+
+
 class CollapseMonitor(Metric):
     """Keeps an epoch's embeddings (every process's, under DDP) and computes ``normalized_std``
     and ``rankme`` on all of them together: both depend on the batch size, so batch means would not

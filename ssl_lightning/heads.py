@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,6 +61,20 @@ class ProjectionHead(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.layers(h)  # (N, out_dim)
+
+
+class Prototypes(nn.Linear):
+    """SwAV's K prototypes (arXiv:2006.09882, Sec. 3.1): the scores of embeddings z (N, dim) are
+    prototypes · z, a Linear without bias whose rows are unit vectors; ``normalize_`` makes them so
+    again (the method calls it after every optimizer step)."""
+
+    def __init__(self, dim: int, num_prototypes: int) -> None:
+        super().__init__(dim, num_prototypes, bias=False)
+        self.normalize_()
+
+    @torch.no_grad()
+    def normalize_(self) -> None:
+        self.weight.copy_(F.normalize(self.weight, dim=1))
 
 
 class DINOHead(nn.Module):

@@ -193,6 +193,21 @@ def optimizer_with_schedule(module: LightningModule, params: nn.Module | Callabl
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": LR_TAG}}
 
 
+def linear_ramp(step: int, ramp_steps: int, start: float, end: float) -> float:
+    """``start`` at step 0, rising linearly to ``end`` at ``ramp_steps`` and staying there (DINO's
+    teacher temperature warm-up, per epoch); ``end`` throughout when ``ramp_steps`` is 0."""
+    progress = min(1.0, step / ramp_steps) if ramp_steps else 1.0
+    return start + progress * (end - start)
+
+
+def clip_grad_norm_per_parameter(module: nn.Module, max_norm: float) -> None:
+    """Clips each parameter's gradient to norm ``max_norm`` on its own, as DINO's code does
+    (``torch.nn.utils.clip_grad_norm_`` over all parameters clips their joint norm)."""
+    for p in module.parameters():
+        if p.grad is not None:
+            nn.utils.clip_grad_norm_(p, max_norm)
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, final_lr_ratio: float = 0.0) -> LambdaLR:
     """Linear warm-up from lr/warmup_steps to lr, then cosine decay to ``final_lr_ratio`` x lr at
     ``total_steps`` (0: to zero, as SimCLR; the UvA tutorial's ``eta_min=lr/50`` is 0.02).

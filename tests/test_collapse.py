@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import RandomImages, fit, tiny_pretraining_methods
-from ssl_lightning.collapse import CollapseMonitor, normalized_std, rankme
+from ssl_lightning.collapse import CollapseMonitor, mean_entropy, normalized_std, rankme
 
 
 def test_normalized_std_by_hand():
@@ -24,6 +24,13 @@ def test_rankme_by_hand():
     assert rankme(z).item() == pytest.approx(math.exp(entropy), rel=1e-5)
     assert rankme(torch.eye(6)).item() == pytest.approx(6.0, rel=1e-5)  # every direction equally: full rank
     assert rankme(torch.ones(10, 4)).item() == pytest.approx(1.0, rel=1e-4)  # one direction
+
+
+def test_mean_entropy_by_hand():
+    uniform, one_hot, halves = torch.full((5,), 0.2), torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]), torch.tensor([0.5, 0.5, 0, 0, 0])
+    assert mean_entropy(uniform[None]).item() == pytest.approx(math.log(5))  # uniform collapse: log K
+    assert mean_entropy(one_hot[None]).item() == pytest.approx(0.0)
+    assert mean_entropy(torch.stack([one_hot, halves])[None]).item() == pytest.approx(math.log(2) / 2)  # the mean over (2, 1)
 
 
 def test_random_embeddings_look_healthy_and_a_constant_collapsed():

@@ -269,6 +269,41 @@ def test_multi_crop_methods_refuse_fewer_than_two_global_crops(name):
         method(encoder=TINY_ENCODER, views=views)
 
 
+def test_swav_rejects_a_queue_that_is_not_a_multiple_of_the_batch(random_images, tmp_path):
+    from ssl_lightning.methods import SwAV
+
+    model = SwAV(num_prototypes=12, projection_hidden_dim=16, projection_dim=8, queue_size=40, encoder=TINY_ENCODER,
+                 views=[{}, {"copies": 2}])
+    with pytest.raises(ConfigError, match=r"SwAV queue_size \(40\) must be a multiple of the batch size"):
+        fit(model, random_images, tmp_path, max_steps=1)
+
+
+@pytest.mark.parametrize("name", ["swav", "dino"])
+def test_swav_prototypes_and_dinos_last_layer_are_held_in_the_first_epoch_only(name, monkeypatch):
+    """Their gradients are dropped before the optimizer step of epoch 0 (neither updated nor decayed), kept from epoch 1."""
+    model = METHODS[name]().train()
+    held = model.prototypes if name == "swav" else model.head.last_layer
+    for epoch, dropped in ((0, True), (1, False)):
+        monkeypatch.setattr(type(model), "current_epoch", epoch)
+        model.zero_grad()
+        model.compute_loss(*model.views(torch.rand(8, 1, 16, 16))).loss.backward()
+        assert held.weight.grad is not None
+        model.on_before_optimizer_step(None)
+        assert (held.weight.grad is None) == dropped
+        assert all(p.grad is not None for p in model.encoder.parameters())  # the rest still learns
+
+
+def test_swav_prototypes_are_unit_vectors_after_every_step():
+    from ssl_lightning.heads import Prototypes
+
+    prototypes = Prototypes(8, 5)
+    assert torch.allclose(prototypes.weight.norm(dim=1), torch.ones(5))
+    with torch.no_grad():
+        prototypes.weight.mul_(3.0)
+    prototypes.normalize_()
+    assert torch.allclose(prototypes.weight.norm(dim=1), torch.ones(5))
+
+
 def test_swav_uses_its_queue_once_full_and_a_restored_one_as_full_as_it_was():
     model = METHODS["swav"]().train()  # queue of 32 past embeddings per global crop, from epoch 0
     images = torch.rand(16, 1, 16, 16)

@@ -82,8 +82,8 @@ def test_each_method_overfits_a_fixed_batch(name, one_thread):
         optimizer.step()
         if hasattr(model, "update_targets"):
             model.update_targets(model.target_momentum)
-        if hasattr(model, "normalize_prototypes"):  # SwAV's, after every step
-            model.normalize_prototypes()
+        if hasattr(model, "prototypes"):  # SwAV's, after every step
+            model.prototypes.normalize_()
         losses.append(out.loss.item())
         accuracies.append(accuracy)
     with torch.no_grad():  # fresh views of every batch

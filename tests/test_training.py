@@ -14,7 +14,7 @@ from conftest import TINY_ENCODER, fit
 from ssl_lightning import load_encoder
 from ssl_lightning.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ssl_lightning.methods import BarlowTwins, MoCo, SimCLR, Supervised
-from ssl_lightning.optim import OptimizerConfig, param_groups, scaled_lr, warmup_cosine
+from ssl_lightning.optim import OptimizerConfig, clip_grad_norm_per_parameter, linear_ramp, param_groups, scaled_lr, warmup_cosine
 
 
 def test_views_are_made_after_the_transfer_in_fit_stages_only(random_images, tiny_simclr_kwargs, tmp_path):
@@ -375,3 +375,17 @@ def test_lr_scaling_counts_accumulated_batches_and_is_logged(random_images, tiny
     assert f"learning rate {expected:.6g} (lr_scaling linear, global batch 64)" in caplog.text
     assert logger.experiment.hparams["effective_lr"] == pytest.approx(expected)
     assert logger.experiment.hparams["global_batch_size"] == 64
+
+
+def test_linear_ramp_by_hand():
+    assert [linear_ramp(step, 4, 0.04, 0.08) for step in (0, 1, 4, 9)] == pytest.approx([0.04, 0.05, 0.08, 0.08])
+    assert linear_ramp(0, 0, 0.04, 0.07) == 0.07  # no warm-up
+
+
+def test_gradient_clipping_per_parameter_scales_each_gradient_to_the_norm_on_its_own():
+    """DINO's clip: a gradient of norm 5 becomes norm 1; one of norm 0.5 stays (a joint clip of both would shrink it too)."""
+    layer = torch.nn.Linear(2, 1)
+    layer.weight.grad, layer.bias.grad = torch.tensor([[3.0, 4.0]]), torch.tensor([0.5])
+    clip_grad_norm_per_parameter(layer, 1.0)
+    assert layer.weight.grad.tolist()[0] == pytest.approx([0.6, 0.8], rel=1e-5)
+    assert layer.bias.grad.item() == pytest.approx(0.5)

@@ -25,6 +25,7 @@ from ssl_lightning.errors import ConfigError, TrainingDivergedError
 from ssl_lightning.metrics import ranking_metrics
 from ssl_lightning.momentum import cosine_momentum, momentum_copy, update_momentum
 from ssl_lightning.optim import OptimizerConfig, optimizer_with_schedule
+from ssl_lightning.queue import KeyQueue
 
 # Stages whose batches are turned into views; predict batches stay plain images.
 _VIEW_STAGES = (RunningStage.TRAINING, RunningStage.VALIDATING, RunningStage.SANITY_CHECKING, RunningStage.TESTING)
@@ -217,6 +218,9 @@ class PretrainMethod(EncoderMethod):
             raise ConfigError(f"{type(self).__name__} needs batches of at least 2 images (the other images of a batch "
                               f"are what each view is told apart from, or normalised over), got data.batch_size={batch_size}; "
                               "raise data.init_args.batch_size")
+        if batch_size:  # each queue (MoCo's, NNCLR's, SwAV's) takes the global batch: fail now, not at the first enqueue
+            for queue in (module for module in self.modules() if isinstance(module, KeyQueue)):
+                queue.check_batch_size(batch_size * self.trainer.world_size)
 
     @abstractmethod
     def compute_loss(self, *views: Tensor) -> StepOutput:
@@ -236,6 +240,13 @@ class PretrainMethod(EncoderMethod):
             raise ConfigError(f"{type(self).__name__} needs at least {at_least} global crops (views at the first view's side, "
                               f"first in the list), got {count} of {sides[0]} px; give the first view entry copies: 2")
         return count
+
+    def hold_before_epoch(self, module: nn.Module, epoch: int) -> None:
+        """Before ``epoch``, drops ``module``'s gradients (call it in ``on_before_optimizer_step``):
+        it is neither updated nor decayed, as SwAV's prototypes and DINO's last layer at first."""
+        if self.current_epoch < epoch:
+            for p in module.parameters():
+                p.grad = None
 
     def encode_views(self, views: Sequence[Tensor]) -> Tensor:
         """(V, N, F) encoder features of V batches of views, each at its own size (multi-crop's local

@@ -8,29 +8,27 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ssl_lightning.augment import DINO_VIEWS, ViewConfig
+from ssl_lightning.collapse import mean_entropy
 from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.errors import ConfigError
 from ssl_lightning.heads import DINOHead
 from ssl_lightning.losses import check_temperature, dino_loss
 from ssl_lightning.methods.base import MomentumPretrainMethod, StepOutput
-from ssl_lightning.optim import OptimizerConfig
+from ssl_lightning.optim import OptimizerConfig, clip_grad_norm_per_parameter, linear_ramp
 
 
 class DINO(MomentumPretrainMethod):
     """DINO: a student matches its momentum teacher's centred, sharpened outputs across multi-crop views.
 
-    The student (encoder + ``DINOHead``) sees every crop; the teacher, its EMA, sees the
-    global crops only (``global_crops``: the leading views at the first view's size). The loss is
-    ``dino_loss`` with the teacher's outputs centred on ``center``, the EMA (momentum
-    ``center_momentum``) of the global batch's teacher outputs, and sharpened by a teacher
-    temperature that rises linearly from ``warmup_teacher_temperature`` to ``teacher_temperature``
-    over ``warmup_teacher_temperature_epochs`` (per epoch, as the code). As in the code, each
-    parameter's gradient norm is clipped at ``clip_grad``, and the head's last layer is frozen for
-    the first ``freeze_last_layer_epochs``.
+    The student (encoder + ``DINOHead``) sees every crop; the teacher, its EMA, sees the global
+    crops only (``global_crops``). ``dino_loss`` centres the teacher's outputs on ``center``, the
+    EMA of the global batch's teacher outputs, and sharpens them by a teacher temperature that
+    rises linearly per epoch over the warm-up (as the code). As in the code, each parameter's
+    gradient norm is clipped at ``clip_grad``; the head's last layer is frozen at first.
 
     The ranking metrics rank the student's distribution P_s of global crop 1 among the teacher's
     P_t of global crop 2, and back, across the two networks (``cross_view_ranking``); the
@@ -91,12 +89,6 @@ class DINO(MomentumPretrainMethod):
         self.register_buffer("center", torch.zeros(out_dim))  # (K,), in checkpoints
         self.num_teacher_crops = self.global_crops()
 
-    def teacher_temperature_now(self) -> float:
-        """T_t at the current epoch: the linear warm-up, then ``teacher_temperature``."""
-        hp = self.hparams
-        progress = min(1.0, self.current_epoch / hp.warmup_teacher_temperature_epochs) if hp.warmup_teacher_temperature_epochs else 1.0
-        return hp.warmup_teacher_temperature + progress * (hp.teacher_temperature - hp.warmup_teacher_temperature)
-
     def compute_loss(self, *views: Tensor) -> StepOutput:
         hp, n = self.hparams, len(views[0])
         h = self.encode_views(views)  # (V, N, F)
@@ -105,31 +97,27 @@ class DINO(MomentumPretrainMethod):
             teacher_logits = self.teacher_head(self.teacher_encoder(torch.cat(views[: self.num_teacher_crops])))[1]
         student, teacher = logits.unflatten(0, (len(views), n)), teacher_logits.unflatten(0, (self.num_teacher_crops, n))
         global_student, global_teacher = (gather(x.transpose(0, 1)).transpose(0, 1) for x in (student, teacher))  # (V, world N, K)
-        teacher_temperature = self.teacher_temperature_now()
+        teacher_temperature = linear_ramp(self.current_epoch, hp.warmup_teacher_temperature_epochs, hp.warmup_teacher_temperature,
+                                          hp.teacher_temperature)
         loss = dino_loss(global_student, global_teacher, self.center, hp.student_temperature, teacher_temperature)
         with torch.no_grad():  # what the loss compares: P_s of crop 1 and P_t of crop 2
             p_student = F.softmax(student[0].float() / hp.student_temperature, dim=1)
             p_teachers = F.softmax((teacher.float() - self.center) / teacher_temperature, dim=-1)  # (V_t, N, K)
-            p_teacher = p_teachers[1]
             self.log_collapse_terms(p_teachers, loss)
         if self.training:  # the center moves towards the global batch's mean teacher output
             self.center.lerp_(global_teacher.float().mean(dim=(0, 1)), 1 - hp.center_momentum)
-        return StepOutput(loss, p_student, p_teacher, features=h[0], monitored=z[:n])
+        return StepOutput(loss, p_student, p_teachers[1], features=h[0], monitored=z[:n])
 
     def log_collapse_terms(self, p_teachers: Tensor, loss: Tensor) -> None:
-        """The paper's collapse analysis (Sec. 5.3, Fig. 7): the teacher's entropy H(P_t), the mean
-        over its (V_t, N) distributions, and the KL divergence, loss - H(P_t). Uniform collapse:
-        H -> log K with KL -> 0; one dimension dominating: H -> 0. Learning keeps H below log K
-        and KL above 0."""
-        entropy = -(p_teachers * p_teachers.clamp_min(1e-12).log()).sum(dim=-1).mean()
+        """The paper's collapse analysis (Sec. 5.3, Fig. 7): the teacher's mean entropy H(P_t) and the
+        KL divergence, loss - H(P_t). Uniform collapse: H -> log K, KL -> 0; one dimension
+        dominating: H -> 0. Learning keeps H below log K and KL above 0."""
+        entropy = mean_entropy(p_teachers)
         stage, per_step = ("train", True) if self.training else ("val", False)
         for name, value in (("teacher_entropy", entropy), ("kl", loss.detach() - entropy)):
             self.log(f"{stage}/{name}", value, on_step=per_step, on_epoch=not per_step, sync_dist=not per_step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.hparams.clip_grad:
-            for p in self.parameters():
-                if p.grad is not None:
-                    nn.utils.clip_grad_norm_(p, self.hparams.clip_grad)
-        if self.current_epoch < self.hparams.freeze_last_layer_epochs:
-            self.head.last_layer.weight.grad = None  # not updated, nor decayed
+            clip_grad_norm_per_parameter(self, self.hparams.clip_grad)
+        self.hold_before_epoch(self.head.last_layer, self.hparams.freeze_last_layer_epochs)

@@ -85,13 +85,11 @@ class MoCo(MomentumPretrainMethod):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         batch_size = self.data_batch_size()
-        if batch_size:  # fail before training, not at the first enqueue; every process enqueues all keys
-            self.queue.check_batch_size(batch_size * self.trainer.world_size)
-            if batch_size % self.key_bn_splits or batch_size // self.key_bn_splits < 2:
-                raise ConfigError(
-                    f"key_bn_splits={self.key_bn_splits} does not cut a batch of {batch_size} into equal sub-batches of 2 "
-                    "images or more; set model.init_args.key_bn_splits to a divisor of the batch size at most half of it"
-                )
+        if batch_size and (batch_size % self.key_bn_splits or batch_size // self.key_bn_splits < 2):
+            raise ConfigError(
+                f"key_bn_splits={self.key_bn_splits} does not cut a batch of {batch_size} into equal sub-batches of 2 "
+                "images or more; set model.init_args.key_bn_splits to a divisor of the batch size at most half of it"
+            )
 
     def key_splits(self, n: int) -> int:
         """How many equal sub-batches a key batch of ``n`` is cut into: the most, up to

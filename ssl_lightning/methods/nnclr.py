@@ -67,12 +67,6 @@ class NNCLR(PretrainMethod):
         self.predictor = ProjectionHead(projection_dim, predictor_hidden_dim, projection_dim)
         self.support_set = KeyQueue(support_size, projection_dim, setting="NNCLR support_size")
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        batch_size = self.data_batch_size()
-        if batch_size:  # fail before training, not at the first enqueue
-            self.support_set.check_batch_size(batch_size * self.trainer.world_size)
-
     @torch.no_grad()
     def nearest_neighbours(self, z: Tensor) -> Tensor:
         """(N, D) -> (N, D): for each embedding, the support set's most cosine-similar one."""

@@ -14,7 +14,7 @@ from ssl_lightning.augment import SWAV_VIEWS, ViewConfig
 from ssl_lightning.distributed import gather
 from ssl_lightning.encoder import EncoderConfig
 from ssl_lightning.errors import ConfigError
-from ssl_lightning.heads import ProjectionHead
+from ssl_lightning.heads import ProjectionHead, Prototypes
 from ssl_lightning.losses import check_temperature, cross_entropy_across_crops, sinkhorn_knopp
 from ssl_lightning.methods.base import PretrainMethod, StepOutput
 from ssl_lightning.optim import OptimizerConfig
@@ -74,24 +74,12 @@ class SwAV(PretrainMethod):
                               f"{sinkhorn_epsilon}, {sinkhorn_iterations}, {num_prototypes} and {queue_size}")
         super().__init__(encoder=encoder, optimizer=optimizer, views=views)
         self.projector = ProjectionHead(self.encoder.out_dim, projection_hidden_dim, projection_dim)
-        self.prototypes = nn.Linear(projection_dim, num_prototypes, bias=False)
-        self.normalize_prototypes()
+        self.prototypes = Prototypes(projection_dim, num_prototypes)
         self.num_assigned_crops = self.global_crops()
         self.queues = nn.ModuleList(KeyQueue(queue_size, projection_dim, setting="SwAV queue_size")
                                     for _ in range(self.num_assigned_crops if queue_size else 0))
         self.register_buffer("queued", torch.zeros((), dtype=torch.long))  # embeddings enqueued per queue, in checkpoints
         self._queued = 0  # the same, on the host: reading the buffer every step would wait for the GPU
-
-    @torch.no_grad()
-    def normalize_prototypes(self) -> None:
-        """Scales every prototype (a row of the Linear's weight) to unit length."""
-        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        batch_size = self.data_batch_size()
-        if batch_size and self.queues:  # fail before training, not at the first enqueue
-            self.queues[0].check_batch_size(batch_size * self.trainer.world_size)
 
     def codes(self, scores: Tensor, z: Tensor) -> Tensor:
         """(A, B, K) Sinkhorn codes of the A global crops' global-batch scores; ``z`` (A, B, D) their embeddings."""
@@ -126,9 +114,8 @@ class SwAV(PretrainMethod):
         self._queued = int(checkpoint["state_dict"].get("queued", 0))  # a resumed queue is as full as it was
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.current_epoch < self.hparams.freeze_prototypes_epochs:
-            self.prototypes.weight.grad = None  # not updated, nor decayed
+        self.hold_before_epoch(self.prototypes, self.hparams.freeze_prototypes_epochs)
 
     def optimizer_step(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().optimizer_step(*args, **kwargs)
-        self.normalize_prototypes()
+        self.prototypes.normalize_()

@@ -20,8 +20,11 @@ class AnnounceRunFolder(Callback):
     failing at setup does not name a folder that ``RemoveUnstartedRun`` then removes."""
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.is_global_zero and trainer.logger is not None and not trainer.fast_dev_run:
-            print(f"ssl-lightning: this run's logs, config and checkpoints go to {trainer.log_dir}", file=sys.stderr)
+        if trainer.logger is None or trainer.fast_dev_run:
+            return
+        log_dir = trainer.log_dir  # on every process: under DDP it is a broadcast from process 0
+        if trainer.is_global_zero:
+            print(f"ssl-lightning: this run's logs, config and checkpoints go to {log_dir}", file=sys.stderr)
 
 
 class RemoveUnstartedRun(Callback):
